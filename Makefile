@@ -1,0 +1,24 @@
+# Two commands for a fresh machine: `make demo` (the main job on the bundled
+# sample corpus) and `make test`. Both build .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test clean
+
+$(BIN)/grepq: requirements.txt setup.py
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -e '.[gcp,test]'
+	touch $@
+
+install: $(BIN)/grepq
+
+demo: install
+	$(BIN)/grepq run --input 'samples/*' --output demo_out --labels samples/labels.csv
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) demo_out

@@ -1,0 +1,50 @@
+"""Feature rows -> the matrix the regressor sees, and what it was made of.
+
+A row carries `ll_features` and/or `hl_features` and the identities of the
+encoders that produced them. The layout (which blocks, in which order, how
+wide) plus the identities are stored with a fitted regressor, so a model is
+never applied to features from other encoders.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from grepq_core.errors import GrepqError
+
+__all__ = ["BLOCKS", "feature_layout", "feature_matrix", "row_vector"]
+
+# feature block -> the identity column that says which encoder made it
+BLOCKS = {"ll": "ll_identity", "hl": "hl_identity"}
+
+
+def feature_layout(rows: Iterable[Mapping]) -> tuple[list[list], dict[str, str]]:
+    """([[block, width], ...], {block: identity}) shared by all rows, or an error."""
+    layout, identities = None, None
+    for row in rows:
+        this_layout = [[b, len(row[f"{b}_features"])] for b in BLOCKS if row.get(f"{b}_features") is not None]
+        this_ids = {b: row[col] for b, col in BLOCKS.items() if row.get(f"{b}_features") is not None}
+        if layout is None:
+            layout, identities = this_layout, this_ids
+        elif (this_layout, this_ids) != (layout, identities):
+            raise GrepqError(f"feature rows disagree: {row['path']} has {this_layout} {this_ids}, "
+                             f"others {layout} {identities}; extract them again with one set of encoders")
+    if not layout:
+        raise GrepqError("no feature rows with features")
+    return layout, identities
+
+
+def row_vector(row: Mapping, layout: list[list]) -> np.ndarray:
+    """One row's blocks concatenated in layout order (float64)."""
+    parts = []
+    for block, width in layout:
+        values = row.get(f"{block}_features")
+        if values is None or len(values) != width:
+            raise GrepqError(f"{row.get('path')}: missing or wrong-width {block} features for layout {layout}")
+        parts.append(np.asarray(values, dtype=np.float64))
+    return np.concatenate(parts)
+
+
+def feature_matrix(rows: list[Mapping], layout: list[list]) -> np.ndarray:
+    return np.stack([row_vector(r, layout) for r in rows]) if rows else np.empty((0, sum(w for _, w in layout)))

@@ -1,0 +1,156 @@
+"""The low-level (LL) encoder: a ResNet-18 trunk and a small MLP head.
+
+METHOD.md, "Two pathways": ResNet-18 from random initialisation (no
+ImageNet weights), global average pool (512 values), then an MLP head
+512 -> 512 -> ReLU -> 128; the 128-d head output is the LL feature. The trunk
+keeps torchvision's layer names and initialisation, so at width 64 it is
+torchvision's ``resnet18`` without ``fc``. Narrower trunks (width 32, 16, 8)
+are registered in ``configs/ll_encoders.json`` for cheap experiments and
+tests; their head's hidden size follows the pooled size as in the paper.
+
+Checkpoints are plain dicts, readable with ``torch.load(weights_only=True)``::
+
+    {"format": "grepq-ll/1", "arch": name, "config": {...},
+     "state_dict": {...}, "meta": {...}}
+"""
+
+import difflib
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+
+from grepq_core import shipped
+from grepq_core.errors import GrepqError, WeightsUnavailable
+from grepq_core.weights import load_checkpoint, parameters_digest, save_checkpoint
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "LLEncoder",
+    "create_ll_encoder",
+    "list_ll_architectures",
+    "load_ll_encoder",
+    "save_ll_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "grepq-ll/1"
+_ARCHITECTURES_FILE = Path(__file__).resolve().parent / "configs" / "ll_encoders.json"
+
+
+class LLEncoder(nn.Module):
+    """ResNet-18 trunk (BasicBlock x [2, 2, 2, 2]) + MLP head; ImageNet-normalised input of any size."""
+
+    def __init__(self, width: int = 64, hidden: int = 512, feature_dim: int = 128):
+        super().__init__()
+        self.config = {"width": width, "hidden": hidden, "feature_dim": feature_dim}
+        self.trunk = _resnet18_trunk(width)
+        self.head = nn.Sequential(
+            nn.Linear(8 * width, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, feature_dim),
+        )
+
+    def features_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Globally average-pooled trunk output, ``[B, 8 * width]``."""
+        return self.trunk(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` float -> ``[B, feature_dim]`` LL features."""
+        return self.head(self.trunk(x))
+
+
+def _resnet18_trunk(width: int) -> nn.Sequential:
+    """torchvision's resnet18 up to the global pool, with channels ``width * [1, 2, 4, 8]``."""
+    layers = OrderedDict(
+        conv1=nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False),
+        bn1=nn.BatchNorm2d(width),
+        relu=nn.ReLU(inplace=True),
+        maxpool=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+    )
+    inplanes = width
+    for index, (planes, stride) in enumerate(zip((width, 2 * width, 4 * width, 8 * width), (1, 2, 2, 2)), 1):
+        downsample = None
+        if stride != 1 or inplanes != planes:
+            downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes),
+            )
+        layers[f"layer{index}"] = nn.Sequential(
+            BasicBlock(inplanes, planes, stride, downsample),
+            BasicBlock(planes, planes),
+        )
+        inplanes = planes
+    layers["avgpool"] = nn.AdaptiveAvgPool2d(1)
+    layers["flatten"] = nn.Flatten(1)
+    trunk = nn.Sequential(layers)
+    for module in trunk.modules():  # torchvision's ResNet initialisation
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    return trunk
+
+
+def _architectures() -> dict:
+    with open(_ARCHITECTURES_FILE) as f:
+        return json.load(f)
+
+
+def _architecture_config(arch: str) -> dict:
+    architectures = _architectures()
+    if arch not in architectures:
+        close = difflib.get_close_matches(arch, architectures, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise GrepqError(f"unknown LL architecture {arch!r}.{hint} Valid: {', '.join(architectures)}")
+    return architectures[arch]
+
+
+def list_ll_architectures() -> list[str]:
+    """Names of the registered LL architectures (configs/ll_encoders.json)."""
+    return list(_architectures())
+
+
+def create_ll_encoder(arch: str) -> LLEncoder:
+    """A randomly initialised LL encoder of a registered architecture."""
+    return LLEncoder(**_architecture_config(arch))
+
+
+def save_ll_checkpoint(encoder: LLEncoder, path: str, arch: str, meta: dict | None = None) -> None:
+    """Write `encoder` to a path or fsspec URL; `arch` must name its registered config."""
+    if _architecture_config(arch) != encoder.config:
+        raise GrepqError(f"encoder config {encoder.config} is not architecture {arch!r} ({_architecture_config(arch)})")
+    save_checkpoint(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "arch": arch,
+            "config": dict(encoder.config),
+            "state_dict": encoder.state_dict(),
+            "meta": meta or {},
+        },
+        path,
+    )
+
+
+def load_ll_encoder(source: str) -> tuple[LLEncoder, str]:
+    """(encoder in eval mode, identity ``ll:{arch}@{digest}``) from "shipped", a path or a URL."""
+    if source == "shipped":
+        if not shipped.SHIPPED_LL.exists():
+            raise WeightsUnavailable(
+                f"no LL encoder ships with this install ({shipped.SHIPPED_LL} is missing): "
+                "pass --ll-weights PATH_OR_URL or train one with `grepq train-ll`"
+            )
+        source = str(shipped.SHIPPED_LL)
+    checkpoint = load_checkpoint(source)
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise WeightsUnavailable(f"{source} is not a grepq LL checkpoint (format {checkpoint.get('format')!r})")
+    try:
+        encoder = LLEncoder(**checkpoint["config"])
+        encoder.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise WeightsUnavailable(f"{source} is a malformed grepq LL checkpoint: {e}") from e
+    encoder.eval()
+    return encoder, f"ll:{checkpoint['arch']}@{parameters_digest(encoder)}"

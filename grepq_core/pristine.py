@@ -1,0 +1,175 @@
+"""The pristine model of the zero-shot LL score (METHOD.md, "Zero-shot").
+
+From pristine photos, keep the sharpest and then the most colourful
+non-overlapping 96x96 patches; the LL features of the kept patches give the
+mean and covariance of a multivariate Gaussian, as in NIQE. `zero_shot.py`
+measures how far a test image's patch statistics lie from it.
+
+Deviations from the reference code:
+- the local standard deviation filters with edge replication at the patch
+  border (as NIQE does), not zero padding, which lends bright flat patches a
+  false rim of "sharpness";
+- the best patch is always kept, so a flat or colourless photo (largest
+  score 0, which no patch exceeds) still contributes one patch.
+
+The model is stored as a plain `.npz` (no pickled objects) and read back with
+``allow_pickle=False``.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+from scipy import ndimage
+
+from grepq_core.errors import GrepqError
+from grepq_core.zero_shot import patch_statistics
+
+__all__ = ["sharpness", "colourfulness", "select_pristine_patches", "PristineModel", "fit_pristine"]
+
+_FORMAT = "grepq-pristine/1"
+_BT601 = np.array([0.299, 0.587, 0.114])
+
+
+def _gaussian_window(size: int = 7, sigma: float = 7 / 6) -> np.ndarray:
+    coords = np.arange(size) - (size - 1) / 2
+    g = np.exp(-(coords[:, None] ** 2 + coords[None, :] ** 2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def _sharpness_batch(grays: np.ndarray) -> np.ndarray:
+    """Sharpness of each [H, W] slice of a [P, H, W] stack, in one filter pass."""
+    window = _gaussian_window()[None]  # size 1 along the stack axis: patches never mix
+    # Local variance ignores an offset; centring each patch avoids cancellation in E[x^2] - mu^2.
+    x = grays.astype(np.float64)
+    x = x - x.mean(axis=(1, 2), keepdims=True)
+    mu = ndimage.correlate(x, window, mode="nearest")
+    local_var = ndimage.correlate(x * x, window, mode="nearest") - mu * mu
+    return np.sqrt(np.abs(local_var)).sum(axis=(1, 2))
+
+
+def _colourfulness_batch(rgbs: np.ndarray) -> np.ndarray:
+    """Colourfulness of each [H, W, 3] slice of a [P, H, W, 3] stack."""
+    x = rgbs.astype(np.float64)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    rg = np.abs(r - g)
+    yb = np.abs((r + g) / 2 - b)
+    axes = (1, 2)
+    spread = np.sqrt(rg.std(axis=axes, ddof=1) ** 2 + yb.std(axis=axes, ddof=1) ** 2)
+    level = np.sqrt(rg.mean(axis=axes) ** 2 + yb.mean(axis=axes) ** 2)
+    return spread + level
+
+
+def sharpness(gray: np.ndarray) -> float:
+    """Sum over a grey patch of its local standard deviation.
+
+    The local statistics use a 7x7 Gaussian window with sigma 7/6:
+    mu = G * x, sigma = sqrt(|G * x^2 - mu^2|). Input is grey in [0, 255].
+    """
+    gray = np.asarray(gray)
+    if gray.ndim != 2:
+        raise ValueError(f"sharpness takes a 2-D grey patch, got shape {gray.shape}")
+    return float(_sharpness_batch(gray[None])[0])
+
+
+def colourfulness(rgb: np.ndarray) -> float:
+    """Hasler and Suesstrunk's colourfulness of an [H, W, 3] RGB patch.
+
+    sqrt(sd_rg^2 + sd_yb^2) + sqrt(mean_rg^2 + mean_yb^2), with
+    rg = |R - G| and yb = |(R + G) / 2 - B|. The paper (Hasler and
+    Suesstrunk, 2003) weights the second term by 0.3 and takes no absolute
+    values; METHOD.md and the GRepQ reference use this form, and the
+    pristine patches it selects define what the shipped model calls
+    pristine, so we follow the reference.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"colourfulness takes an [H, W, 3] patch, got shape {rgb.shape}")
+    return float(_colourfulness_batch(rgb[None])[0])
+
+
+def _tiles(img: np.ndarray, size: int) -> np.ndarray:
+    """Non-overlapping size x size tiles from the top-left; the remainder is dropped."""
+    rows, cols = img.shape[0] // size, img.shape[1] // size
+    cropped = img[: rows * size, : cols * size]
+    tiles = cropped.reshape(rows, size, cols, size, 3).swapaxes(1, 2)
+    return tiles.reshape(rows * cols, size, size, 3)
+
+
+def _above(values: np.ndarray, frac: float) -> np.ndarray:
+    """Mask of values above frac x the largest; the largest is always kept."""
+    keep = values > frac * values.max()
+    keep[np.argmax(values)] = True
+    return keep
+
+
+def select_pristine_patches(img: np.ndarray, size: int = 96, sharpness_frac: float = 0.75,
+                            colour_frac: float = 0.8) -> np.ndarray:
+    """The sharpest, then most colourful, non-overlapping patches of one photo.
+
+    `img` is HxWx3 uint8 RGB. Returns [P, size, size, 3] uint8 with P >= 1,
+    or P = 0 when the photo is smaller than one patch.
+    """
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 image, got {img.dtype} {img.shape}")
+    tiles = _tiles(img, size)
+    if len(tiles) == 0:
+        return tiles
+    sharp = tiles[_above(_sharpness_batch(tiles @ _BT601), sharpness_frac)]
+    return sharp[_above(_colourfulness_batch(sharp), colour_frac)]
+
+
+@dataclass
+class PristineModel:
+    """Mean and covariance of LL features of pristine patches.
+
+    `encoder_identity` names the LL encoder whose features these are: a
+    pristine model is only meaningful with that encoder.
+    """
+
+    mean: np.ndarray
+    cov: np.ndarray
+    encoder_identity: str
+    n_patches: int
+
+    def save(self, uri: str) -> None:
+        """Write a plain `.npz` (no pickled objects) to a path or fsspec URL."""
+        buffer = io.BytesIO()
+        np.savez(buffer, format=np.array(_FORMAT), mean=self.mean, cov=self.cov,
+                 encoder_identity=np.array(self.encoder_identity), n_patches=np.array(self.n_patches))
+        with fsspec.open(uri, "wb") as f:
+            f.write(buffer.getvalue())
+
+    @classmethod
+    def load(cls, uri: str) -> "PristineModel":
+        """Read a model written by `save`; anything else is a `GrepqError`."""
+        try:
+            with fsspec.open(uri, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise GrepqError(f"cannot read pristine model {uri}: {e}") from e
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                fields = {k: npz[k] for k in ("format", "mean", "cov", "encoder_identity", "n_patches")}
+        except (ValueError, KeyError, OSError) as e:
+            raise GrepqError(f"{uri} is not a grepq pristine model (.npz without pickled objects): {e}") from e
+        if str(fields["format"]) != _FORMAT:
+            raise GrepqError(f"{uri} has format {fields['format']}, expected {_FORMAT}")
+        mean, cov = fields["mean"].astype(np.float64), fields["cov"].astype(np.float64)
+        if mean.ndim != 1 or cov.shape != (mean.size, mean.size):
+            raise GrepqError(f"{uri}: mean {mean.shape} and covariance {cov.shape} do not match")
+        return cls(mean, cov, str(fields["encoder_identity"]), int(fields["n_patches"]))
+
+
+def fit_pristine(features: np.ndarray, encoder_identity: str) -> PristineModel:
+    """Fit the Gaussian to [N, D] LL features of pristine patches (N >= 2)."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) < 2:
+        raise GrepqError(f"a pristine model needs at least 2 patch feature rows, got shape {features.shape}")
+    if not np.isfinite(features).all():
+        raise GrepqError("pristine patch features contain NaN or infinity")
+    mean, cov = patch_statistics(features)
+    return PristineModel(mean, cov, encoder_identity, len(features))

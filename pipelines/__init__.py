@@ -1,0 +1,1 @@
+"""grepq's entry points: one Beam pipeline per `grepq` subcommand."""

@@ -1,0 +1,30 @@
+"""`grepq run`: extract, then fit when labels are given, then score.
+
+Three pipelines one after the other, all writing under --output:
+features/, dead_letters/, model.json (when labelled), scores/, keep.txt, reject.txt.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+
+from pipelines import extract, fit, score
+from pipelines.options import GrepqOptions, encoder_spec, require
+
+__all__ = ["run"]
+
+
+def run(argv=None):
+    options = GrepqOptions(argv)
+    require(options, "input", "output")
+    out = options.output.rstrip("/")
+    extract.check_weights(encoder_spec(options))
+    with beam.Pipeline(options=options) as p:
+        extract.build(p, options)
+    model = options.model
+    if options.label_csv:
+        model = options.model_output or f"{out}/model.json"
+        with beam.Pipeline(options=options) as p:
+            fit.build(p, options, out, model)
+    with beam.Pipeline(options=options) as p:
+        score.build(p, options, out, model, out)
+    print(f"scores: {out}/scores/  keep list: {out}/keep.txt  reject list: {out}/reject.txt")

@@ -1,0 +1,47 @@
+"""`grepq score`: feature rows -> scores, keep and reject lists.
+
+    Read features -> score (ridge or zero-shot) -> threshold -> keep flag
+      -> Write scores Parquet, keep.txt, reject.txt
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+
+from grepq_core.errors import GrepqError
+from pipelines.options import GrepqOptions, require
+from transforms.schema import FEATURES_DIR, SCORES, SCORES_DIR
+from transforms.scoring import KeepThreshold, ScoreRows
+from transforms.write import WriteRows, shard_glob
+
+__all__ = ["run", "build"]
+
+
+def _decide(row: dict, threshold: float) -> dict:
+    """Kept when the score reaches the threshold (ties kept); unscorable rows are rejected."""
+    return {**row, "keep": row["score"] is not None and row["score"] >= threshold}
+
+
+def build(p: beam.Pipeline, opts: GrepqOptions, features: str, model: str | None, output: str):
+    if opts.keep_above is not None and opts.keep_top_fraction is not None:
+        raise GrepqError("give --keep-above or --keep-top-fraction, not both")
+    if opts.keep_top_fraction is not None and not 0 < opts.keep_top_fraction <= 1:
+        raise GrepqError("--keep-top-fraction must be in (0, 1]")
+    scores = (p
+              | "Read" >> beam.io.ReadFromParquet(shard_glob(features, FEATURES_DIR))
+              | "Score" >> beam.ParDo(ScoreRows(model)))
+    threshold = scores | "Threshold" >> KeepThreshold(opts.keep_above, opts.keep_top_fraction)
+    decided = scores | "Decide" >> beam.Map(_decide, beam.pvalue.AsSingleton(threshold))
+    decided | "WriteScores" >> WriteRows(output, SCORES_DIR, SCORES)
+    for name, keep in (("keep", True), ("reject", False)):
+        (decided
+         | f"Select {name}" >> beam.Filter(lambda r, k: r["keep"] == k, keep)
+         | f"Path {name}" >> beam.Map(lambda r: r["path"])
+         | f"Write {name}" >> beam.io.WriteToText(f"{output.rstrip('/')}/{name}", file_name_suffix=".txt",
+                                                  shard_name_template=""))
+
+
+def run(argv=None, test_pipeline=None):
+    options = GrepqOptions(argv)
+    require(options, "features", "output")
+    with (test_pipeline or beam.Pipeline(options=options)) as p:
+        build(p, options, options.features, options.model, options.output)

@@ -1,0 +1,37 @@
+"""grepq: no-reference image quality (GRepQ) as Beam pipelines.
+
+Also usable as Dataflow's ``--setup_file``: workers install this package with
+its dependencies. Exact versions for a reproducible environment are pinned in
+requirements.txt.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="grepq",
+    version="0.1.0",
+    description="Tell good images from bad ones without a reference (GRepQ, WACV 2024), at collection scale.",
+    python_requires=">=3.10",
+    packages=find_packages(include=["grepq_core*", "transforms*", "pipelines*"]),
+    package_data={"grepq_core": ["assets/*", "configs/*.json"]},
+    install_requires=[
+        "apache-beam>=2.60",
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "open_clip_torch>=2.24",
+        "pyarrow>=14",
+        "pandas>=2",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "scikit-learn>=1.3",
+        "pillow>=10",
+        "fsspec>=2023.6",
+        "piq>=0.8",
+        "matplotlib>=3.7",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "gcp": ["apache-beam[gcp]", "gcsfs", "google-cloud-storage"],
+        "test": ["pytest>=7", "pytest-timeout", "gcp-storage-emulator", "scikit-image", "gcsfs", "google-cloud-storage"],
+    },
+    entry_points={"console_scripts": ["grepq=pipelines.cli:main"]},
+)

@@ -1,0 +1,207 @@
+"""A corpus of awkward and broken image files, with the outcome each must have.
+
+`make_bad_corpus(directory)` writes the files below and returns
+``{path: expected}``, where expected is ``"ok"`` (decodes to a usable RGB
+image) or the `ImageError` reason `grepq_core.imageio.load_image` must raise.
+Content comes from scikit-image's bundled photos where it matters. Creation
+takes about a second.
+
+| file | expected | what it is |
+| --- | --- | --- |
+| random_bytes.jpg | not_an_image | 4 KiB of seeded random bytes |
+| text_file.jpg | not_an_image | a line of text |
+| empty.jpg | empty_file | zero bytes |
+| truncated.jpg | truncated | astronaut JPEG cut in half |
+| truncated.png | truncated | astronaut PNG cut in half |
+| corrupt_data.png | corrupt | astronaut PNG with bytes flipped inside the compressed pixel data |
+| bomb.png | decompression_bomb | 100-byte PNG declaring 30000x30000 (10x Pillow's limit) |
+| bomb_warning.png | decompression_bomb | PNG declaring 10000x10000 (between 1x and 2x the limit, where Pillow only warns) |
+| directory.jpg | unreadable | a directory |
+| symlink_loop.jpg | unreadable | a symlink to itself (left out where symlinks are refused) |
+| cmyk.jpg | ok | coffee saved as a CMYK JPEG |
+| grey16.png | ok | camera x 257 as a 16-bit greyscale PNG (must decode back to camera) |
+| gradient16.png | ok | 16-bit horizontal ramp 0..65535, 64x256 |
+| greyscale.png | ok | camera, 8-bit greyscale |
+| palette_transparent.png | ok | chelsea as a palette PNG; top-left `TRANSPARENT_BOX` square uses a fully transparent black entry |
+| rgba.png | ok | astronaut with alpha 0 (over black pixels) in the top-left `TRANSPARENT_BOX` square, opaque elsewhere |
+| animated.gif | ok | 3 frames: chelsea, chelsea upside down, chelsea mirrored |
+| exif_rotated.jpg | ok | chelsea (300x451) with EXIF orientation 6: displays as 451x300 |
+| one_pixel.png | ok | 1x1, colour `ONE_PIXEL_RGB` |
+| tiny_20x20.png | ok | astronaut shrunk to 20x20, smaller than one 32x32 fragment |
+| panorama_8000x200.jpg | ok | coffee stretched to 8000 wide, 200 high |
+| large_6000x4000.jpg | ok | 6000x4000 colour gradient (24 MP) |
+| non_utf8_<0xff>.jpg | ok | chelsea under a file name that is not valid UTF-8 (left out where the filesystem refuses it) |
+| duplicate_a.jpg, duplicate_b.jpg | ok | the same coffee JPEG bytes under two names |
+"""
+
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import skimage.data
+from PIL import Image
+
+__all__ = ["KIND_NAMES", "ONE_PIXEL_RGB", "TRANSPARENT_BOX", "make_bad_corpus"]
+
+TRANSPARENT_BOX = 64
+ONE_PIXEL_RGB = (10, 200, 30)
+
+
+class _Unsupported(Exception):
+    """This filesystem cannot hold the kind (e.g. no symlinks); it is left out."""
+
+
+def make_bad_corpus(directory: Path) -> dict[str, str]:
+    """Write every kind of file into `directory`; return ``{path: expected outcome}``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    expected = {}
+    for name, (outcome, write) in _KINDS.items():
+        path = directory / name
+        try:
+            write(path)
+        except _Unsupported:
+            continue
+        expected[str(path)] = outcome
+    return expected
+
+
+def _encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A valid PNG signature and IHDR declaring width x height RGB, with almost no pixel data."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _astronaut_jpeg() -> bytes:
+    return _encode(Image.fromarray(skimage.data.astronaut()), "JPEG", quality=90)
+
+
+def _astronaut_png() -> bytes:
+    return _encode(Image.fromarray(skimage.data.astronaut()), "PNG")
+
+
+def _corrupt_png(path: Path) -> None:
+    data = bytearray(_astronaut_png())
+    start = data.index(b"IDAT") + 200
+    data[start : start + 300] = bytes(b ^ 0x55 for b in data[start : start + 300])
+    path.write_bytes(bytes(data))
+
+
+def _symlink_loop(path: Path) -> None:
+    try:
+        os.symlink(path.name, path)
+    except (OSError, NotImplementedError) as exc:
+        raise _Unsupported(str(exc)) from exc
+
+
+def _non_utf8_name(path: Path) -> None:
+    try:
+        with open(os.fsencode(path), "wb") as f:
+            f.write(_encode(Image.fromarray(skimage.data.chelsea()), "JPEG"))
+    except (OSError, UnicodeError) as exc:
+        raise _Unsupported(str(exc)) from exc
+
+
+def _grey16(path: Path) -> None:
+    values = skimage.data.camera().astype(np.uint16) * 257
+    Image.fromarray(values).save(path)
+
+
+def _gradient16(path: Path) -> None:
+    ramp = np.linspace(0, 65535, 256).round().astype(np.uint16)
+    Image.fromarray(np.tile(ramp, (64, 1))).save(path)
+
+
+def _palette_transparent(path: Path) -> None:
+    image = Image.fromarray(skimage.data.chelsea()).quantize(colors=255)
+    image.paste(255, (0, 0, TRANSPARENT_BOX, TRANSPARENT_BOX))
+    palette = (image.getpalette() + [0] * 768)[: 255 * 3] + [0, 0, 0]
+    image.putpalette(palette)
+    image.save(path, transparency=255)
+
+
+def _rgba(path: Path) -> None:
+    rgba = np.dstack([skimage.data.astronaut(), np.full((512, 512), 255, np.uint8)])
+    rgba[:TRANSPARENT_BOX, :TRANSPARENT_BOX] = 0
+    Image.fromarray(rgba).save(path)
+
+
+def _animated_gif(path: Path) -> None:
+    cat = skimage.data.chelsea()
+    frames = [Image.fromarray(np.ascontiguousarray(a)) for a in (cat, cat[::-1], cat[:, ::-1])]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def _exif_rotated(path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(skimage.data.chelsea()).save(path, quality=95, exif=exif)
+
+
+def _large(path: Path) -> None:
+    ramp = Image.linear_gradient("L")
+    across = ramp.rotate(90).resize((6000, 4000), Image.Resampling.BILINEAR)
+    down = ramp.resize((6000, 4000), Image.Resampling.BILINEAR)
+    Image.merge("RGB", (across, down, Image.new("L", (6000, 4000), 128))).save(path, quality=80)
+
+
+def _bytes(data):
+    """A writer for fixed bytes, or for bytes made on demand by a callable."""
+    return lambda path: path.write_bytes(data() if callable(data) else data)
+
+
+def _save(make_image, **options):
+    """A writer saving a Pillow image in the format the file name implies."""
+    return lambda path: make_image().save(path, **options)
+
+
+_coffee_jpeg = _save(lambda: Image.fromarray(skimage.data.coffee()), quality=90)
+
+
+_KINDS = {
+    "random_bytes.jpg": ("not_an_image", _bytes(lambda: np.random.default_rng(0).bytes(4096))),
+    "text_file.jpg": ("not_an_image", _bytes(b"this is a text file, not a photo\n")),
+    "empty.jpg": ("empty_file", _bytes(b"")),
+    "truncated.jpg": ("truncated", _bytes(lambda: (d := _astronaut_jpeg())[: len(d) // 2])),
+    "truncated.png": ("truncated", _bytes(lambda: (d := _astronaut_png())[: len(d) // 2])),
+    "corrupt_data.png": ("corrupt", _corrupt_png),
+    "bomb.png": ("decompression_bomb", _bytes(_png_header_only(30000, 30000))),
+    "bomb_warning.png": ("decompression_bomb", _bytes(_png_header_only(10000, 10000))),
+    "directory.jpg": ("unreadable", lambda path: path.mkdir()),
+    "symlink_loop.jpg": ("unreadable", _symlink_loop),
+    "cmyk.jpg": ("ok", _save(lambda: Image.fromarray(skimage.data.coffee()).convert("CMYK"), quality=95)),
+    "grey16.png": ("ok", _grey16),
+    "gradient16.png": ("ok", _gradient16),
+    "greyscale.png": ("ok", _save(lambda: Image.fromarray(skimage.data.camera()))),
+    "palette_transparent.png": ("ok", _palette_transparent),
+    "rgba.png": ("ok", _rgba),
+    "animated.gif": ("ok", _animated_gif),
+    "exif_rotated.jpg": ("ok", _exif_rotated),
+    "one_pixel.png": ("ok", _save(lambda: Image.new("RGB", (1, 1), ONE_PIXEL_RGB))),
+    "tiny_20x20.png": ("ok", _save(lambda: Image.fromarray(skimage.data.astronaut()).resize((20, 20)))),
+    "panorama_8000x200.jpg": ("ok", _save(lambda: Image.fromarray(skimage.data.coffee()).resize((8000, 200)))),
+    "large_6000x4000.jpg": ("ok", _large),
+    os.fsdecode(b"non_utf8_\xff.jpg"): ("ok", _non_utf8_name),
+    "duplicate_a.jpg": ("ok", _coffee_jpeg),
+    "duplicate_b.jpg": ("ok", _coffee_jpeg),
+}
+
+KIND_NAMES = tuple(_KINDS)

@@ -1,0 +1,1 @@
+"""Beam PTransforms and DoFns built on grepq_core."""

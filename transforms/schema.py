@@ -1,0 +1,45 @@
+"""Every Parquet schema grepq writes, in one place.
+
+A stage that reads another's output relies on these names and types; the
+encoder identities in each feature row say which weights produced it.
+"""
+import pyarrow as pa
+
+__all__ = ["FEATURES", "DEAD_LETTERS", "SCORES", "FEATURES_DIR", "DEAD_LETTERS_DIR", "SCORES_DIR"]
+
+FEATURES_DIR = "features"
+DEAD_LETTERS_DIR = "dead_letters"
+SCORES_DIR = "scores"
+
+FEATURES = pa.schema([
+    ("path", pa.string()),
+    ("sha256", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("decoder", pa.string()),
+    ("ll_features", pa.list_(pa.float32())),
+    ("hl_features", pa.list_(pa.float32())),
+    ("zs_ll", pa.float64()),
+    ("zs_hl", pa.float64()),
+    ("zs_combined", pa.float64()),
+    ("ll_identity", pa.string()),
+    ("hl_identity", pa.string()),
+])
+
+DEAD_LETTERS = pa.schema([
+    ("path", pa.string()),
+    ("stage", pa.string()),
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+])
+
+SCORES = pa.schema([
+    ("path", pa.string()),
+    ("sha256", pa.string()),
+    ("score", pa.float64()),
+    ("scorer", pa.string()),
+    ("keep", pa.bool_()),
+    ("zs_ll", pa.float64()),
+    ("zs_hl", pa.float64()),
+    ("zs_combined", pa.float64()),
+])

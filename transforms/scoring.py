@@ -1,0 +1,63 @@
+"""Feature rows -> quality scores, and the keep / reject split.
+
+With a fitted regressor the score is its prediction; without one it is the
+zero-shot score (combined when both pathways ran, else the one that did).
+"""
+from __future__ import annotations
+
+import math
+
+import apache_beam as beam
+
+from grepq_core.features import row_vector
+from grepq_core.regressor import load_ridge
+
+__all__ = ["ScoreRows", "zero_shot_score", "KeepThreshold"]
+
+
+def zero_shot_score(row: dict) -> tuple[float | None, str]:
+    for column in ("zs_combined", "zs_ll", "zs_hl"):
+        value = row.get(column)
+        if value is not None and math.isfinite(value):
+            return value, f"zero-shot:{column[3:]}"
+    return None, "zero-shot:none"
+
+
+class ScoreRows(beam.DoFn):
+    """Feature row -> score row (keep is decided later, against the threshold)."""
+
+    def __init__(self, model_uri: str | None):
+        self._uri = model_uri
+        self._model = None
+
+    def setup(self):
+        if self._uri:
+            self._model = load_ridge(self._uri)
+
+    def process(self, row):
+        if self._model is None:
+            score, scorer = zero_shot_score(row)
+        else:
+            self._model.check_features(identities={b: row[f"{b}_identity"] for b, _ in self._model.layout})
+            score = float(self._model.predict(row_vector(row, self._model.layout)[None])[0])
+            scorer = f"ridge:{self._uri}"
+        yield {"path": row["path"], "sha256": row["sha256"], "score": score, "scorer": scorer, "keep": None,
+               "zs_ll": row.get("zs_ll"), "zs_hl": row.get("zs_hl"), "zs_combined": row.get("zs_combined")}
+
+
+class KeepThreshold(beam.PTransform):
+    """The score above which an image is kept: fixed, or the (1 - F) quantile."""
+
+    def __init__(self, keep_above: float | None, keep_top_fraction: float | None, resolution: int = 10_000):
+        super().__init__()
+        self._above, self._fraction, self._resolution = keep_above, keep_top_fraction, resolution
+
+    def expand(self, scores):
+        if self._fraction is None:
+            above = -math.inf if self._above is None else self._above
+            return scores.pipeline | beam.Create([above])
+        index = round((1.0 - self._fraction) * self._resolution)
+        return (scores
+                | beam.Map(lambda r: r["score"]) | beam.Filter(lambda s: s is not None)
+                | beam.ApproximateQuantiles.Globally(self._resolution + 1)
+                | beam.Map(lambda q: q[min(index, len(q) - 1)] if q else math.inf))
