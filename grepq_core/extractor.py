@@ -78,6 +78,7 @@ class EncoderSpec:
     hl_model: str = "RN50"
     hl_weights: str | None = "openai"
     device: str = "auto"
+    batch_size: int = 32
     views: ViewConfig = field(default_factory=ViewConfig)
 
 
@@ -163,20 +164,37 @@ class Extractor:
             return None
         return module.to(self.device, memory_format=self._memory_format).eval()
 
-    def _input(self, arrays: list[np.ndarray], mean, std) -> torch.Tensor:
-        x = torch.from_numpy(np.stack(arrays)).to(self.device, non_blocking=True)
-        return V.normalize(x, mean, std).contiguous(memory_format=self._memory_format)
+    def _forward(self, model, x: torch.Tensor) -> list[np.ndarray]:
+        """Run `model` in chunks of exactly `batch_size`, the last one zero-padded.
+
+        Kernels pick their blocking by batch size, so a row's values would
+        otherwise depend on which images shared its batch; a fixed size
+        makes every row byte-identical across runs however Beam batches.
+        """
+        size = self.spec.batch_size
+        outputs = []
+        for start in range(0, len(x), size):
+            chunk = x[start:start + size]
+            n = len(chunk)
+            if n < size:
+                chunk = torch.cat([chunk, chunk.new_zeros((size - n, *chunk.shape[1:]))])
+            result = model(chunk.contiguous(memory_format=self._memory_format))
+            outputs.append([r[:n].float().cpu().numpy() for r in (result if isinstance(result, tuple) else (result,))])
+        return [np.concatenate(parts) for parts in zip(*outputs)]
 
     def _run_grouped(self, model, arrays: list[np.ndarray], mean, std) -> list:
-        """Forward pass per group of equal shapes (one group in the fixed-shape modes)."""
+        """Per-item outputs, one forward pass per group of equal shapes.
+
+        The fixed-shape views form one group; full-resolution views go one
+        shape at a time.
+        """
         out: list = [None] * len(arrays)
         shapes: dict[tuple, list[int]] = {}
         for i, a in enumerate(arrays):
             shapes.setdefault(a.shape, []).append(i)
         for idx in shapes.values():
-            result = model(self._input([arrays[i] for i in idx], mean, std))
-            parts = result if isinstance(result, tuple) else (result,)
-            parts = [p.float().cpu().numpy() for p in parts]
+            x = torch.from_numpy(np.stack([arrays[i] for i in idx])).to(self.device, non_blocking=True)
+            parts = self._forward(model, V.normalize(x, mean, std))
             for k, i in enumerate(idx):
                 out[i] = tuple(p[k] for p in parts)
         return out

@@ -52,13 +52,12 @@ def logistic4(x, b1, b2, b3, b4):
 
 def _fit_logistic(pred: np.ndarray, mos: np.ndarray) -> np.ndarray | None:
     """Mapped predictions, or None when the fit fails or is degenerate."""
-    spread = pred.std()
-    if spread == 0:
+    if np.ptp(pred) == 0:
         return None
     high, low = mos.max(), mos.min()
     if _quiet(stats.spearmanr, pred, mos) < 0:
         high, low = low, high
-    guess = [high, low, float(np.median(pred)), spread]
+    guess = [high, low, float(np.median(pred)), float(pred.std())]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -67,7 +66,7 @@ def _fit_logistic(pred: np.ndarray, mos: np.ndarray) -> np.ndarray | None:
         return None
     with np.errstate(over="ignore"):
         mapped = logistic4(pred, *params)
-    if not np.isfinite(mapped).all() or mapped.std() == 0:
+    if not np.isfinite(mapped).all() or np.ptp(mapped) == 0:
         return None
     return mapped
 
@@ -83,7 +82,7 @@ def logistic_map(pred, mos) -> tuple[np.ndarray, bool]:
     if mapped is not None:
         return mapped, True
     log.warning("4-parameter logistic fit failed on %d pairs; PLCC/RMSE use a linear map", pred.size)
-    if pred.std() == 0:
+    if np.ptp(pred) == 0:
         return np.full_like(mos, mos.mean()), False
     slope, intercept = np.polyfit(pred, mos, 1)
     return slope * pred + intercept, False

@@ -49,13 +49,19 @@ def load_checkpoint(uri: str) -> dict:
     except pickle.UnpicklingError as e:
         raise WeightsUnavailable(
             f"refused to load {uri}: it holds Python objects beyond tensors and plain values, "
-            f"and grepq only loads weights_only checkpoints ({e})"
+            f"and grepq only loads weights_only checkpoints ({_unpickler_reason(e)})"
         ) from e
     except Exception as e:
         raise WeightsUnavailable(f"{uri} is not a readable PyTorch checkpoint: {e}") from e
     if not isinstance(checkpoint, dict):
         raise WeightsUnavailable(f"{uri} holds a {type(checkpoint).__name__}, expected a dict checkpoint")
     return checkpoint
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """The line of torch's weights_only refusal that names what was refused, without its advice."""
+    lines = [line.strip() for line in str(error).split("WeightsUnpickler error:")[-1].splitlines()]
+    return next((line.split(". ")[0] for line in lines if line), "unsupported content")
 
 
 def save_checkpoint(checkpoint: dict, uri: str) -> None:

@@ -1,4 +1,7 @@
-"""The `grepq` command: one subcommand per pipeline, each a thin call into run()."""
+"""The `grepq` command: one subcommand per pipeline, each a thin call into run().
+
+Every subcommand module has `run(argv)` and `arg_parser()` (what --help shows).
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,32 +10,20 @@ import logging
 import sys
 
 from grepq_core.errors import GrepqError
-from pipelines.options import FLAG_GROUPS
 
 __all__ = ["main", "COMMANDS"]
 
-# name -> (module with run(argv), flag groups shown in --help, one-line summary)
+# name -> (module, one-line summary)
 COMMANDS = {
-    "extract": ("pipelines.extract", ("io", "encoders", "views"), "images -> Parquet features + dead letters"),
-    "fit": ("pipelines.fit", ("io", "fit"), "fit the ridge regressor on a few labelled images"),
-    "score": ("pipelines.score", ("io", "score"), "score feature rows (ridge, or zero-shot without --model)"),
-    "run": ("pipelines.run_all", ("io", "encoders", "views", "fit", "score"), "extract, fit if labelled, score"),
+    "extract": ("pipelines.extract", "images -> Parquet features + dead letters"),
+    "fit": ("pipelines.fit", "fit the ridge regressor on a few labelled images"),
+    "score": ("pipelines.score", "score feature rows (ridge, or zero-shot without --model)"),
+    "run": ("pipelines.run_all", "extract, fit when labels are given, score"),
 }
-
-_BEAM_NOTE = ("Any other flag goes to Beam, e.g. --runner DataflowRunner --project P --region R "
-              "--temp_location gs://... (see docs/dataflow.md).")
-
-
-def _help_parser(name: str) -> argparse.ArgumentParser:
-    module, groups, summary = COMMANDS[name]
-    parser = argparse.ArgumentParser(prog=f"grepq {name}", description=summary, epilog=_BEAM_NOTE)
-    for group in groups:
-        FLAG_GROUPS[group](parser)
-    return parser
 
 
 def _labels_alias(argv: list[str]) -> list[str]:
-    """`--labels X` is grepq's label file; Beam's own --labels is spelt differently here."""
+    """`--labels X` is grepq's label file (Beam's own --labels are Dataflow job labels)."""
     return ["--label-csv" + a[len("--labels"):] if a == "--labels" or a.startswith("--labels=") else a
             for a in argv]
 
@@ -42,20 +33,21 @@ def main(argv=None) -> int:
     top = argparse.ArgumentParser(prog="grepq", description=(
         "Tell good images from bad ones without a reference (GRepQ), at collection scale."))
     top.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND",
-                     help="; ".join(f"{n}: {c[2]}" for n, c in COMMANDS.items()))
+                     help="; ".join(f"{n}: {c[1]}" for n, c in COMMANDS.items()))
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
         return 0
     top.parse_args(argv[:1])
     name, rest = argv[0], argv[1:]
-    if "fit" in COMMANDS[name][1]:
-        rest = _labels_alias(rest)
+    module = importlib.import_module(COMMANDS[name][0])
     if "-h" in rest or "--help" in rest:
-        _help_parser(name).print_help()
+        module.arg_parser().print_help()
         return 0
+    if "--label-csv" in module.arg_parser().format_help():
+        rest = _labels_alias(rest)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        importlib.import_module(COMMANDS[name][0]).run(rest)
+        module.run(rest)
     except GrepqError as e:
         print(f"grepq {name}: error: {e}", file=sys.stderr)
         return 2

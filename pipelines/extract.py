@@ -11,13 +11,13 @@ import logging
 import apache_beam as beam
 
 from grepq_core.extractor import Extractor
-from pipelines.options import GrepqOptions, encoder_spec, require
+from pipelines.options import GrepqOptions, help_parser, encoder_spec, require
 from transforms.inference import ExtractFeatures, GrepqModelHandler
 from transforms.read import DEAD, MatchImages, ReadAndPrepare
 from transforms.schema import DEAD_LETTERS, DEAD_LETTERS_DIR, FEATURES, FEATURES_DIR
 from transforms.write import WriteRows
 
-__all__ = ["run", "check_weights"]
+__all__ = ["run", "arg_parser", "check_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def check_weights(spec) -> None:
 def build(p: beam.Pipeline, opts: GrepqOptions):
     """Add the extract steps to `p`."""
     spec = encoder_spec(opts)
-    handler = GrepqModelHandler(spec, batch_size=opts.batch_size, large_model=opts.large_model)
+    handler = GrepqModelHandler(spec, large_model=opts.large_model)
     prepared = (p
                 | "Match" >> MatchImages(opts.input)
                 | "Read" >> beam.ParDo(ReadAndPrepare(spec)).with_outputs(DEAD, main="prepared"))
@@ -51,3 +51,7 @@ def run(argv=None, test_pipeline=None):
     check_weights(encoder_spec(options))
     with (test_pipeline or beam.Pipeline(options=options)) as p:
         build(p, options)
+
+
+def arg_parser():
+    return help_parser("extract", __doc__.strip().splitlines()[0], ("io", "encoders", "views"))

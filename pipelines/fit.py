@@ -15,11 +15,11 @@ from grepq_core.errors import GrepqError
 from grepq_core.features import feature_layout, feature_matrix
 from grepq_core.labels import LabelSet, join_labels, read_labels
 from grepq_core.regressor import fit_ridge
-from pipelines.options import GrepqOptions, require
+from pipelines.options import GrepqOptions, help_parser, require
 from transforms.schema import FEATURES_DIR
 from transforms.write import shard_glob
 
-__all__ = ["run", "fit_rows"]
+__all__ = ["run", "arg_parser", "fit_rows"]
 
 log = logging.getLogger(__name__)
 _COLUMNS = ["path", "ll_features", "hl_features", "ll_identity", "hl_identity"]
@@ -70,3 +70,7 @@ def run(argv=None, test_pipeline=None):
     require(options, "features", "label_csv", "output")
     with (test_pipeline or beam.Pipeline(options=options)) as p:
         build(p, options, options.features, options.output)
+
+
+def arg_parser():
+    return help_parser("fit", __doc__.strip().splitlines()[0], ("io", "fit"))

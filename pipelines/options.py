@@ -11,12 +11,14 @@ Beam already owns `--labels` (Dataflow job labels), so the label file is
 """
 from __future__ import annotations
 
+import argparse
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from grepq_core.errors import GrepqError
 from grepq_core.extractor import EncoderSpec, ViewConfig, parse_pathways
 
-__all__ = ["GrepqOptions", "FLAG_GROUPS", "encoder_spec", "require"]
+__all__ = ["GrepqOptions", "FLAG_GROUPS", "help_parser", "encoder_spec", "require"]
 
 
 def _none_or_int(text: str) -> int | None:
@@ -90,6 +92,16 @@ class GrepqOptions(PipelineOptions):
             add(parser)
 
 
+def help_parser(command: str, description: str, groups: tuple[str, ...]) -> argparse.ArgumentParser:
+    """What `grepq COMMAND --help` shows: that command's flag groups only."""
+    parser = argparse.ArgumentParser(prog=f"grepq {command}", description=description, epilog=(
+        "Any other flag goes to Beam, e.g. --runner DataflowRunner --project P --region R "
+        "--temp_location gs://... (docs/dataflow.md)."))
+    for group in groups:
+        FLAG_GROUPS[group](parser)
+    return parser
+
+
 def require(opts: GrepqOptions, *names: str):
     """Stop with a clear message when a subcommand's required flag is missing."""
     missing = [n for n in names if not getattr(opts, n)]
@@ -103,4 +115,4 @@ def encoder_spec(opts: GrepqOptions) -> EncoderSpec:
                        zero_shot=not opts.no_zero_shot)
     return EncoderSpec(pathways=parse_pathways(opts.pathways), ll_weights=opts.ll_weights,
                        pristine=opts.pristine, hl_model=opts.hl_model, hl_weights=opts.hl_weights,
-                       device=opts.device, views=views)
+                       device=opts.device, batch_size=opts.batch_size, views=views)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import apache_beam as beam
 
 from pipelines import extract, fit, score
-from pipelines.options import GrepqOptions, encoder_spec, require
+from pipelines.options import GrepqOptions, help_parser, encoder_spec, require
 
-__all__ = ["run"]
+__all__ = ["run", "arg_parser"]
 
 
 def run(argv=None):
@@ -28,3 +28,7 @@ def run(argv=None):
     with beam.Pipeline(options=options) as p:
         score.build(p, options, out, model, out)
     print(f"scores: {out}/scores/  keep list: {out}/keep.txt  reject list: {out}/reject.txt")
+
+
+def arg_parser():
+    return help_parser("run", __doc__.strip().splitlines()[0], ("io", "encoders", "views", "fit", "score"))

@@ -8,12 +8,12 @@ from __future__ import annotations
 import apache_beam as beam
 
 from grepq_core.errors import GrepqError
-from pipelines.options import GrepqOptions, require
+from pipelines.options import GrepqOptions, help_parser, require
 from transforms.schema import FEATURES_DIR, SCORES, SCORES_DIR
 from transforms.scoring import KeepThreshold, ScoreRows
 from transforms.write import WriteRows, shard_glob
 
-__all__ = ["run", "build"]
+__all__ = ["run", "arg_parser", "build"]
 
 
 def _decide(row: dict, threshold: float) -> dict:
@@ -45,3 +45,7 @@ def run(argv=None, test_pipeline=None):
     require(options, "features", "output")
     with (test_pipeline or beam.Pipeline(options=options)) as p:
         build(p, options, options.features, options.model, options.output)
+
+
+def arg_parser():
+    return help_parser("score", __doc__.strip().splitlines()[0], ("io", "score"))

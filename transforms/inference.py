@@ -21,8 +21,9 @@ __all__ = ["GrepqModelHandler", "ExtractFeatures"]
 class GrepqModelHandler(ModelHandler[PreparedImage, dict, Extractor]):
     """Batches of prepared images in, feature rows (dicts) out."""
 
-    def __init__(self, spec: EncoderSpec, batch_size: int = 32, large_model: bool = False):
-        super().__init__(min_batch_size=1, max_batch_size=batch_size, large_model=large_model)
+    def __init__(self, spec: EncoderSpec, large_model: bool = False):
+        # Full batches: the model pads short ones to this size anyway (see Extractor._forward).
+        super().__init__(min_batch_size=spec.batch_size, max_batch_size=spec.batch_size, large_model=large_model)
         self._spec = spec
 
     def load_model(self) -> Extractor:

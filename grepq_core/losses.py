@@ -1,0 +1,118 @@
+"""The two training losses of GRepQ.
+
+METHOD.md, "Training the LL encoder" (QACL) and "Fine-tuning the HL encoder"
+(GCL). Both follow the authors' reference code (``losses.py``,
+``train_hlm.py``); the formulas below are exactly what is computed.
+
+QACL, per photo with versions i, j = 1..K, anchor features f_i, second-view
+features g_j (both L2-normalised) and FSIM matrix A::
+
+    s_ij = f_i . g_j / tau,        w_ij = 2 - 2 / (1 + A_ij^2)
+    row_i = -log( sum_j w_ij exp(s_ij) / sum_j exp(s_ij) )
+    col_j = -log( sum_i w_ij exp(s_ij) / sum_i exp(s_ij) )
+    L = mean_i row_i + mean_j col_j            (the two directions summed)
+
+and the batch loss is the mean of L over photos. It is evaluated with
+``logsumexp`` and ``log w = log 2 + 2 log|A| - log(1 + A^2)``, so large
+logits and A = 0 (w = 0) stay finite as long as every row and column has one
+non-zero weight (the diagonal, A_ii = 1, does).
+
+GCL, on projected embeddings z (cosine similarity c(a, b) of the
+L2-normalised rows, temperature T), groups L (lowest pseudo-label) and H
+(highest), each with at least two members. For a member a of group G, with
+G' the other group::
+
+    p_a = mean_{b in G, b != a} c(a, b)
+    l_a = -log( exp(p_a / T) / (exp(p_a / T) + sum_{c in G'} exp(c(a, c) / T)) )
+    L = mean over all members a of L and H of l_a
+
+That is SimCLR's NT-Xent with the mean similarity to the own group as the
+positive and the other group as the negatives, as in the reference.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ProjectionHead",
+    "gcl_loss",
+    "prompt_pseudo_labels",
+    "qacl_loss",
+    "select_groups",
+]
+
+
+def qacl_loss(f: torch.Tensor, g: torch.Tensor, A: torch.Tensor, tau: float = 0.5) -> torch.Tensor:
+    """Quality-aware contrastive loss of anchor features `f` and second-view
+    features `g` ([B, K, D]) weighted by the FSIM matrices `A` ([B, K, K])."""
+    if f.ndim != 3 or f.shape != g.shape or A.shape != (*f.shape[:2], f.shape[1]):
+        raise ValueError(
+            f"expected f, g [B, K, D] and A [B, K, K], got {tuple(f.shape)}, {tuple(g.shape)}, {tuple(A.shape)}"
+        )
+    f = F.normalize(f, dim=-1)
+    g = F.normalize(g, dim=-1)
+    s = f @ g.transpose(-1, -2) / tau
+    A = A.to(s.dtype)
+    log_w = math.log(2.0) + 2.0 * torch.log(A.abs()) - torch.log1p(A * A)
+    rows = torch.logsumexp(s, dim=-1) - torch.logsumexp(s + log_w, dim=-1)
+    cols = torch.logsumexp(s, dim=-2) - torch.logsumexp(s + log_w, dim=-2)
+    return (rows.mean(dim=-1) + cols.mean(dim=-1)).mean()
+
+
+def prompt_pseudo_labels(
+    embeddings: torch.Tensor, text_features: torch.Tensor, temperature: float = 0.1
+) -> torch.Tensor:
+    """q = sigmoid((cos(e, t_good) - cos(e, t_bad)) / temperature) per row of
+    `embeddings` ([N, D]); `text_features` rows are (good, bad) prompts."""
+    if text_features.shape[0] != 2:
+        raise ValueError(f"expected text_features [2, D] (good, bad), got {tuple(text_features.shape)}")
+    cos = F.normalize(embeddings, dim=-1) @ F.normalize(text_features, dim=-1).T
+    return torch.sigmoid((cos[:, 0] - cos[:, 1]) / temperature)
+
+
+def select_groups(q: torch.Tensor, tau_g: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the max(1, N // tau_g) lowest and highest pseudo-labels `q`
+    ([N]), each ordered from the extreme inwards (stable sort)."""
+    n = max(1, q.shape[0] // tau_g)
+    if 2 * n > q.shape[0]:
+        raise ValueError(f"{q.shape[0]} pseudo-labels cannot form two disjoint groups of {n}")
+    order = torch.argsort(q.detach(), stable=True)
+    return order[:n], order[-n:].flip(0)
+
+
+class ProjectionHead(nn.Module):
+    """GCL projection head: Linear(in_dim -> out_dim) then ReLU; thrown away
+    after training."""
+
+    def __init__(self, in_dim: int = 1024, out_dim: int = 128):
+        super().__init__()
+        self.fc = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc(x))
+
+
+def gcl_loss(
+    z: torch.Tensor, low_idx: torch.Tensor, high_idx: torch.Tensor, temperature: float = 0.5
+) -> torch.Tensor:
+    """Group contrastive loss of projected embeddings `z` ([N, d]) between the
+    rows `low_idx` and the rows `high_idx` (formula in the module docstring)."""
+    sizes = (len(low_idx), len(high_idx))
+    if min(sizes) < 2:
+        raise ValueError(f"each group needs at least 2 members, got {sizes}")
+    idx = torch.cat([low_idx, high_idx])
+    if torch.unique(idx).numel() != idx.numel():
+        raise ValueError("low and high groups must be disjoint sets of rows")
+    zn = F.normalize(z[idx], dim=-1)
+    sim = zn @ zn.T / temperature
+    group = torch.cat([torch.zeros(sizes[0]), torch.ones(sizes[1])]).to(z.device).bool()
+    same = group[:, None] == group[None, :]
+    others = same & ~torch.eye(len(idx), dtype=torch.bool, device=z.device)
+    positive = (sim * others).sum(dim=1) / others.sum(dim=1)
+    negatives = sim.masked_fill(same, float("-inf"))
+    logits = torch.cat([positive[:, None], negatives], dim=1)
+    return (torch.logsumexp(logits, dim=1) - positive).mean()

@@ -1,0 +1,122 @@
+"""Ridge on feature rows (grepq_core/regressor.py): alpha by CV, JSON storage, feature checks."""
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from grepq_core.errors import GrepqError
+from grepq_core.regressor import MIN_TRAIN_ROWS, fit_ridge, load_ridge
+
+LAYOUT = [["ll", 6], ["hl", 10]]
+IDS = {"ll": "ll:resnet18-w8@0123abcd", "hl": "hl:RN50:openai@89ab"}
+
+
+def _signal_data(seed: int, n: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """Features on very different scales; MOS a linear function of a few of them plus noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 16)) * rng.uniform(0.01, 100, size=16) + rng.normal(0, 50, size=16)
+    weights = np.zeros(16)
+    weights[[0, 3, 9, 14]] = rng.normal(size=4)
+    signal = (X - X.mean(0)) / X.std(0) @ weights
+    return X, signal + noise * signal.std() * rng.normal(size=n)
+
+
+def _latent_copies(seed: int, n: int = 30, width: int = 30, share: float = 0.2):
+    """Many noisy copies of one latent quality: OLS overfits, heavy shrinkage averages."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=n)
+    X = np.sqrt(share) * z[:, None] + np.sqrt(1 - share) * rng.normal(size=(n, width))
+    return X, z + 0.5 * rng.normal(size=n)
+
+
+def test_predictions_follow_the_signal_on_held_out_rows():
+    X, y = _signal_data(0, 160, noise=0.3)
+    model = fit_ridge(X[:60], y[:60], LAYOUT, IDS)
+    held_out = stats.spearmanr(model.predict(X[60:]), y[60:]).statistic
+    assert held_out > 0.8
+    assert model.n_train == 60 and model.cv["srcc"] > 0.7 and model.cv["plcc"] > 0.7
+    assert model.alpha in (0.1, 1.0, 10.0, 100.0)
+
+
+def test_unlabelled_rows_are_ignored():
+    X, y = _signal_data(1, 40, noise=0.2)
+    y_partial = y.copy()
+    y_partial[::4] = np.nan
+    model = fit_ridge(X, y_partial, LAYOUT, IDS)
+    reference = fit_ridge(X[~np.isnan(y_partial)], y[~np.isnan(y_partial)], LAYOUT, IDS)
+    assert model.n_train == 30
+    np.testing.assert_allclose(model.predict(X), reference.predict(X))
+
+
+def test_alpha_is_small_on_clean_linear_data():
+    X, y = _signal_data(2, 40, noise=0.001)
+    model = fit_ridge(X, y, LAYOUT, IDS)
+    assert model.alpha == 0.1
+
+
+def test_alpha_is_large_on_noisy_many_feature_data():
+    X, y = _latent_copies(seed=0)
+    model = fit_ridge(X, y, [["hl", 30]], {"hl": "hl:x"})
+    assert model.alpha == 100.0
+    srcc_by_alpha = {alpha: srcc for alpha, srcc, _ in model.cv["by_alpha"]}
+    assert srcc_by_alpha[100.0] > srcc_by_alpha[0.1]
+
+
+def test_json_round_trip_gives_identical_predictions(tmp_path):
+    X, y = _signal_data(3, 50, noise=0.2)
+    model = fit_ridge(X, y, LAYOUT, IDS)
+    path = tmp_path / "ridge.json"
+    model.save(str(path))
+    record = json.loads(path.read_text())
+    assert record["format"] == "grepq-ridge/1" and record["layout"] == LAYOUT
+    back = load_ridge(str(path), layout=LAYOUT, identities=IDS)
+    np.testing.assert_array_equal(back.predict(X), model.predict(X))
+    assert (back.alpha, back.n_train, back.cv, back.direction) == (model.alpha, model.n_train, model.cv,
+                                                                   model.direction)
+    model.save("memory://grepq-test/ridge.json")
+    np.testing.assert_array_equal(load_ridge("memory://grepq-test/ridge.json").predict(X), model.predict(X))
+
+
+def test_mismatched_layout_or_identities_are_refused(tmp_path):
+    X, y = _signal_data(4, 30, noise=0.2)
+    path = str(tmp_path / "ridge.json")
+    fit_ridge(X, y, LAYOUT, IDS).save(path)
+    with pytest.raises(GrepqError, match="ll:6, hl:10"):
+        load_ridge(path, layout=[["hl", 10], ["ll", 6]])
+    other = {**IDS, "hl": "hl:ViT-B-32:openai@77"}
+    with pytest.raises(GrepqError, match="fitted on hl:RN50:openai@89ab, these features come from hl:ViT-B-32"):
+        load_ridge(path, identities=other)
+    with pytest.raises(GrepqError, match="come from no ll encoder"):
+        load_ridge(path, identities={"hl": IDS["hl"]})
+    with pytest.raises(GrepqError, match="expects"):
+        load_ridge(path).predict(X[:, :10])
+
+
+def test_foreign_or_broken_files_are_refused(tmp_path):
+    pickle_like = tmp_path / "model.pkl"
+    pickle_like.write_bytes(b"\x80\x04\x95")
+    wrong_format = tmp_path / "other.json"
+    wrong_format.write_text(json.dumps({"format": "sklearn", "coef": [1.0]}))
+    truncated = tmp_path / "short.json"
+    truncated.write_text(json.dumps({"format": "grepq-ridge/1", "coef": [1.0]}))
+    for path in (pickle_like, wrong_format, truncated, tmp_path / "missing.json"):
+        with pytest.raises(GrepqError):
+            load_ridge(str(path))
+
+
+def test_too_few_labels_and_bad_inputs_are_errors():
+    X, y = _signal_data(5, 30, noise=0.2)
+    y_few = np.full(30, np.nan)
+    y_few[: MIN_TRAIN_ROWS - 1] = y[: MIN_TRAIN_ROWS - 1]
+    with pytest.raises(GrepqError, match=f"got {MIN_TRAIN_ROWS - 1} .*of 30"):
+        fit_ridge(X, y_few, LAYOUT, IDS)
+    with pytest.raises(GrepqError, match="columns"):
+        fit_ridge(X[:, :12], y, LAYOUT, IDS)
+    with pytest.raises(GrepqError, match="identities"):
+        fit_ridge(X, y, LAYOUT, {"ll": IDS["ll"]})
+    X_bad = X.copy()
+    X_bad[3, 2] = np.inf
+    with pytest.raises(GrepqError, match="NaN or infinity"):
+        fit_ridge(X_bad, y, LAYOUT, IDS)
+    assert fit_ridge(X[:MIN_TRAIN_ROWS], y[:MIN_TRAIN_ROWS], LAYOUT, IDS).n_train == MIN_TRAIN_ROWS

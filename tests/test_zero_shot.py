@@ -1,0 +1,119 @@
+"""Zero-shot scores (grepq_core/zero_shot.py): the MVG distance and the LL/HL/combined scores."""
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from grepq_core import views as V
+from grepq_core.errors import GrepqError
+from grepq_core.ll_encoder import LLEncoder
+from grepq_core.pristine import fit_pristine, select_pristine_patches
+from grepq_core.zero_shot import combined_score, hl_score, ll_score, mvg_distance, patch_statistics
+
+
+def _random_spd(rng: np.random.Generator, d: int) -> np.ndarray:
+    a = rng.normal(size=(d, 2 * d))
+    return a @ a.T / (2 * d)
+
+
+def _decoded(tmp_path, name: str, blur: float = 0.0) -> np.ndarray:
+    """A scikit-image photo, optionally blurred per channel, saved as PNG and decoded with Pillow."""
+    img = getattr(skimage.data, name)()
+    if blur:
+        img = np.clip(ndimage.gaussian_filter(img.astype(np.float64), (blur, blur, 0)), 0, 255).round().astype(np.uint8)
+    path = tmp_path / f"{name}-{blur}.png"
+    Image.fromarray(img).save(path)
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+@pytest.mark.parametrize("seed,d", [(0, 3), (1, 16), (2, 64)])
+def test_mvg_distance_matches_the_formula(seed, d):
+    rng = np.random.default_rng(seed)
+    mu_r, mu_t = rng.normal(size=d), rng.normal(size=d)
+    cov_r, cov_t = _random_spd(rng, d), _random_spd(rng, d)
+    diff = mu_r - mu_t
+    expected = np.sqrt(diff @ np.linalg.inv((cov_r + cov_t) / 2 + 1e-3 * np.eye(d)) @ diff)
+    assert mvg_distance(mu_r, cov_r, mu_t, cov_t) == pytest.approx(expected, rel=1e-9)
+    assert mvg_distance(mu_t, cov_t, mu_r, cov_r) == pytest.approx(expected, rel=1e-9)
+    assert mvg_distance(mu_r, cov_r, mu_r, cov_t) == 0.0
+
+
+def test_mvg_distance_with_singular_covariance_and_no_ridge():
+    rng = np.random.default_rng(3)
+    mu_r, mu_t = rng.normal(size=4), rng.normal(size=4)
+    singular = np.diag([1.0, 1.0, 0.0, 0.0])
+    diff = mu_r - mu_t
+    d = mvg_distance(mu_r, singular, mu_t, singular, eps=0.0)
+    assert d == pytest.approx(np.sqrt(diff[:2] @ diff[:2]))
+
+
+def test_patch_statistics():
+    features = np.random.default_rng(4).normal(size=(12, 5))
+    mu, cov = patch_statistics(features)
+    np.testing.assert_allclose(mu, features.mean(axis=0))
+    np.testing.assert_allclose(cov, np.cov(features, rowvar=False))
+    mu1, cov1 = patch_statistics(features[:1])
+    np.testing.assert_array_equal(mu1, features[0])
+    np.testing.assert_array_equal(cov1, np.zeros((5, 5)))
+    assert patch_statistics(features[:, :1])[1].shape == (1, 1)
+    with pytest.raises(ValueError):
+        patch_statistics(np.empty((0, 5)))
+
+
+def test_ll_score_range_and_identity():
+    rng = np.random.default_rng(5)
+    pristine_features = rng.normal(size=(50, 8))
+    pristine = fit_pristine(pristine_features, "ll:test")
+    assert ll_score(pristine, pristine_features) == pytest.approx(0.5, abs=1e-12)
+    scores = [ll_score(pristine, pristine_features + shift) for shift in (0.5, 2.0, 8.0, 64.0)]
+    assert all(0 < s < 0.5 for s in scores)
+    assert all(a > b for a, b in zip(scores, scores[1:]))
+    assert 0 < ll_score(pristine, rng.normal(size=(1, 8)) + 3) < 0.5
+    with pytest.raises(GrepqError, match="8-d"):
+        ll_score(pristine, rng.normal(size=(10, 4)))
+
+
+def test_hl_score_properties():
+    rng = np.random.default_rng(6)
+    good, bad = rng.uniform(-1, 1, size=20), rng.uniform(-1, 1, size=20)
+    forward, backward = hl_score(good, bad), hl_score(bad, good)
+    assert forward.shape == (20,)
+    np.testing.assert_allclose(forward + backward, 1.0)
+    np.testing.assert_allclose(hl_score(good, good), 0.5)
+    np.testing.assert_array_equal(forward > 0.5, good > bad)
+    steps = hl_score(np.linspace(-1, 1, 9), 0.2)
+    assert np.all(np.diff(steps) > 0)
+    assert hl_score(0.3, 0.2) == pytest.approx(1 / (1 + np.exp(-1.0)))
+
+
+def test_combined_score_needs_both_pathways():
+    assert combined_score(0.4, 0.7) == pytest.approx(1.1)
+    assert np.isnan(combined_score(np.nan, 0.7))
+    assert np.isnan(combined_score(0.4, float("nan")))
+    both = combined_score(np.array([0.1, np.nan, 0.3]), np.array([0.5, 0.5, np.nan]))
+    np.testing.assert_allclose(both, [0.6, np.nan, np.nan])
+
+
+def test_zero_shot_ll_score_falls_as_gaussian_blur_grows(tmp_path):
+    """A random-init LL encoder is blur-sensitive enough to order the blur levels."""
+    torch.manual_seed(0)
+    encoder = LLEncoder(width=8).eval()
+
+    def features(patches_hwc: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(patches_hwc.transpose(0, 3, 1, 2)))
+        with torch.inference_mode():
+            return encoder(V.normalize(x, V.IMAGENET_MEAN, V.IMAGENET_STD)).double().numpy()
+
+    pristine_patches = np.concatenate(
+        [select_pristine_patches(_decoded(tmp_path, name)) for name in ("astronaut", "coffee", "rocket")])
+    pristine = fit_pristine(features(pristine_patches), "ll:random-w8")
+    scores = []
+    for sigma in (0, 1, 2, 4):
+        image = V.to_tensor(_decoded(tmp_path, "chelsea", blur=sigma))
+        test_patches = V.patches(image, size=96, stride=48, max_patches=None).permute(0, 2, 3, 1).numpy()
+        scores.append(ll_score(pristine, features(test_patches)))
+    assert all(0 < s <= 0.5 for s in scores)
+    assert all(a > b for a, b in zip(scores, scores[1:])), scores
