@@ -79,10 +79,9 @@ def _require(path: str, xlsx: str = "") -> str:
     raise _MissingFile(f"missing {path}")
 
 
-def _read_csv(path: str, columns: Sequence[str], names: Sequence[str] = (), xlsx: str = "",
-              **kwargs) -> pd.DataFrame:
+def _read_csv(path: str, columns: Sequence[str], names: Sequence[str] = (), xlsx: str = "") -> pd.DataFrame:
     """A label CSV with the given columns checked; `names` columns read as text."""
-    frame = pd.read_csv(_require(path, xlsx), dtype={c: str for c in names}, **kwargs)
+    frame = pd.read_csv(_require(path, xlsx), dtype={c: str for c in names})
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -90,9 +89,14 @@ def _read_csv(path: str, columns: Sequence[str], names: Sequence[str] = (), xlsx
     return frame
 
 
-def _loadmat(path: str) -> dict:
+def _loadmat(path: str, *variables: str) -> dict:
+    """A .mat file's variables; GrepqError unless at least one of `variables` is in it."""
     with fsspec.open(_require(path), "rb") as f:
-        return scipy.io.loadmat(f)
+        mat = scipy.io.loadmat(f)
+    if not any(v in mat for v in variables):
+        found = [k for k in mat if not k.startswith("__")]
+        raise GrepqError(f"{path} has no variable {' or '.join(variables)}; it has {found}")
+    return mat
 
 
 def _mat_strings(cells: np.ndarray) -> list[str]:
@@ -131,7 +135,7 @@ def _load_live(root: str, labels: str | None = None) -> pd.DataFrame:
     """LIVE IQA release 2 (779 distorted images, 29 contents; DMOS, negated).
 
     Expects under root: jp2k/, jpeg/, wn/, gblur/, fastfading/ holding
-    img<i>.bmp (227, 233, 174, 174, 174 entries, in that order), refimgs/,
+    img<i>.bmp (227, 233, 174, 174, 174 entries, in that order),
     dmos_realigned.mat (``dmos_new``, ``orgs``) or else dmos.mat (``dmos``,
     ``orgs``), and refnames_all.mat (``refnames_all``). Entries with orgs = 1
     are the references themselves and are dropped. score = -DMOS; group = the
@@ -140,10 +144,10 @@ def _load_live(root: str, labels: str | None = None) -> pd.DataFrame:
     dmos_path = labels or _join(root, "dmos_realigned.mat")
     if labels is None and not _exists(dmos_path):
         dmos_path = _join(root, "dmos.mat")
-    mat = _loadmat(dmos_path)
+    mat = _loadmat(dmos_path, "dmos_new", "dmos")
     dmos = np.ravel(mat["dmos_new"] if "dmos_new" in mat else mat["dmos"]).astype(np.float64)
-    orgs = np.ravel(mat["orgs"]).astype(bool)
-    refs = _mat_strings(_loadmat(_join(root, "refnames_all.mat"))["refnames_all"])
+    orgs = np.ravel(_loadmat(dmos_path, "orgs")["orgs"]).astype(bool)
+    refs = _mat_strings(_loadmat(_join(root, "refnames_all.mat"), "refnames_all")["refnames_all"])
     names = [f"{folder}/img{i}.bmp" for folder, count in _LIVE_FOLDERS for i in range(1, count + 1)]
     if not len(dmos) == len(orgs) == len(refs) == len(names):
         raise GrepqError(f"{dmos_path} and refnames_all.mat should list {len(names)} images, "
@@ -215,8 +219,10 @@ def _load_clive(root: str, labels: str | None = None) -> pd.DataFrame:
     training images t1.bmp ... t7.bmp (Images/trainingImages/) are dropped,
     the usual 1,162-image protocol. `labels` replaces the MOS .mat file.
     """
-    names = _mat_strings(_loadmat(_join(root, "Data", "AllImages_release.mat"))["AllImages_release"])
-    mos = np.ravel(_loadmat(labels or _join(root, "Data", "AllMOS_release.mat"))["AllMOS_release"])
+    names = _mat_strings(_loadmat(_join(root, "Data", "AllImages_release.mat"),
+                                  "AllImages_release")["AllImages_release"])
+    mos = np.ravel(_loadmat(labels or _join(root, "Data", "AllMOS_release.mat"),
+                            "AllMOS_release")["AllMOS_release"])
     if len(names) != len(mos):
         raise GrepqError(f"CLIVE lists {len(names)} images but {len(mos)} MOS values")
     keep = [i for i, n in enumerate(names) if not re.fullmatch(r"t\d+\.bmp", n)]

@@ -16,13 +16,14 @@ Deviations from the KADID-10k generator:
 - ``mean_shift`` and ``contrast_change``: KADID's tables cross zero (level 3
   is the identity, levels 1 and 5 go in opposite directions). Here the level
   sets the magnitude and the direction is drawn from ``rng``.
-- ``saturation_up``: KADID's level 1 scales the Lab chroma by 1 (the
-  identity); here level 1 scales it by 1.5.
+- ``saturation_up``: KADID's table (1, 2, 3, 6, 9) read as a Lab chroma
+  multiplier makes level 1 the identity; here level 1 multiplies by 1.5.
 - ``contrast_change`` uses a monotone (PCHIP) tone curve through KADID's
   knots 0.3 / 0.5 / 0.7 rather than MATLAB's spline fit.
-- ``brighten`` / ``darken`` use the quadratic through (0, 0), (0.5, m),
-  (1, 1) as the tone curve, mixed 2:1 from RGB and from L* as KADID does.
-- ``sharpen`` is an unsharp mask on L* (Gaussian sigma 1).
+- ``brighten`` / ``darken``: the tone curve is the quadratic through
+  (0, 0), (0.5, m), (1, 1), mixed 2:1 from RGB and from L* as KADID does.
+- ``sharpen``: KADID's amounts (1, 2, 3, 6, 12) drive an unsharp mask on L*
+  with a Gaussian of sigma 1.
 - ``colour_channel_noise`` adds the noise in full-range (JPEG) YCbCr, not
   MATLAB's studio-range YCbCr.
 - ``non_eccentricity_patches``: KADID's patch counts are for 512x384 images;
@@ -235,7 +236,8 @@ def _colour_shift(img, amount, rng):
     edges = ndimage.gaussian_filter(np.hypot(*np.gradient(grey)), sigma=4)
     lo, hi = np.percentile(edges, [1, 99])
     weight = np.clip((edges - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
-    shifted = ndimage.shift(x[..., 1], (amount * np.sin(angle), amount * np.cos(angle)), order=1, mode="reflect")
+    displacement = (amount * np.sin(angle), amount * np.cos(angle))
+    shifted = ndimage.shift(x[..., 1], displacement, order=1, mode="reflect")
     x[..., 1] = weight * shifted + (1 - weight) * x[..., 1]
     return _to_uint8(x)
 

@@ -191,6 +191,7 @@ def _load_clip_state(clip: nn.Module, checkpoint: dict, uri: str) -> None:
 
 
 def _encoder_from_hl_checkpoint(checkpoint: dict, name: str, prompts: tuple[str, str], uri: str) -> HLEncoder:
+    """Rebuild what `save_hl_checkpoint` wrote; its prompts were embedded before the text tower was dropped."""
     if checkpoint.get("model") != name:
         raise GrepqError(f"{uri} holds HL model {checkpoint.get('model')!r}, not {name!r}")
     if tuple(checkpoint.get("prompts", ())) != tuple(prompts):

@@ -51,7 +51,8 @@ def qacl_loss(f: torch.Tensor, g: torch.Tensor, A: torch.Tensor, tau: float = 0.
     features `g` ([B, K, D]) weighted by the FSIM matrices `A` ([B, K, K])."""
     if f.ndim != 3 or f.shape != g.shape or A.shape != (*f.shape[:2], f.shape[1]):
         raise ValueError(
-            f"expected f, g [B, K, D] and A [B, K, K], got {tuple(f.shape)}, {tuple(g.shape)}, {tuple(A.shape)}"
+            "expected f, g [B, K, D] and A [B, K, K], "
+            f"got {tuple(f.shape)}, {tuple(g.shape)}, {tuple(A.shape)}"
         )
     f = F.normalize(f, dim=-1)
     g = F.normalize(g, dim=-1)
@@ -109,8 +110,8 @@ def gcl_loss(
         raise ValueError("low and high groups must be disjoint sets of rows")
     zn = F.normalize(z[idx], dim=-1)
     sim = zn @ zn.T / temperature
-    group = torch.cat([torch.zeros(sizes[0]), torch.ones(sizes[1])]).to(z.device).bool()
-    same = group[:, None] == group[None, :]
+    is_high = torch.arange(len(idx), device=z.device) >= sizes[0]
+    same = is_high[:, None] == is_high[None, :]
     others = same & ~torch.eye(len(idx), dtype=torch.bool, device=z.device)
     positive = (sim * others).sum(dim=1) / others.sum(dim=1)
     negatives = sim.masked_fill(same, float("-inf"))

@@ -71,8 +71,8 @@ def _build_csiq(root):
             ("1600", 2, "jpeg", 5, 0.02, 0.69), ("boston", 4, "fnoise", 3, 0.02, 0.41)]
     files = ["awgn/1600.AWGN.1.png", "jpeg2000/1600.jpeg2000.2.png", "blur/boston.BLUR.4.png",
              "contrast/boston.contrast.1.png", "jpeg/1600.JPEG.5.png", "fnoise/boston.fnoise.3.png"]
-    _write_csv(os.path.join(root, "csiq.DMOS.csv"), ["image", "dst_idx", "dst_type", "dst_lev", "dmos_std", "dmos"],
-               rows)
+    header = ["image", "dst_idx", "dst_type", "dst_lev", "dmos_std", "dmos"]
+    _write_csv(os.path.join(root, "csiq.DMOS.csv"), header, rows)
     return "csiq.DMOS.csv", [(_image(root, "dst_imgs/" + f, k), -r[5], r[0])
                              for k, (f, r) in enumerate(zip(files, rows))]
 
@@ -96,7 +96,8 @@ def _build_clive(root):
     names = ["t1.bmp", "t2.bmp", "100.bmp", "1024.JPG", "10.bmp"]
     mos = np.array([63.9, 25.3, 32.6, 70.1, 82.9])
     os.makedirs(os.path.join(root, "Data"))
-    scipy.io.savemat(os.path.join(root, "Data", "AllImages_release.mat"), {"AllImages_release": _cells(names, (-1, 1))})
+    scipy.io.savemat(os.path.join(root, "Data", "AllImages_release.mat"),
+                     {"AllImages_release": _cells(names, (-1, 1))})
     scipy.io.savemat(os.path.join(root, "Data", "AllMOS_release.mat"), {"AllMOS_release": mos[None]})
     for k, n in enumerate(names[:2]):
         _image(root, "Images/trainingImages/" + n, k)
@@ -117,8 +118,8 @@ def _build_koniq10k(root):
 def _build_spaq(root):
     rows = [("00001.jpg", 48.86, 50, 40, 45, 60, 52), ("00002.jpg", 62.5, 61, 55, 60, 70, 66),
             ("00003.jpg", 12.5, 20, 30, 25, 20, 15)]
-    _write_csv(os.path.join(root, "Annotations", "MOS and Image attribute scores.csv"),
-               ["Image name", "MOS", "Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness"], rows)
+    header = ["Image name", "MOS", "Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness"]
+    _write_csv(os.path.join(root, "Annotations", "MOS and Image attribute scores.csv"), header, rows)
     return "MOS and Image attribute scores.csv", [(_image(root, "TestImage/" + r[0], k), r[1], r[0])
                                                   for k, r in enumerate(rows)]
 

@@ -77,14 +77,16 @@ def test_same_seed_same_output_and_shape(photo, name):
 @pytest.mark.parametrize("name", list_distortions())
 def test_error_grows_with_level(photo, name):
     error = ERROR_BY_FAMILY[DISTORTIONS[name].family]
-    errors = [error(photo, apply_distortion(photo, name, level, seed=3)) for level in range(1, NUM_LEVELS + 1)]
+    levels = range(1, NUM_LEVELS + 1)
+    errors = [error(photo, apply_distortion(photo, name, level, seed=3)) for level in levels]
     assert all(b >= a for a, b in zip(errors, errors[1:])), errors
     assert errors[-1] > errors[0], errors
 
 
 @pytest.mark.parametrize("name", list_distortions("noise"))
 def test_noise_depends_on_seed(photo, name):
-    assert not np.array_equal(apply_distortion(photo, name, 3, seed=0), apply_distortion(photo, name, 3, seed=1))
+    one, other = (apply_distortion(photo, name, 3, seed=seed) for seed in (0, 1))
+    assert not np.array_equal(one, other)
 
 
 def test_input_is_not_modified(photo):

@@ -51,7 +51,8 @@ def test_matrix_is_symmetric_with_unit_diagonal_and_falls_with_level(photo, name
 
 
 def test_batching_does_not_change_the_result(photo):
-    versions = np.stack([photo, apply_distortion(photo, "white_noise", 3), apply_distortion(photo, "pixelate", 4)])
+    versions = np.stack([photo, apply_distortion(photo, "white_noise", 3),
+                         apply_distortion(photo, "pixelate", 4)])
     np.testing.assert_allclose(fsim_matrix(versions, batch_size=1), fsim_matrix(versions), atol=1e-6)
 
 

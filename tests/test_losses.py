@@ -77,12 +77,13 @@ def test_qacl_rejects_mismatched_shapes():
 
 @pytest.fixture(scope="module")
 def graded_photos(tmp_path_factory):
-    """Two real photos, each as K=5 versions (reference + Gaussian blur at levels 2..5), with their FSIM matrices."""
+    """Two real photos as K=5 versions each (reference, Gaussian blur levels 2..5) and their FSIM matrices."""
     tmp = tmp_path_factory.mktemp("photos")
     stacks, matrices = [], []
     for name in ("astronaut", "chelsea"):
         photo = _decoded(tmp, name, 224)
-        versions = np.stack([photo] + [apply_distortion(photo, "gaussian_blur", level) for level in range(2, 6)])
+        blurred = [apply_distortion(photo, "gaussian_blur", level) for level in range(2, 6)]
+        versions = np.stack([photo] + blurred)
         stacks.append(torch.from_numpy(versions).permute(0, 3, 1, 2))
         matrices.append(fsim_matrix(versions))
     return torch.stack(stacks), torch.from_numpy(np.stack(matrices)).float()
@@ -158,7 +159,8 @@ def test_gcl_matches_the_formula_member_by_member():
 def test_gcl_is_lower_for_separated_groups_than_for_mixed_ones():
     gen = torch.Generator().manual_seed(0)
     centre = torch.randn(16, generator=gen)
-    z = torch.cat([centre + 0.1 * torch.randn(4, 16, generator=gen), -centre + 0.1 * torch.randn(4, 16, generator=gen)])
+    spread = 0.1 * torch.randn(8, 16, generator=gen)
+    z = torch.cat([centre + spread[:4], -centre + spread[4:]])
     separated = gcl_loss(z, torch.arange(4), torch.arange(4, 8))
     mixed = gcl_loss(z, torch.tensor([0, 1, 4, 5]), torch.tensor([2, 3, 6, 7]))
     assert separated < mixed

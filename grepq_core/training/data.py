@@ -1,0 +1,208 @@
+"""Training-set storage: the K versions of each pristine photo and their FSIM matrix.
+
+METHOD.md, "Training the LL encoder": every unlabelled pristine photo gives K
+versions, the reference plus synthetic distortions [4 types x 2 levels +
+reference = 9], and A, the K x K FSIM matrix between them. `make_record`
+builds one photo's record; `grepq make-training-set` runs it over a
+collection and writes, under a PREFIX (local path or any fsspec/Beam URL)::
+
+    PREFIX/records/<stem>-<hash>.npz  one per photo: versions uint8 [K, S, S, 3],
+                                      fsim float64 [K, K], names str [K], source, format
+    PREFIX/index-*.jsonl              one line per record: source, record, names, size
+    PREFIX/skipped-*.jsonl            one line per photo that could not be used
+
+The reference code ships its training set as folders of ready-made images
+and computes FSIM on every read; choices made here instead:
+
+- each photo is resized (shorter side to `size`, antialiased bicubic) and
+  centre-cropped to a square `size` x `size` (`views.clip_view`) before it
+  is distorted, so all records share one shape and batches stack;
+- a photo's distortion types are drawn without replacement from the bank by
+  a generator seeded with (seed, source path); each type is applied at
+  every level in `levels` with one seed, so its levels are graded versions
+  of the same corruption (distortions.py);
+- the .npz is zlib-compressed and holds no pickled objects
+  (``allow_pickle=False`` reads it).
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass, field
+
+import fsspec
+import numpy as np
+
+from grepq_core import views as V
+from grepq_core.distortions import NUM_LEVELS, apply_distortion, list_distortions
+from grepq_core.errors import GrepqError
+from grepq_core.fsim import fsim_matrix
+
+__all__ = [
+    "FORMAT",
+    "INDEX",
+    "RECORDS_DIR",
+    "SKIPPED",
+    "TrainingRecord",
+    "TrainingSetSpec",
+    "decode_record",
+    "derived_seed",
+    "encode_record",
+    "index_row",
+    "list_images",
+    "load_record",
+    "make_record",
+    "plan_versions",
+    "read_index",
+    "record_filename",
+]
+
+FORMAT = "grepq-training/1"
+RECORDS_DIR = "records"
+INDEX = "index"
+SKIPPED = "skipped"
+_MIN_SIZE = 7 * 32  # one 7x7 grid of 32x32 fragments
+
+
+def derived_seed(*parts) -> int:
+    """A 63-bit seed from any values (seed, path, step, ...): stable across runs and machines."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@dataclass(frozen=True)
+class TrainingSetSpec:
+    """Which versions each photo gets: `per_image` distortion types x `levels`, at `size`."""
+
+    distortions: tuple[str, ...] = field(default_factory=lambda: tuple(list_distortions()))
+    levels: tuple[int, ...] = (2, 4)
+    per_image: int = 4
+    size: int = 384
+    seed: int = 0
+
+    def __post_init__(self):
+        known = set(list_distortions())
+        for name in self.distortions:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=3)
+                hint = f" Did you mean {', '.join(close)}?" if close else ""
+                raise GrepqError(f"--distortions: unknown distortion {name!r}.{hint} "
+                                 f"Valid: all, or any of {', '.join(sorted(known))}")
+        if len(set(self.distortions)) != len(self.distortions):
+            raise GrepqError(f"--distortions lists a name twice: {', '.join(self.distortions)}")
+        if not self.levels or any(not 1 <= level <= NUM_LEVELS for level in self.levels):
+            raise GrepqError(f"--levels takes levels between 1 and {NUM_LEVELS}, got {list(self.levels)}")
+        if not 1 <= self.per_image <= len(self.distortions):
+            raise GrepqError(f"--per-image must be between 1 and the {len(self.distortions)} distortions given, "
+                             f"got {self.per_image}")
+        if self.size < _MIN_SIZE:
+            raise GrepqError(f"--size must be at least {_MIN_SIZE} (one 7x7 grid of 32x32 fragments), got {self.size}")
+
+    @property
+    def num_versions(self) -> int:
+        """K: the reference plus one version per (type, level)."""
+        return 1 + self.per_image * len(self.levels)
+
+
+@dataclass
+class TrainingRecord:
+    """One photo's versions ``[K, S, S, 3]`` uint8 (reference first), FSIM ``[K, K]`` and version names."""
+
+    source: str
+    versions: np.ndarray
+    fsim: np.ndarray
+    names: list[str]
+
+
+def plan_versions(source: str, spec: TrainingSetSpec) -> list[tuple[str, int]]:
+    """(distortion, level) of each distorted version of `source`, grouped by type."""
+    rng = np.random.default_rng(derived_seed(spec.seed, source))
+    kinds = rng.choice(len(spec.distortions), size=spec.per_image, replace=False)
+    return [(spec.distortions[k], level) for k in kinds for level in spec.levels]
+
+
+def make_record(img: np.ndarray, source: str, spec: TrainingSetSpec) -> TrainingRecord:
+    """The reference (square crop of `img`, HxWx3 uint8), its distorted versions and their FSIM matrix."""
+    square = V.clip_view(V.to_tensor(img), spec.size)
+    reference = np.ascontiguousarray(square.permute(1, 2, 0).numpy())
+    versions, names = [reference], ["reference"]
+    for name, level in plan_versions(source, spec):
+        versions.append(apply_distortion(reference, name, level, seed=derived_seed(spec.seed, source, name)))
+        names.append(f"{name}:{level}")
+    stack = np.stack(versions)
+    return TrainingRecord(source, stack, fsim_matrix(stack), names)
+
+
+def record_filename(source: str) -> str:
+    """A readable, collision-free file name for `source`'s record: ``<stem>-<12 hex>.npz``."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", source.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0])[:40]
+    digest = hashlib.sha256(source.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f"{stem}-{digest}.npz"
+
+
+def encode_record(record: TrainingRecord) -> bytes:
+    """The record as compressed .npz bytes without pickled objects."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, format=np.array(FORMAT), source=np.array(record.source),
+                        versions=record.versions, fsim=record.fsim, names=np.array(record.names))
+    return buffer.getvalue()
+
+
+def decode_record(data: bytes, uri: str = "<bytes>") -> TrainingRecord:
+    """Read what `encode_record` wrote; anything else is a `GrepqError` naming `uri`."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            fields = {k: npz[k] for k in ("format", "source", "versions", "fsim", "names")}
+    except (ValueError, KeyError, OSError) as e:
+        raise GrepqError(f"{uri} is not a grepq training record: {e}") from e
+    if str(fields["format"]) != FORMAT:
+        raise GrepqError(f"{uri} has format {fields['format']}, expected {FORMAT}")
+    versions, fsim = fields["versions"], fields["fsim"]
+    k = len(versions)
+    if versions.ndim != 4 or versions.dtype != np.uint8 or fsim.shape != (k, k) or len(fields["names"]) != k:
+        raise GrepqError(f"{uri}: versions {versions.shape} {versions.dtype}, fsim {fsim.shape} "
+                         f"and {len(fields['names'])} names do not agree")
+    return TrainingRecord(str(fields["source"]), versions, fsim, [str(n) for n in fields["names"]])
+
+
+def index_row(record: TrainingRecord, filename: str) -> dict:
+    """The index line of a record stored as RECORDS_DIR/`filename`."""
+    return {"source": record.source, "record": f"{RECORDS_DIR}/{filename}", "names": record.names,
+            "size": list(record.versions.shape[1:3])}
+
+
+def read_index(prefix: str) -> list[dict]:
+    """Every index row of a training set, sorted by source (Beam writes them in any order)."""
+    fs, root = fsspec.core.url_to_fs(prefix.rstrip("/"))
+    rows = []
+    for path in sorted(fs.glob(f"{root}/{INDEX}-*.jsonl")):
+        with fs.open(path, "rt", encoding="utf-8") as f:
+            rows.extend(json.loads(line) for line in f if line.strip())
+    if not rows:
+        raise GrepqError(f"no training records under {prefix} (expected {INDEX}-*.jsonl from "
+                         "`grepq make-training-set --output PREFIX`)")
+    return sorted(rows, key=lambda row: row["source"])
+
+
+def load_record(prefix: str, row: dict) -> TrainingRecord:
+    """The record an index row points to."""
+    uri = f"{prefix.rstrip('/')}/{row['record']}"
+    try:
+        with fsspec.open(uri, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise GrepqError(f"cannot read training record {uri}: {e}") from e
+    return decode_record(data, uri)
+
+
+def list_images(patterns: list[str]) -> list[str]:
+    """Sorted, distinct files matching any of the globs (local paths or fsspec URLs)."""
+    found = set()
+    for pattern in patterns:
+        fs, path = fsspec.core.url_to_fs(pattern)
+        protocol = pattern.split("://", 1)[0] + "://" if "://" in pattern else ""
+        found.update(protocol + p for p in fs.glob(path) if fs.isfile(p))
+    return sorted(found)

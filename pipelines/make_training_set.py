@@ -1,0 +1,162 @@
+"""`grepq make-training-set`: pristine photos -> K graded versions and their FSIM matrix each.
+
+    Match -> Read -> Make versions -> Write record (.npz) -> Write index (JSON lines)
+               \\------------\\-------------\\-> Write skipped (JSON lines)
+
+Storage and version choice are described in grepq_core/training/data.py.
+A photo that cannot be read, decoded, distorted or written is logged,
+counted (Beam counter ``grepq:training_photos_skipped``) and listed in
+PREFIX/skipped-*.jsonl; it never fails the job.
+
+Its own flags are split off with ``parse_known_args``; all other flags go to
+Beam (--runner, --project, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from grepq_core.distortions import list_distortions
+from grepq_core.errors import GrepqError, ImageError
+from grepq_core.imageio import decode_image
+from grepq_core.training.data import (
+    INDEX,
+    RECORDS_DIR,
+    SKIPPED,
+    TrainingSetSpec,
+    encode_record,
+    index_row,
+    make_record,
+    record_filename,
+)
+from transforms.read import MatchImages, dead_letter, text_path
+
+__all__ = ["run", "arg_parser", "build", "spec_from_args"]
+
+log = logging.getLogger(__name__)
+_NAMESPACE = "grepq"
+
+
+def _skip(counter, path: str, stage: str, error: Exception):
+    """Log and count one unusable photo; its row for PREFIX/skipped-*.jsonl."""
+    reason, detail = ((error.reason, error.detail) if isinstance(error, ImageError)
+                      else ("error", f"{type(error).__name__}: {error}"))
+    log.warning("skipped %s at %s: %s %s", path, stage, reason, detail)
+    counter.inc()
+    return beam.pvalue.TaggedOutput(SKIPPED, dead_letter(path, stage, reason, detail))
+
+
+class _Read(beam.DoFn):
+    """path -> (path, HxWx3 uint8 pixels)."""
+
+    def __init__(self):
+        self._skipped = Metrics.counter(_NAMESPACE, "training_photos_skipped")
+
+    def process(self, path: str):
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                data = f.read()
+            yield text_path(path), decode_image(data)
+        except Exception as e:  # noqa: BLE001 - one photo must never fail the job
+            yield _skip(self._skipped, path, "read", e)
+
+
+class _MakeVersions(beam.DoFn):
+    """(path, pixels) -> TrainingRecord (versions + FSIM matrix)."""
+
+    def __init__(self, spec: TrainingSetSpec):
+        self._spec = spec
+        self._skipped = Metrics.counter(_NAMESPACE, "training_photos_skipped")
+
+    def process(self, item):
+        path, pixels = item
+        try:
+            yield make_record(pixels, path, self._spec)
+        except Exception as e:  # noqa: BLE001
+            yield _skip(self._skipped, path, "versions", e)
+
+
+class _WriteRecord(beam.DoFn):
+    """TrainingRecord -> PREFIX/records/NAME.npz, and its index row."""
+
+    def __init__(self, prefix: str):
+        self._prefix = prefix
+        self._written = Metrics.counter(_NAMESPACE, "training_records_written")
+        self._skipped = Metrics.counter(_NAMESPACE, "training_photos_skipped")
+
+    def process(self, record):
+        try:
+            name = record_filename(record.source)
+            path = FileSystems.join(self._prefix, RECORDS_DIR, name)
+            with FileSystems.create(path, mime_type="application/octet-stream",
+                                    compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                f.write(encode_record(record))
+            self._written.inc()
+            yield index_row(record, name)
+        except Exception as e:  # noqa: BLE001
+            yield _skip(self._skipped, record.source, "write", e)
+
+
+def build(p: beam.Pipeline, inputs: list[str], prefix: str, spec: TrainingSetSpec):
+    """Add the make-training-set steps to `p`."""
+    read = (p
+            | "Match" >> MatchImages(inputs)
+            | "Read" >> beam.ParDo(_Read()).with_outputs(SKIPPED, main="photos"))
+    made = read.photos | "MakeVersions" >> beam.ParDo(_MakeVersions(spec)).with_outputs(SKIPPED, main="records")
+    written = made.records | "Write" >> beam.ParDo(_WriteRecord(prefix)).with_outputs(SKIPPED, main="rows")
+    (written.rows
+     | "IndexLines" >> beam.Map(json.dumps)
+     | "WriteIndex" >> beam.io.WriteToText(FileSystems.join(prefix, INDEX), file_name_suffix=".jsonl"))
+    ((read[SKIPPED], made[SKIPPED], written[SKIPPED]) | "AllSkipped" >> beam.Flatten()
+     | "SkippedLines" >> beam.Map(json.dumps)
+     | "WriteSkipped" >> beam.io.WriteToText(FileSystems.join(prefix, SKIPPED), file_name_suffix=".jsonl"))
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError as e:
+        raise GrepqError(f"expected comma-separated integers, got {text!r}") from e
+
+
+def spec_from_args(args: argparse.Namespace) -> TrainingSetSpec:
+    """The version plan the flags select."""
+    names = (tuple(list_distortions()) if args.distortions == "all"
+             else tuple(n.strip() for n in args.distortions.split(",") if n.strip()))
+    return TrainingSetSpec(distortions=names, levels=_ints(args.levels), per_image=args.per_image,
+                           size=args.size, seed=args.seed)
+
+
+def arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grepq make-training-set", description=__doc__.strip().splitlines()[0], allow_abbrev=False,
+        epilog="Any other flag goes to Beam, e.g. --runner DataflowRunner --project P --region R "
+               "--temp_location gs://... (docs/dataflow.md).")
+    parser.add_argument("--input", action="append", required=True,
+                        help="glob of pristine photos (local or gs://); repeatable")
+    parser.add_argument("--output", required=True, help="training-set prefix (directory, local or gs://)")
+    parser.add_argument("--distortions", default="all",
+                        help="comma-separated distortion names to draw from, or 'all' (default)")
+    parser.add_argument("--levels", default="2,4", help="levels (1-5) each drawn type is applied at (default 2,4)")
+    parser.add_argument("--per-image", type=int, default=4,
+                        help="distortion types per photo (default 4: 4 x 2 levels + reference = 9 versions)")
+    parser.add_argument("--size", type=int, default=384,
+                        help="shorter side resized to this, then a centre square crop (default 384, min 224)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the distortion choice (with each path)")
+    return parser
+
+
+def run(argv=None, test_pipeline=None):
+    args, beam_args = arg_parser().parse_known_args(argv)
+    spec = spec_from_args(args)
+    log.info("%d versions per photo (%d of %d distortion types x levels %s), %dx%d", spec.num_versions,
+             spec.per_image, len(spec.distortions), list(spec.levels), spec.size, spec.size)
+    with (test_pipeline or beam.Pipeline(options=PipelineOptions(beam_args))) as p:
+        build(p, args.input, args.output, spec)
