@@ -15,7 +15,7 @@ $(BIN)/grepq: requirements.txt setup.py
 install: $(BIN)/grepq
 
 demo: install
-	$(BIN)/grepq run --input 'samples/*' --output demo_out --labels samples/labels.csv
+	$(BIN)/grepq run --input 'samples/*.jpg' --output demo_out --labels samples/labels.csv --pathways ll
 
 test: install
 	$(BIN)/python -m pytest -q tests

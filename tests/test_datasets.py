@@ -6,6 +6,7 @@ scikit-image photos saved as .bmp/.png/.jpg), then loads it.
 """
 import csv
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -45,9 +46,9 @@ def _cells(strings, shape):
     return cells.reshape(shape)
 
 
-# Each builder writes a dataset's layout under root and returns
-# (label file that load_dataset must name when it is missing, expected rows
-# as (relative image path, score, group)).
+# Each builder writes a dataset's layout under root and returns (its label
+# file or folder relative to root, the expected rows as (relative image
+# path, score, group)).
 
 def _build_live(root):
     names = [f"{f}/img{i}.bmp" for f, n in (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174),
@@ -62,7 +63,7 @@ def _build_live(root):
     scipy.io.savemat(os.path.join(root, "dmos_realigned.mat"), {"dmos_new": dmos[None], "orgs": orgs[None]})
     scipy.io.savemat(os.path.join(root, "refnames_all.mat"), {"refnames_all": _cells(refs, (1, -1))})
     os.makedirs(os.path.join(root, "refimgs"))
-    return "dmos.mat", expected
+    return "dmos_realigned.mat", expected
 
 
 def _build_csiq(root):
@@ -101,7 +102,7 @@ def _build_clive(root):
     scipy.io.savemat(os.path.join(root, "Data", "AllMOS_release.mat"), {"AllMOS_release": mos[None]})
     for k, n in enumerate(names[:2]):
         _image(root, "Images/trainingImages/" + n, k)
-    return "AllMOS_release.mat", [(_image(root, "Images/" + n, k), m, n)
+    return "Data/AllMOS_release.mat", [(_image(root, "Images/" + n, k), m, n)
                                   for k, (n, m) in enumerate(zip(names[2:], mos[2:]))]
 
 
@@ -120,7 +121,7 @@ def _build_spaq(root):
             ("00003.jpg", 12.5, 20, 30, 25, 20, 15)]
     header = ["Image name", "MOS", "Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness"]
     _write_csv(os.path.join(root, "Annotations", "MOS and Image attribute scores.csv"), header, rows)
-    return "MOS and Image attribute scores.csv", [(_image(root, "TestImage/" + r[0], k), r[1], r[0])
+    return "Annotations/MOS and Image attribute scores.csv", [(_image(root, "TestImage/" + r[0], k), r[1], r[0])
                                                   for k, r in enumerate(rows)]
 
 
@@ -233,22 +234,22 @@ def test_koniq_falls_back_to_mos_without_zscore(tmp_path):
     assert sorted(frame["score"]) == [1.85, 3.38, 3.83]
 
 
+def test_mat_file_without_the_expected_variable(tmp_path):
+    _build_clive(str(tmp_path))
+    scipy.io.savemat(tmp_path / "Data" / "AllMOS_release.mat", {"mos": np.ones((1, 5))})
+    with pytest.raises(GrepqError, match=r"has no variable AllMOS_release; it has \['mos'\]"):
+        load_dataset("clive", str(tmp_path))
+
+
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_missing_label_file_names_it_and_the_layout(tmp_path, name):
     label, _ = BUILDERS[name](str(tmp_path))
-    for dirpath, dirnames, filenames in os.walk(tmp_path):
-        for entry in filenames + dirnames:
-            if entry in (label, "dmos_realigned.mat"):
-                target = os.path.join(dirpath, entry)
-                if os.path.isdir(target):
-                    for f in os.listdir(target):
-                        os.remove(os.path.join(target, f))
-                    os.rmdir(target)
-                else:
-                    os.remove(target)
+    target = tmp_path / label
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    reported = tmp_path / ("dmos.mat" if name == "live" else label)  # LIVE falls back to dmos.mat
     with pytest.raises(GrepqError, match="Expected layout") as err:
         load_dataset(name, str(tmp_path))
-    assert label in str(err.value)
+    assert f"missing {reported}" in str(err.value)
 
 
 def test_xlsx_without_its_csv_export_says_what_to_do(tmp_path):

@@ -1,0 +1,52 @@
+"""`grepq train-hl`: pristine photos -> a fine-tuned HL (CLIP) image tower (GCL, METHOD.md).
+
+    decode + CLIP view -> per step: pseudo-labels, low/high groups, GCL, Adam -> checkpoint + log
+
+Writes CKPT, a grepq-hl checkpoint (`--hl-model M --hl-weights CKPT` loads
+it), and <CKPT>.log.jsonl; see grepq_core/training/hl.py.
+"""
+from __future__ import annotations
+
+import argparse
+
+from grepq_core.errors import GrepqError
+from grepq_core.training.data import list_images
+from grepq_core.training.hl import HLTrainConfig, train_hl
+
+__all__ = ["run", "arg_parser"]
+
+
+def arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grepq train-hl", description=__doc__.strip().splitlines()[0],
+                                     allow_abbrev=False)
+    defaults = HLTrainConfig()
+    parser.add_argument("--input", action="append", required=True,
+                        help="glob of pristine photos (local or fsspec URL); repeatable")
+    parser.add_argument("--output", required=True, help="checkpoint path or URL (e.g. hl.pt)")
+    parser.add_argument("--hl-model", default=defaults.model,
+                        help="open_clip architecture name or model-config JSON path (default RN50)")
+    parser.add_argument("--hl-weights", default=defaults.weights,
+                        help="start weights: open_clip tag (default openai), a checkpoint path/URL, or 'none'")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch", type=int, default=defaults.batch)
+    parser.add_argument("--tau-g", type=int, default=defaults.tau_g, help="groups of batch/tau_g photos")
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--warmup-epochs", type=float, default=defaults.warmup_epochs)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--max-steps", type=int, help="stop after N steps")
+    parser.add_argument("--workers", type=int, default=2, help="decoding processes (0: in the main process)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def run(argv=None):
+    args = arg_parser().parse_args(argv)
+    images = list_images(args.input)
+    if not images:
+        raise GrepqError(f"no files match --input {' '.join(args.input)}")
+    config = HLTrainConfig(model=args.hl_model, weights=args.hl_weights, epochs=args.epochs, batch=args.batch,
+                           tau_g=args.tau_g, lr=args.lr, warmup_epochs=args.warmup_epochs, seed=args.seed)
+    train_hl(images, args.output, config, device=args.device, max_steps=args.max_steps, workers=args.workers,
+             progress=not args.no_progress)
+    print(f"HL encoder ({args.hl_model}) -> {args.output}")
