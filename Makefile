@@ -10,6 +10,7 @@ $(BIN)/grepq: requirements.txt setup.py
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt -e '.[gcp,test]'
+	$(BIN)/pip install -q --no-deps brisque==0.2.0  # BRISQUE's trained model files only
 	touch $@
 
 install: $(BIN)/grepq

@@ -14,23 +14,27 @@ recipe applied to learned features, so NIQE is its natural reference.
   in the spatial domain", IEEE TIP 2012, following brisque_feature.m: GGD fit
   of the MSCN (zero-padded filter) and AGGD fits of its four pairwise
   products, at full and half size: 36 features. The score is an RBF
-  epsilon-SVR (trained on LIVE DMOS) on the features scaled to [-1, 1].
-  Lower is better, about 0 to 100.
+  epsilon-SVR regressing DMOS on the features scaled to [-1, 1]. Lower is
+  better, about 0 to 100.
 
 Deviations:
-- No package here runs NIQE offline (pyiqa and piq download their parameters,
-  scikit-video calls the removed scipy.misc.imresize), so the pristine model
-  is refitted: `fit_niqe_pristine` on scikit-image's bundled natural photos
-  (`NIQE_PRISTINE_PHOTOS`), stored in assets/niqe_pristine.npz, instead of
-  the release's 125 photos. NIQE values therefore rank images like NIQE but
-  are not on the scale of published NIQE numbers. Blocks whose features are
+- No package here runs NIQE offline (pyiqa downloads its parameters, piq has
+  no NIQE, scikit-video calls the removed scipy.misc.imresize), so the
+  pristine model is refitted: `fit_niqe_pristine` on scikit-image's bundled
+  photos (`NIQE_PRISTINE_PHOTOS`: 80 sharp blocks, 66 of them from the
+  brick, grass and gravel textures), stored in assets/niqe_pristine.npz,
+  instead of the release's 125 photos. NIQE values are therefore not on the scale of
+  published NIQE numbers, and rankings may differ. Blocks whose features are
   undefined (flat blocks) are left out of the statistics.
 - BRISQUE's SVR and scaling ranges are read from the files bundled in the
   `brisque` PyPI package (0.2.0: brisque/models/svm.txt, normalize.pickle)
-  and evaluated here in numpy: that package's own scorer fails on
-  numpy >= 2.4 and needs libsvm; only its two data files are used.
+  and evaluated here in numpy: that package's own scorer fails with
+  numpy 2.4 and needs libsvm; only its two data files are used. That SVR is
+  not the MATLAB release's: on IQA-PyTorch's five calibration images
+  (ResultsCalibra) the scores differ from MATLAB's by up to 12 points but
+  rank the images the same.
 - MATLAB's rgb2gray and imresize(..., 0.5) (bicubic, antialiased) are
-  reimplemented; values agree with MATLAB to rounding, not bit for bit.
+  reimplemented; they agree with MATLAB to rounding, not bit for bit.
 """
 from __future__ import annotations
 

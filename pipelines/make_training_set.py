@@ -60,12 +60,14 @@ class _Read(beam.DoFn):
         self._skipped = Metrics.counter(_NAMESPACE, "training_photos_skipped")
 
     def process(self, path: str):
+        stage = "read"
         try:
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
                 data = f.read()
+            stage = "decode"
             yield text_path(path), decode_image(data)
         except Exception as e:  # noqa: BLE001 - one photo must never fail the job
-            yield _skip(self._skipped, path, "read", e)
+            yield _skip(self._skipped, path, stage, e)
 
 
 class _MakeVersions(beam.DoFn):

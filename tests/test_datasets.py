@@ -62,7 +62,6 @@ def _build_live(root):
         expected.append((_image(root, names[i], k), -dmos[i], refs[i]))
     scipy.io.savemat(os.path.join(root, "dmos_realigned.mat"), {"dmos_new": dmos[None], "orgs": orgs[None]})
     scipy.io.savemat(os.path.join(root, "refnames_all.mat"), {"refnames_all": _cells(refs, (1, -1))})
-    os.makedirs(os.path.join(root, "refimgs"))
     return "dmos_realigned.mat", expected
 
 
@@ -245,7 +244,10 @@ def test_mat_file_without_the_expected_variable(tmp_path):
 def test_missing_label_file_names_it_and_the_layout(tmp_path, name):
     label, _ = BUILDERS[name](str(tmp_path))
     target = tmp_path / label
-    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    if target.is_dir():
+        shutil.rmtree(target)
+    else:
+        target.unlink()
     reported = tmp_path / ("dmos.mat" if name == "live" else label)  # LIVE falls back to dmos.mat
     with pytest.raises(GrepqError, match="Expected layout") as err:
         load_dataset(name, str(tmp_path))

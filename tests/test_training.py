@@ -1,0 +1,138 @@
+"""Training both pathways: the training set on DirectRunner, QACL training and resume, GCL fine-tuning."""
+import glob
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from grepq_core import views as V
+from grepq_core.errors import GrepqError
+from grepq_core.hl_encoder import build_hl_encoder, save_hl_checkpoint
+from grepq_core.imageio import load_image
+from grepq_core.ll_encoder import load_ll_encoder
+from grepq_core.training.data import TrainingSetSpec, load_record, plan_versions, read_index
+from grepq_core.training.ll import LLTrainConfig, train_ll
+from pipelines import make_training_set, train_hl, train_ll as train_ll_cli
+from tests.conftest import photo
+from tests.tiny_models import photo_batch, tiny_clip_config_path, tiny_hl_encoder
+
+_SPEC_FLAGS = ["--per-image", "2", "--levels", "1,4", "--size", "224", "--seed", "3"]
+_TINY = LLTrainConfig(arch="resnet18-w8", epochs=2, batch=2, lr=1e-3)
+
+
+def _log(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def training_set(tmp_path_factory):
+    """Three real photos and one broken file through `grepq make-training-set`: (photo dir, prefix)."""
+    photos = tmp_path_factory.mktemp("pristine")
+    for name in ("astronaut", "chelsea", "coffee"):
+        Image.fromarray(photo(name, width=300)).save(photos / f"{name}.jpg", quality=92)
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    prefix = tmp_path_factory.mktemp("training") / "set"
+    make_training_set.run(["--input", str(photos / "*.jpg"), "--output", str(prefix), *_SPEC_FLAGS])
+    return photos, str(prefix)
+
+
+def test_training_set_has_graded_versions_and_fsim(training_set):
+    photos, prefix = training_set
+    rows = read_index(prefix)
+    spec = TrainingSetSpec(per_image=2, levels=(1, 4), size=224, seed=3)
+    assert [r["source"] for r in rows] == sorted(str(p) for p in photos.glob("*.jpg") if p.name != "broken.jpg")
+    for row in rows:
+        record = load_record(prefix, row)
+        assert record.source == row["source"] and record.names == row["names"]
+        assert record.versions.shape == (spec.num_versions, 224, 224, 3) == (5, 224, 224, 3)
+        assert record.versions.dtype == np.uint8
+        assert record.names == ["reference"] + [f"{n}:{lvl}" for n, lvl in plan_versions(record.source, spec)]
+        reference = V.clip_view(V.to_tensor(load_image(record.source)), 224).permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(record.versions[0], reference)
+        assert all((v != reference).any() for v in record.versions[1:])
+        A = record.fsim
+        np.testing.assert_array_equal(A, A.T)
+        np.testing.assert_array_equal(np.diag(A), 1.0)
+        off = A[~np.eye(len(A), dtype=bool)]
+        assert np.isfinite(off).all() and (off > 0).all() and (off < 1).all()
+
+
+def test_unusable_photos_are_listed_not_fatal(training_set):
+    _, prefix = training_set
+    skipped = [json.loads(line) for p in sorted(glob.glob(f"{prefix}/skipped-*.jsonl"))
+               for line in open(p)]
+    assert [(s["path"].rsplit("/", 1)[-1], s["stage"], s["reason"]) for s in skipped] == [
+        ("broken.jpg", "decode", "not_an_image")]
+
+
+def test_version_plan_is_seeded_by_seed_and_path():
+    spec = TrainingSetSpec(per_image=3, levels=(2, 4), seed=0)
+    sources = [f"gs://bucket/photo{i}.jpg" for i in range(8)]
+    plans = [plan_versions(s, spec) for s in sources]
+    assert plans == [plan_versions(s, TrainingSetSpec(per_image=3, levels=(2, 4), seed=0)) for s in sources]
+    assert plans != [plan_versions(s, TrainingSetSpec(per_image=3, levels=(2, 4), seed=1)) for s in sources]
+    assert len({tuple(p) for p in plans}) > 1
+    for plan in plans:
+        kinds = [name for name, _ in plan]
+        assert len(set(kinds)) == 3 and [lvl for _, lvl in plan] == [2, 4] * 3
+    with pytest.raises(GrepqError, match="Did you mean jpeg"):
+        TrainingSetSpec(distortions=("jpg",), per_image=1)
+
+
+def test_qacl_training_lowers_the_loss(training_set, tmp_path):
+    _, prefix = training_set
+    out = tmp_path / "ll.pt"
+    train_ll_cli.run(["--data", prefix, "--output", str(out), "--arch", "resnet18-w8", "--epochs", "6",
+                      "--batch", "3", "--lr", "1e-3", "--device", "cpu", "--workers", "0", "--no-progress"])
+    log = _log(tmp_path / "ll.log.jsonl")
+    assert [line["step"] for line in log] == list(range(1, 7))
+    losses = [line["loss"] for line in log]
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-2:]) < 0.9 * np.mean(losses[:2])
+    lrs = [line["lr"] for line in log]
+    assert lrs[0] == 1e-3 and all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] > 1e-6
+    encoder, identity = load_ll_encoder(str(out))
+    assert identity.startswith("ll:resnet18-w8@")
+    x = V.normalize(torch.from_numpy(load_record(prefix, read_index(prefix)[0]).versions).permute(0, 3, 1, 2),
+                    V.IMAGENET_MEAN, V.IMAGENET_STD)
+    with torch.no_grad():
+        assert torch.isfinite(encoder(x)).all()
+
+
+def test_resume_reaches_the_uninterrupted_state(training_set, tmp_path):
+    _, prefix = training_set
+    full = train_ll(prefix, str(tmp_path / "full.pt"), _TINY, device="cpu")
+    train_ll(prefix, str(tmp_path / "part.pt"), _TINY, device="cpu", max_steps=3)
+    assert _log(tmp_path / "part.log.jsonl") == _log(tmp_path / "full.log.jsonl")[:3]
+    resumed = train_ll(prefix, str(tmp_path / "resumed.pt"), _TINY, device="cpu", resume=str(tmp_path / "part.pt"))
+    assert _log(tmp_path / "resumed.log.jsonl") == _log(tmp_path / "full.log.jsonl")
+    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(GrepqError, match="lr"):
+        train_ll(prefix, str(tmp_path / "other.pt"), LLTrainConfig(arch="resnet18-w8", epochs=2, batch=2, lr=1e-4),
+                 device="cpu", resume=str(tmp_path / "part.pt"))
+
+
+def test_gcl_fine_tunes_only_the_image_tower(photos_dir, tmp_path):
+    config = tiny_clip_config_path(tmp_path, "RN")
+    start, _ = tiny_hl_encoder(tmp_path, "RN", seed=0)
+    save_hl_checkpoint(start, str(tmp_path / "start.pt"), config)
+    out = tmp_path / "hl.pt"
+    train_hl.run(["--input", str(photos_dir / "*"), "--output", str(out), "--hl-model", config,
+                  "--hl-weights", str(tmp_path / "start.pt"), "--epochs", "2", "--batch", "4", "--tau-g", "2",
+                  "--lr", "1e-3", "--device", "cpu", "--workers", "0", "--no-progress"])
+    log = _log(tmp_path / "hl.log.jsonl")
+    assert [line["step"] for line in log] == [1, 2]
+    assert [line["lr"] for line in log] == pytest.approx([1e-3 / 2.5, 2e-3 / 2.5])  # 6 photos: 1 step per epoch
+    tuned, identity = build_hl_encoder(config, str(out))
+    assert identity.startswith("hl:grepq-tiny-rn:checkpoint@")
+    assert torch.equal(tuned.text_features, start.text_features)
+    changed = [n for n, p in tuned.visual.named_parameters() if not torch.equal(p, start.visual.get_parameter(n))]
+    assert changed
+    x = photo_batch(tmp_path, 224, 224, V.CLIP_MEAN, V.CLIP_STD)
+    with torch.no_grad():
+        before, after = start.encode_image(x), tuned.encode_image(x)
+    assert torch.isfinite(after).all() and not torch.allclose(before, after)
