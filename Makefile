@@ -16,6 +16,7 @@ $(BIN)/grepq: requirements.txt setup.py
 install: $(BIN)/grepq
 
 demo: install
+	rm -rf demo_out
 	$(BIN)/grepq run --input 'samples/*.jpg' --output demo_out --labels samples/labels.csv --pathways ll
 
 test: install

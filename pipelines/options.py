@@ -35,6 +35,8 @@ def _io_flags(parser):
     g.add_argument("--output", help="output directory (local or gs://)")
     g.add_argument("--features", help="an extract run's output directory")
     g.add_argument("--model", help="regressor JSON written by `grepq fit`")
+    g.add_argument("--incremental", action="store_true",
+                   help="extract only images whose path and content are new under --output")
 
 
 def _encoder_flags(parser):

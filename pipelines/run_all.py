@@ -17,9 +17,9 @@ def run(argv=None):
     options = GrepqOptions(argv)
     require(options, "input", "output")
     out = options.output.rstrip("/")
-    extract.check_weights(encoder_spec(options))
+    identities = extract.check_weights(encoder_spec(options))
     with beam.Pipeline(options=options) as p:
-        extract.build(p, options)
+        extract.build(p, options, identities, extract.run_id())
     model = options.model
     if options.label_csv:
         model = options.model_output or f"{out}/model.json"

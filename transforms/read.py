@@ -6,7 +6,9 @@ the `DEAD` output. Nothing here raises for a bad image.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
+import os
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -34,6 +36,21 @@ def dead_letter(path: str, stage: str, reason: str, detail: str = "") -> dict:
     return {"path": text_path(path), "stage": stage, "reason": reason, "detail": detail[:500]}
 
 
+def _is_local(pattern: str) -> bool:
+    return "://" not in pattern or pattern.startswith("file://")
+
+
+def _glob_local(pattern: str) -> list[str]:
+    """Local files matching `pattern` (** recursive), broken and looping links included.
+
+    Beam's local listing silently drops entries it cannot stat, which would
+    lose them; here they are kept so that reading them gives a dead letter.
+    Directories are not inputs.
+    """
+    pattern = pattern[len("file://"):] if pattern.startswith("file://") else pattern
+    return sorted(p for p in glob.glob(pattern, recursive=True) if not os.path.isdir(p))
+
+
 class MatchImages(beam.PTransform):
     """Paths of the files matching one or more globs (local, gs://, any Beam filesystem)."""
 
@@ -42,11 +59,12 @@ class MatchImages(beam.PTransform):
         self._patterns = patterns
 
     def expand(self, pbegin):
-        matches = [pbegin | f"Match {i}" >> fileio.MatchFiles(p) for i, p in enumerate(self._patterns)]
-        return (matches | "Flatten" >> beam.Flatten()
-                | "Path" >> beam.Map(lambda m: m.path)
-                | "Distinct" >> beam.Distinct()
-                | "Spread" >> beam.Reshuffle())
+        local = [p for p in self._patterns if _is_local(p)]
+        remote = [p for p in self._patterns if not _is_local(p)]
+        found = [pbegin | "Local" >> beam.Create(local) | "Glob" >> beam.FlatMap(_glob_local)]
+        found += [pbegin | f"Match {i}" >> fileio.MatchFiles(p) | f"Path {i}" >> beam.Map(lambda m: m.path)
+                  for i, p in enumerate(remote)]
+        return found | "Flatten" >> beam.Flatten() | "Distinct" >> beam.Distinct() | "Spread" >> beam.Reshuffle()
 
 
 class ReadAndPrepare(beam.DoFn):
@@ -56,8 +74,10 @@ class ReadAndPrepare(beam.DoFn):
         self._spec = spec
         self._read = Metrics.counter(_NAMESPACE, "images_read")
         self._dead = Metrics.counter(_NAMESPACE, "images_dead_lettered")
+        self._skipped = Metrics.counter(_NAMESPACE, "images_skipped_incremental")
 
-    def process(self, path: str):
+    def process(self, path: str, known: dict | None = None):
+        """`known` maps path -> sha256 of rows already extracted by the same encoders."""
         stage = "read"
         try:
             with FileSystems.open(path, compression_type="uncompressed") as f:
@@ -65,10 +85,14 @@ class ReadAndPrepare(beam.DoFn):
             if not data:
                 raise ImageError("empty_file", "0 bytes")
             self._read.inc()
+            digest = hashlib.sha256(data).hexdigest()
+            if known is not None and known.get(text_path(path)) == digest:
+                self._skipped.inc()
+                return
             stage = "decode"
             pixels = decode_image(data)
             stage = "prepare"
-            item = PreparedImage(path=text_path(path), sha256=hashlib.sha256(data).hexdigest(),
+            item = PreparedImage(path=text_path(path), sha256=digest,
                                  width=pixels.shape[1], height=pixels.shape[0], decoder="cpu")
             image_views = prepare_views(V.to_tensor(pixels), self._spec.views, self._spec.pathways)
             for name, view in image_views.items():

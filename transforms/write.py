@@ -7,10 +7,11 @@ partial Parquet where a later stage would read it.
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-__all__ = ["WriteRows", "output_path", "shard_glob", "read_table"]
+__all__ = ["WriteRows", "output_path", "shard_glob", "has_shards", "read_table"]
 
 
 def output_path(output: str, kind: str) -> str:
@@ -22,12 +23,21 @@ def shard_glob(output: str, kind: str) -> str:
     return f"{output_path(output, kind)}/*.parquet"
 
 
-class WriteRows(beam.PTransform):
-    """Dicts in `schema` -> Parquet shards under OUTPUT/KIND/."""
+def has_shards(output: str, kind: str) -> bool:
+    """Whether a completed run already wrote rows of this kind under `output`."""
+    return any(m.metadata_list for m in FileSystems.match([shard_glob(output, kind)]))
 
-    def __init__(self, output: str, kind: str, schema: pa.Schema):
+
+class WriteRows(beam.PTransform):
+    """Dicts in `schema` -> Parquet shards OUTPUT/KIND/RUN-*.parquet.
+
+    Each run names its shards after `run`, so an incremental run adds files
+    beside the earlier ones instead of replacing them.
+    """
+
+    def __init__(self, output: str, kind: str, schema: pa.Schema, run: str = "part"):
         super().__init__()
-        self._prefix = f"{output_path(output, kind)}/part"
+        self._prefix = f"{output_path(output, kind)}/{run}"
         self._schema = schema
 
     def expand(self, rows):

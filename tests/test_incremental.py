@@ -1,0 +1,78 @@
+"""Nightly runs: only new images are extracted, and a killed run leaves nothing half-written."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from grepq_core.errors import GrepqError
+from pipelines import extract, score
+from transforms.write import read_table
+
+
+def _rows(out):
+    return read_table(str(out), "features").to_pandas().sort_values("path").reset_index(drop=True)
+
+
+def test_incremental_run_extracts_only_new_files(photos_dir, model_flags, tmp_path):
+    collection = tmp_path / "collection"
+    collection.mkdir()
+    images = sorted(photos_dir.glob("*.jpg"))
+    for img in images[:3]:
+        shutil.copy(img, collection)
+    nightly, full = tmp_path / "nightly", tmp_path / "full"
+    flags = [*model_flags, "--batch-size", "4"]
+    extract.run(["--input", str(collection / "*"), "--output", str(nightly), *flags])
+    first = _rows(nightly)
+    for img in images[3:]:
+        shutil.copy(img, collection)
+    extract.run(["--input", str(collection / "*"), "--output", str(nightly), "--incremental", *flags])
+    files = sorted((nightly / "features").glob("*.parquet"))
+    assert len(files) == 2
+    second_run = pd.read_parquet(files[1])
+    assert sorted(second_run.path) == sorted(str(collection / p.name) for p in images[3:])
+    extract.run(["--input", str(collection / "*"), "--output", str(full), *flags])
+    union = _rows(nightly)
+    pd.testing.assert_frame_equal(union, _rows(full))
+    pd.testing.assert_frame_equal(union[union.path.isin(first.path)].reset_index(drop=True), first)
+
+
+def test_rerun_without_incremental_refuses_to_mix_outputs(photos_dir, model_flags, tmp_path):
+    extract.run(["--input", str(photos_dir / "*.png"), "--output", str(tmp_path), *model_flags])
+    with pytest.raises(GrepqError, match="--incremental"):
+        extract.run(["--input", str(photos_dir / "*.png"), "--output", str(tmp_path), *model_flags])
+
+
+def test_killed_run_leaves_no_readable_parquet_and_next_run_completes(photos_dir, model_flags, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(12):
+        for img in sorted(photos_dir.glob("*.jpg")):
+            shutil.copy(img, corpus / f"{i}_{img.name}")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pipelines.cli", "extract", "--input", str(corpus / "*.jpg"),
+           "--output", str(out), *model_flags, "--batch-size", "4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "features").exists() and any((out / "features").iterdir()):
+            break  # Beam has started writing its temporary shards
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed; use a larger corpus"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list((out / "features").glob("*.parquet")) == []
+    extract.run(["--input", str(corpus / "*.jpg"), "--output", str(out), *model_flags, "--batch-size", "4"])
+    assert len(_rows(out)) == len(list(corpus.iterdir()))
+
+
+def test_scores_are_byte_identical_across_reruns(photos_dir, model_flags, tmp_path):
+    extract.run(["--input", str(photos_dir / "*"), "--output", str(tmp_path / "f"), *model_flags])
+    for name in ("a", "b"):
+        score.run(["--features", str(tmp_path / "f"), "--output", str(tmp_path / name)])
+    a, b = (read_table(str(tmp_path / n), "scores").to_pandas().sort_values("path") for n in "ab")
+    assert a.score.to_numpy().tobytes() == b.score.to_numpy().tobytes()
