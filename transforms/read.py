@@ -26,9 +26,23 @@ DEAD = "dead_letters"
 _NAMESPACE = "grepq"
 
 
-def text_path(path: str) -> str:
+def text_path(path: str | bytes) -> str:
     """A path as valid UTF-8 text: undecodable bytes in file names become \\xNN escapes."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    raw = path if isinstance(path, bytes) else path.encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _beam_safe(path: str) -> str | bytes:
+    """A local path Beam can encode: file names that are not UTF-8 travel as bytes."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+
+
+def _open(path: str | bytes):
+    return open(path, "rb") if isinstance(path, bytes) else FileSystems.open(path, compression_type="uncompressed")
 
 
 def dead_letter(path: str, stage: str, reason: str, detail: str = "") -> dict:
@@ -48,7 +62,7 @@ def _glob_local(pattern: str) -> list[str]:
     Directories are not inputs.
     """
     pattern = pattern[len("file://"):] if pattern.startswith("file://") else pattern
-    return sorted(p for p in glob.glob(pattern, recursive=True) if not os.path.isdir(p))
+    return [_beam_safe(p) for p in sorted(glob.glob(pattern, recursive=True)) if not os.path.isdir(p)]
 
 
 class MatchImages(beam.PTransform):
@@ -76,11 +90,11 @@ class ReadAndPrepare(beam.DoFn):
         self._dead = Metrics.counter(_NAMESPACE, "images_dead_lettered")
         self._skipped = Metrics.counter(_NAMESPACE, "images_skipped_incremental")
 
-    def process(self, path: str, known: dict | None = None):
+    def process(self, path: str | bytes, known: dict | None = None):
         """`known` maps path -> sha256 of rows already extracted by the same encoders."""
         stage = "read"
         try:
-            with FileSystems.open(path, compression_type="uncompressed") as f:
+            with _open(path) as f:
                 data = f.read()
             if not data:
                 raise ImageError("empty_file", "0 bytes")

@@ -1,0 +1,49 @@
+"""Every kind of broken or awkward file ends in exactly one output, on DirectRunner."""
+import os
+
+import pytest
+
+from bad_corpus import make_bad_corpus
+from pipelines import extract
+from transforms.read import text_path
+from transforms.write import read_table
+
+
+@pytest.fixture(scope="module")
+def bad_run(tmp_path_factory, model_flags):
+    corpus = tmp_path_factory.mktemp("bad")
+    expected = make_bad_corpus(corpus)
+    out = tmp_path_factory.mktemp("out")
+    extract.run(["--input", f"{corpus}/*", "--output", str(out), *model_flags, "--batch-size", "4"])
+    rows = read_table(str(out), "features").to_pandas()
+    dead = read_table(str(out), "dead_letters").to_pandas()
+    files = {text_path(p): outcome for p, outcome in expected.items() if not os.path.isdir(p)}
+    return files, rows, dead
+
+
+def test_inputs_equal_scored_rows_plus_dead_letters(bad_run):
+    files, rows, dead = bad_run
+    assert len(rows) + len(dead) == len(files)
+    assert set(rows.path).isdisjoint(dead.path)
+    assert set(rows.path) | set(dead.path) == set(files)
+
+
+def test_each_kind_is_scored_or_dead_lettered_with_its_reason(bad_run):
+    files, rows, dead = bad_run
+    reasons = dict(zip(dead.path, dead.reason))
+    for path, outcome in files.items():
+        if outcome == "ok":
+            assert path in set(rows.path), path
+        else:
+            assert reasons.get(path) == outcome, path
+
+
+def test_converted_images_keep_their_original_size(bad_run):
+    _, rows, _ = bad_run
+    size = {os.path.basename(p): (w, h) for p, w, h in zip(rows.path, rows.width, rows.height)}
+    assert size["exif_rotated.jpg"] == (300, 451)  # 451x300 stored, rotated by EXIF
+    assert size["one_pixel.png"] == (1, 1)
+    assert size["panorama_8000x200.jpg"] == (8000, 200)
+    assert rows.ll_features.map(len).eq(128).all() and rows.zs_ll.notna().all()
+    dup = rows[rows.path.str.contains("duplicate_")]
+    assert len(dup) == 2 and dup.sha256.nunique() == 1
