@@ -19,6 +19,10 @@ COMMANDS = {
     "fit": ("pipelines.fit", "fit the ridge regressor on a few labelled images"),
     "score": ("pipelines.score", "score feature rows (ridge, or zero-shot without --model)"),
     "run": ("pipelines.run_all", "extract, fit when labels are given, score"),
+    "make-training-set": ("pipelines.make_training_set", "pristine photos -> graded versions + FSIM matrices"),
+    "train-ll": ("pipelines.train_ll", "train the low-level encoder (quality-aware contrastive loss)"),
+    "train-hl": ("pipelines.train_hl", "fine-tune the CLIP image tower (group contrastive loss)"),
+    "build-pristine": ("pipelines.build_pristine", "pristine photos -> pristine model for zero-shot LL"),
 }
 
 

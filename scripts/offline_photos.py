@@ -41,7 +41,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
     parser.add_argument("--opencv-data", default=DEFAULT_OPENCV_DATA)
+    parser.add_argument("--crops", type=int, default=0,
+                        help="also write this many random crops (40-90%% of the shorter side) of each training photo")
     args = parser.parse_args()
+    rng = np.random.default_rng(0)
     counts = {"train": 0, "holdout": 0}
     for name, img in photos(args.opencv_data):
         split = "holdout" if name in HOLDOUT else "train"
@@ -49,6 +52,11 @@ def main():
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(folder / f"{name}.png")
         counts[split] += 1
+        for i in range(args.crops if split == "train" else 0):
+            side = int(min(img.shape[:2]) * rng.uniform(0.4, 0.9))
+            y, x = (int(rng.integers(0, d - side + 1)) for d in img.shape[:2])
+            Image.fromarray(img[y:y + side, x:x + side]).save(folder / f"{name}_crop{i}.png")
+            counts[split] += 1
     print(f"{counts['train']} training and {counts['holdout']} holdout photos under {args.out}")
 
 
