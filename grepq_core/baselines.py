@@ -49,6 +49,7 @@ from scipy.ndimage import correlate
 from scipy.special import gamma
 
 from grepq_core.errors import GrepqError, ImageError
+from grepq_core.pristine import gaussian_window
 from grepq_core.zero_shot import mvg_distance, patch_statistics
 
 __all__ = ["NIQE_PRISTINE_PHOTOS", "niqe", "brisque", "nss_features", "fit_niqe_pristine"]
@@ -67,13 +68,7 @@ _R_AGGD = 1 / _R_GGD
 _SHIFTS = ((0, 1), (1, 0), (1, 1), (-1, 1))
 
 
-def _gaussian_window(size: int = 7, sigma: float = 7 / 6) -> np.ndarray:
-    ax = np.arange(size) - (size - 1) / 2
-    g = np.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * sigma ** 2))
-    return g / g.sum()
-
-
-_WINDOW = _gaussian_window()
+_WINDOW = gaussian_window()
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:

@@ -27,13 +27,14 @@ from scipy import ndimage
 from grepq_core.errors import GrepqError
 from grepq_core.zero_shot import patch_statistics
 
-__all__ = ["sharpness", "colourfulness", "select_pristine_patches", "PristineModel", "fit_pristine"]
+__all__ = ["sharpness", "colourfulness", "gaussian_window", "select_pristine_patches", "PristineModel", "fit_pristine"]
 
 _FORMAT = "grepq-pristine/1"
 _BT601 = np.array([0.299, 0.587, 0.114])
 
 
-def _gaussian_window(size: int = 7, sigma: float = 7 / 6) -> np.ndarray:
+def gaussian_window(size: int = 7, sigma: float = 7 / 6) -> np.ndarray:
+    """The normalised 7x7, sigma 7/6 window of NIQE's local statistics."""
     coords = np.arange(size) - (size - 1) / 2
     g = np.exp(-(coords[:, None] ** 2 + coords[None, :] ** 2) / (2 * sigma**2))
     return g / g.sum()
@@ -41,7 +42,7 @@ def _gaussian_window(size: int = 7, sigma: float = 7 / 6) -> np.ndarray:
 
 def _sharpness_batch(grays: np.ndarray) -> np.ndarray:
     """Sharpness of each [H, W] slice of a [P, H, W] stack, in one filter pass."""
-    window = _gaussian_window()[None]  # size 1 along the stack axis: patches never mix
+    window = gaussian_window()[None]  # size 1 along the stack axis: patches never mix
     # Local variance ignores an offset; centring each patch avoids cancellation in E[x^2] - mu^2.
     x = grays.astype(np.float64)
     x = x - x.mean(axis=(1, 2), keepdims=True)

@@ -129,7 +129,8 @@ def train_hl(
     """
     target = resolve_device(device)
     encoder, start_identity = build_hl_encoder(config.model, config.weights)
-    encoder.to(target).visual.train()
+    encoder.to(target)
+    encoder.visual.train()
     views = load_clip_views(images, config.size, workers)
     per_epoch = len(views) // config.batch
     if per_epoch == 0:

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from grepq_core import views as V
 from grepq_core.errors import GrepqError
-from grepq_core.ll_encoder import LLEncoder, create_ll_encoder, list_ll_architectures, save_ll_checkpoint
+from grepq_core.ll_encoder import LLEncoder, create_ll_encoder, save_ll_checkpoint
 from grepq_core.losses import qacl_loss
 from grepq_core.training.data import derived_seed, load_record, read_index
 from grepq_core.weights import load_checkpoint, save_checkpoint
@@ -80,8 +80,6 @@ class LLTrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.arch not in list_ll_architectures():
-            raise GrepqError(f"--arch {self.arch!r} is not registered; valid: {', '.join(list_ll_architectures())}")
         if self.epochs < 1 or self.batch < 1:
             raise GrepqError(f"--epochs and --batch must be at least 1, got {self.epochs} and {self.batch}")
 
