@@ -14,13 +14,13 @@ the reference's full-resolution behaviour, one image per forward pass.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from grepq_core import views as V
+from grepq_core.device_decode import decode_items
 from grepq_core.errors import GrepqError
 from grepq_core.hl_encoder import HLEncoder, build_hl_encoder
 from grepq_core.ll_encoder import LLEncoder, load_ll_encoder
@@ -78,22 +78,28 @@ class EncoderSpec:
     hl_model: str = "RN50"
     hl_weights: str | None = "openai"
     device: str = "auto"
+    decode: str = "auto"  # "gpu": JPEGs decoded on the model's device; "cpu": Pillow; "auto": gpu on CUDA
     batch_size: int = 32
     views: ViewConfig = field(default_factory=ViewConfig)
 
 
 @dataclass
 class PreparedImage:
-    """One decoded image's metadata and views (uint8 numpy arrays, CHW)."""
+    """One image's metadata and views (uint8 CHW arrays or tensors).
+
+    An image for device decoding arrives with `data` (its JPEG bytes) and no
+    views; the `Extractor` decodes it and cuts the views on its device.
+    """
 
     path: str
     sha256: str
     width: int
     height: int
     decoder: str
-    ll: np.ndarray | None = None
-    hl: np.ndarray | None = None
-    patches: np.ndarray | None = None
+    ll: np.ndarray | torch.Tensor | None = None
+    hl: np.ndarray | torch.Tensor | None = None
+    patches: np.ndarray | torch.Tensor | None = None
+    data: bytes | None = None
 
 
 def prepare_views(image: torch.Tensor, config: ViewConfig, pathways: tuple[str, ...]) -> dict:
@@ -191,9 +197,9 @@ class Extractor:
         out: list = [None] * len(arrays)
         shapes: dict[tuple, list[int]] = {}
         for i, a in enumerate(arrays):
-            shapes.setdefault(a.shape, []).append(i)
+            shapes.setdefault(tuple(a.shape), []).append(i)
         for idx in shapes.values():
-            x = torch.from_numpy(np.stack([arrays[i] for i in idx])).to(self.device, non_blocking=True)
+            x = torch.stack([torch.as_tensor(arrays[i]).to(self.device, non_blocking=True) for i in idx])
             parts = self._forward(model, V.normalize(x, mean, std))
             for k, i in enumerate(idx):
                 out[i] = tuple(p[k] for p in parts)
@@ -207,9 +213,23 @@ class Extractor:
         bounds = np.cumsum([0] + counts)
         return [ll_score(self.pristine, flat[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
+    def _prepare(self, image: torch.Tensor) -> dict:
+        return prepare_views(image, self.spec.views, self.spec.pathways)
+
     @torch.inference_mode()
     def extract(self, items: list[PreparedImage]) -> list[dict]:
-        """Feature rows (dicts in the features schema) for a batch, in order."""
+        """Feature rows (dicts in the features schema) for a batch, in order.
+
+        An item that could not be decoded here gives {"path", "dead_letter":
+        (stage, reason, detail)} instead of a row.
+        """
+        failed = decode_items(items, self.device, self._prepare)
+        good = [it for i, it in enumerate(items) if i not in failed]
+        rows = iter(self._rows(good) if good else [])
+        return [{"path": it.path, "dead_letter": ("decode", failed[i].reason, failed[i].detail)}
+                if i in failed else next(rows) for i, it in enumerate(items)]
+
+    def _rows(self, items: list[PreparedImage]) -> list[dict]:
         n = len(items)
         ll_feats = hl_out = [None] * n
         zs_ll = [float("nan")] * n
@@ -239,8 +259,3 @@ class Extractor:
 
 def _nullable(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
-
-
-def with_views(spec: EncoderSpec, **changes) -> EncoderSpec:
-    """A copy of `spec` with some `ViewConfig` fields changed."""
-    return dataclasses.replace(spec, views=dataclasses.replace(spec.views, **changes))

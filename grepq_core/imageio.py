@@ -22,6 +22,7 @@ Failure reasons:
 | ``corrupt`` | any other decoding failure |
 """
 
+import contextlib
 import io
 import warnings
 
@@ -31,7 +32,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from grepq_core.errors import ImageError
 
-__all__ = ["SUPPORTED_CONVERSIONS", "decode_image", "load_image", "read_bytes"]
+__all__ = ["SUPPORTED_CONVERSIONS", "decode_image", "is_plain_jpeg", "load_image", "read_bytes"]
 
 SUPPORTED_CONVERSIONS = {
     "RGB": "unchanged",
@@ -76,22 +77,15 @@ def read_bytes(uri: str) -> bytes:
     return data
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode encoded image bytes to an HxWx3 uint8 RGB array (first frame, upright).
-
-    The array may be read-only: it wraps Pillow's pixel buffer without a copy.
-    """
-    if not data:
-        raise ImageError("empty_file")
+@contextlib.contextmanager
+def _pillow_errors():
+    """Map whatever Pillow raises on bad input to one `ImageError` with a reason."""
     try:
         # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS; make that an
         # error here without touching the process's own warning filters.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()  # inside the try: truncation shows up only on load
-                ImageOps.exif_transpose(im, in_place=True)
-                return _to_rgb(im)
+            yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError("decompression_bomb", str(exc)) from exc
     except UnidentifiedImageError as exc:
@@ -101,6 +95,31 @@ def decode_image(data: bytes) -> np.ndarray:
         raise ImageError(reason, str(exc)) from exc
     except Exception as exc:  # Pillow raises many types on malformed input
         raise ImageError("corrupt", f"{type(exc).__name__}: {exc}") from exc
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode encoded image bytes to an HxWx3 uint8 RGB array (first frame, upright).
+
+    The array may be read-only: it wraps Pillow's pixel buffer without a copy.
+    """
+    if not data:
+        raise ImageError("empty_file")
+    with _pillow_errors(), Image.open(io.BytesIO(data)) as im:
+        im.load()  # inside the guard: truncation shows up only on load
+        ImageOps.exif_transpose(im, in_place=True)
+        return _to_rgb(im)
+
+
+def is_plain_jpeg(data: bytes) -> bool:
+    """Whether a GPU JPEG decoder can take these bytes: a JPEG in RGB/YCbCr or grey.
+
+    Reads only the header (with the decompression-bomb guard); CMYK and YCCK
+    JPEGs and every other format go to `decode_image` instead.
+    """
+    if not data.startswith(b"\xff\xd8\xff"):
+        return False
+    with _pillow_errors(), Image.open(io.BytesIO(data)) as im:
+        return im.format == "JPEG" and im.mode in ("RGB", "L")
 
 
 def load_image(uri: str) -> np.ndarray:

@@ -50,6 +50,9 @@ def _encoder_flags(parser):
     g.add_argument("--hl-weights", default="openai", type=_none_or_str,
                    help="open_clip pretrained tag (default openai), a checkpoint path/URL, or 'none' (random)")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    g.add_argument("--decode", default="auto", choices=("auto", "gpu", "cpu"),
+                   help="gpu: JPEGs decoded in batches where the model runs (nvJPEG on CUDA); "
+                   "cpu: Pillow in the read stage; auto (default): gpu when CUDA is present")
     g.add_argument("--batch-size", type=int, default=32, help="images per model batch")
     g.add_argument("--large-model", action="store_true",
                    help="one model per worker machine shared by its processes (GPU workers)")
@@ -117,4 +120,4 @@ def encoder_spec(opts: GrepqOptions) -> EncoderSpec:
                        zero_shot=not opts.no_zero_shot)
     return EncoderSpec(pathways=parse_pathways(opts.pathways), ll_weights=opts.ll_weights,
                        pristine=opts.pristine, hl_model=opts.hl_model, hl_weights=opts.hl_weights,
-                       device=opts.device, batch_size=opts.batch_size, views=views)
+                       device=opts.device, decode=opts.decode, batch_size=opts.batch_size, views=views)

@@ -18,7 +18,7 @@ from pipelines import make_training_set, train_hl, train_ll as train_ll_cli
 from tests.conftest import photo
 from tests.tiny_models import photo_batch, tiny_clip_config_path, tiny_hl_encoder
 
-_SPEC_FLAGS = ["--per-image", "2", "--levels", "1,4", "--size", "224", "--seed", "3"]
+_SPEC_FLAGS = ["--per-image", "2", "--levels", "2,4", "--size", "224", "--seed", "3"]
 _TINY = LLTrainConfig(arch="resnet18-w8", epochs=2, batch=2, lr=1e-3)
 
 
@@ -42,7 +42,7 @@ def training_set(tmp_path_factory):
 def test_training_set_has_graded_versions_and_fsim(training_set):
     photos, prefix = training_set
     rows = read_index(prefix)
-    spec = TrainingSetSpec(per_image=2, levels=(1, 4), size=224, seed=3)
+    spec = TrainingSetSpec(per_image=2, levels=(2, 4), size=224, seed=3)
     assert [r["source"] for r in rows] == sorted(str(p) for p in photos.glob("*.jpg") if p.name != "broken.jpg")
     for row in rows:
         record = load_record(prefix, row)
@@ -106,7 +106,7 @@ def test_qacl_training_lowers_the_loss(training_set, tmp_path):
     with torch.no_grad():
         before, after = (np.mean([qacl_batch_loss(encoder.train(), versions, fsim, torch.Generator().manual_seed(s))
                                   .item() for s in range(2)]) for encoder in (start, trained))
-    assert after < 0.95 * before
+    assert after < 0.9 * before
 
 
 def test_resume_reaches_the_uninterrupted_state(training_set, tmp_path):

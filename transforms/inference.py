@@ -35,10 +35,19 @@ class GrepqModelHandler(ModelHandler[PreparedImage, dict, Extractor]):
         return [PredictionResult(item.path, row) for item, row in zip(batch, rows)]
 
     def get_num_bytes(self, batch: Sequence[PreparedImage]) -> int:
-        return sum(sum(getattr(v, "nbytes", 0) for v in (it.ll, it.hl, it.patches)) for it in batch)
+        return sum(len(it.data or b"") + sum(getattr(v, "nbytes", 0) for v in (it.ll, it.hl, it.patches))
+                   for it in batch)
 
     def get_metrics_namespace(self) -> str:
         return "grepq"
+
+
+def _split_dead(row: dict):
+    """Rows go on; an image the model stage could not decode becomes a dead letter."""
+    if "dead_letter" in row:
+        yield beam.pvalue.TaggedOutput("dead", dead_letter(row["path"], *row["dead_letter"]))
+    else:
+        yield row
 
 
 def _failed_batch_rows(failure) -> list[dict]:
@@ -58,6 +67,8 @@ class ExtractFeatures(beam.PTransform):
 
     def expand(self, prepared):
         results, failed = prepared | "RunInference" >> RunInference(self._handler).with_exception_handling()
-        rows = results | "Row" >> beam.Map(lambda r: r.inference)
-        dead = failed.failed_inferences | "Dead" >> beam.FlatMap(_failed_batch_rows)
-        return rows, dead
+        split = (results | "Row" >> beam.Map(lambda r: r.inference)
+                 | "SplitDead" >> beam.FlatMap(_split_dead).with_outputs("dead", main="rows"))
+        failed_batches = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch_rows)
+        dead = (split.dead, failed_batches) | "Dead" >> beam.Flatten()
+        return split.rows, dead

@@ -18,7 +18,7 @@ from apache_beam.metrics import Metrics
 from grepq_core import views as V
 from grepq_core.errors import ImageError
 from grepq_core.extractor import EncoderSpec, PreparedImage, prepare_views
-from grepq_core.imageio import decode_image
+from grepq_core.imageio import decode_image, is_plain_jpeg
 
 __all__ = ["DEAD", "MatchImages", "ReadAndPrepare", "dead_letter", "text_path"]
 
@@ -82,13 +82,24 @@ class MatchImages(beam.PTransform):
 
 
 class ReadAndPrepare(beam.DoFn):
-    """path -> PreparedImage, or a dead letter naming the stage that failed."""
+    """path -> PreparedImage, or a dead letter naming the stage that failed.
+
+    With device decoding, a plain JPEG leaves here as bytes and is decoded
+    with its batch where the model runs; everything else is decoded here.
+    """
 
     def __init__(self, spec: EncoderSpec):
         self._spec = spec
+        self._device_decode = False
         self._read = Metrics.counter(_NAMESPACE, "images_read")
         self._dead = Metrics.counter(_NAMESPACE, "images_dead_lettered")
         self._skipped = Metrics.counter(_NAMESPACE, "images_skipped_incremental")
+
+    def setup(self):
+        import torch
+
+        self._device_decode = self._spec.decode == "gpu" or (
+            self._spec.decode == "auto" and torch.cuda.is_available())
 
     def process(self, path: str | bytes, known: dict | None = None):
         """`known` maps path -> sha256 of rows already extracted by the same encoders."""
@@ -104,6 +115,10 @@ class ReadAndPrepare(beam.DoFn):
                 self._skipped.inc()
                 return
             stage = "decode"
+            if self._device_decode and is_plain_jpeg(data):
+                yield PreparedImage(path=text_path(path), sha256=digest, width=0, height=0,
+                                    decoder="pending", data=data)
+                return
             pixels = decode_image(data)
             stage = "prepare"
             item = PreparedImage(path=text_path(path), sha256=digest,

@@ -1,0 +1,99 @@
+"""`grepq report`: a scoring run's output -> one self-contained HTML page.
+
+    read scores, dead letters, encoder identities, the ridge model
+      -> load the images at each decile of score -> thumbnails -> HTML
+
+Plain Python, not Beam: it reads the scores and two identity columns of the
+features, and opens at most eleven images, so it stays cheap on a large run.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+
+import fsspec
+import pyarrow.compute as pc
+
+from grepq_core.errors import GrepqError, ImageError
+from grepq_core.imageio import load_image
+from grepq_core.regressor import load_ridge
+from grepq_core.report import ReportInputs, decile_rows, render_report, thumbnail_jpeg
+from transforms.schema import DEAD_LETTERS, DEAD_LETTERS_DIR, FEATURES, FEATURES_DIR, SCORES, SCORES_DIR
+from transforms.write import read_table
+
+__all__ = ["run", "arg_parser", "build_inputs"]
+
+log = logging.getLogger(__name__)
+_RIDGE_PREFIX = "ridge:"
+
+
+def _identities(features: str) -> dict[str, list[str]]:
+    table = read_table(features, FEATURES_DIR, columns=["ll_identity", "hl_identity"], schema=FEATURES)
+    return {p: sorted(v for v in pc.unique(table[f"{p}_identity"]).to_pylist() if v) for p in ("ll", "hl")}
+
+
+def _model_record(scorers, model: str | None) -> dict | None:
+    """The ridge model's fields: from --model, else from the `ridge:URI` scorer of the rows."""
+    uris = [model] if model else sorted({s[len(_RIDGE_PREFIX):] for s in scorers if s.startswith(_RIDGE_PREFIX)})
+    if not uris:
+        return None
+    try:
+        record = dataclasses.asdict(load_ridge(uris[0]))
+    except GrepqError as e:
+        log.warning("no model summary in the report: %s", e)
+        return None
+    return {k: v for k, v in record.items() if k not in ("coef", "scaler_mean", "scaler_scale")}
+
+
+def _thumbnails(paths, size: int) -> dict[str, bytes]:
+    """JPEG thumbnails of the images that can still be read; the others are logged and left out."""
+    out = {}
+    for path in paths:
+        try:
+            out[path] = thumbnail_jpeg(load_image(path), size)
+        except ImageError as e:
+            log.warning("no thumbnail for %s: %s", path, e)
+    return out
+
+
+def build_inputs(scores_dir: str, features_dir: str | None = None, model: str | None = None,
+                 threshold: float | None = None, thumbnail_size: int = 160) -> ReportInputs:
+    """Read everything the page shows from a run's output directories."""
+    features_dir = features_dir or scores_dir
+    scores = read_table(scores_dir, SCORES_DIR, schema=SCORES).to_pandas()
+    if scores.empty:
+        raise GrepqError(f"no scores under {scores_dir}/{SCORES_DIR}: run `grepq score` or `grepq run` first, "
+                         "or pass the directory it wrote as --scores")
+    return ReportInputs(
+        scores=scores,
+        dead_letters=read_table(features_dir, DEAD_LETTERS_DIR, schema=DEAD_LETTERS).to_pandas(),
+        identities=_identities(features_dir),
+        model=_model_record(scores["scorer"].dropna().unique(), model),
+        thumbnails=_thumbnails(decile_rows(scores)["path"], thumbnail_size),
+        threshold=threshold,
+        source=scores_dir,
+    )
+
+
+def run(argv=None):
+    args = arg_parser().parse_args(argv)
+    html = render_report(build_inputs(args.scores, args.features, args.model, args.threshold, args.thumbnail_size))
+    with fsspec.open(args.output, "w", encoding="utf-8") as f:
+        f.write(html)
+    print(f"report: {args.output}")
+
+
+def arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grepq report", description=__doc__.strip().splitlines()[0],
+                                     allow_abbrev=False)
+    parser.add_argument("--scores", required=True,
+                        help="directory a `grepq score` or `grepq run` wrote (holds scores/)")
+    parser.add_argument("--features", help="the extract run's directory, for dead letters and encoder "
+                        "identities (default: --scores, as `grepq run` writes both there)")
+    parser.add_argument("--model", help="ridge model JSON to summarise (default: the one the scorer names)")
+    parser.add_argument("--output", required=True, help="HTML file to write (path or fsspec URL)")
+    parser.add_argument("--threshold", type=float,
+                        help="keep / reject line on the histogram (default: the lowest kept score)")
+    parser.add_argument("--thumbnail-size", type=int, default=160, help="thumbnail side in pixels")
+    return parser

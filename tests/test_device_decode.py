@@ -1,0 +1,113 @@
+"""Device decoding (the GPU path) run on the CPU device: same views, same features, safe fallbacks."""
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from conftest import photo
+from grepq_core import views as V
+from grepq_core.extractor import EncoderSpec, Extractor, PreparedImage, prepare_views
+from grepq_core.imageio import decode_image, is_plain_jpeg
+from pipelines import extract
+from transforms.write import read_table
+
+SIZES = [(1024, 768), (640, 480), (300, 451), (180, 120)]
+
+
+@pytest.fixture(scope="module")
+def jpegs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("jpegs")
+    paths = []
+    for i, (w, h) in enumerate(SIZES):
+        img = Image.fromarray(photo(("astronaut", "coffee", "chelsea", "rocket")[i])).resize((w, h), Image.BICUBIC)
+        paths.append(root / f"{w}x{h}.jpg")
+        img.save(paths[-1], quality=90)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def extractor(tiny_models):
+    spec = EncoderSpec(ll_weights=tiny_models["ll"], pristine=tiny_models["pristine"],
+                       hl_model=tiny_models["hl_model"], hl_weights=tiny_models["hl"], device="cpu", batch_size=4)
+    return Extractor.load(spec)
+
+
+def _cpu_item(path, spec):
+    pixels = decode_image(path.read_bytes())
+    item = PreparedImage(str(path), "", pixels.shape[1], pixels.shape[0], "cpu")
+    for name, view in prepare_views(V.to_tensor(pixels), spec.views, spec.pathways).items():
+        setattr(item, name, view.numpy())
+    return item
+
+
+def _device_item(path):
+    return PreparedImage(str(path), "", 0, 0, "pending", data=path.read_bytes())
+
+
+def test_device_views_and_features_match_the_cpu_path(jpegs, extractor):
+    cpu = [_cpu_item(p, extractor.spec) for p in jpegs]
+    device = [_device_item(p) for p in jpegs]
+    cpu_rows, device_rows = extractor.extract(cpu), extractor.extract(device)
+    for c, d, cr, dr in zip(cpu, device, cpu_rows, device_rows):
+        assert (d.width, d.height) == (c.width, c.height)
+        for view in ("ll", "hl", "patches"):
+            assert np.array_equal(np.asarray(getattr(d, view)), getattr(c, view)), view
+        assert dr["decoder"] == "libjpeg-turbo" and cr["decoder"] == "cpu"
+        np.testing.assert_allclose(dr["ll_features"], cr["ll_features"], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(dr["hl_features"], cr["hl_features"], rtol=0, atol=1e-5)
+        assert dr["zs_ll"] == pytest.approx(cr["zs_ll"], abs=1e-6)
+
+
+def test_cmyk_and_png_are_not_sent_to_the_device_decoder(tmp_path):
+    img = Image.fromarray(photo("coffee"))
+    img.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    img.save(tmp_path / "coffee.png")
+    img.save(tmp_path / "coffee.jpg")
+    assert not is_plain_jpeg((tmp_path / "cmyk.jpg").read_bytes())
+    assert not is_plain_jpeg((tmp_path / "coffee.png").read_bytes())
+    assert is_plain_jpeg((tmp_path / "coffee.jpg").read_bytes())
+
+
+def test_a_bad_jpeg_in_a_device_batch_is_dead_lettered_alone(jpegs, extractor):
+    data = jpegs[0].read_bytes()
+    items = [_device_item(p) for p in jpegs]
+    items.insert(1, PreparedImage("cut.jpg", "", 0, 0, "pending", data=data[: len(data) // 2]))
+    rows = extractor.extract(items)
+    assert rows[1] == {"path": "cut.jpg", "dead_letter": ("decode", "truncated", rows[1]["dead_letter"][2])}
+    assert all("ll_features" in r for i, r in enumerate(rows) if i != 1)
+
+
+def test_pipeline_with_gpu_decode_scores_mixed_formats(jpegs, model_flags, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for p in jpegs:
+        (corpus / p.name).write_bytes(p.read_bytes())
+    img = Image.fromarray(photo("coffee"))
+    img.convert("CMYK").save(corpus / "cmyk.jpg")
+    img.save(corpus / "coffee.png")
+    (corpus / "cut.jpg").write_bytes(jpegs[0].read_bytes()[:5000])
+    flags = [*model_flags, "--batch-size", "4"]
+    extract.run(["--input", str(corpus / "*"), "--output", str(tmp_path / "gpu"), "--decode", "gpu", *flags])
+    extract.run(["--input", str(corpus / "*"), "--output", str(tmp_path / "cpu"), "--decode", "cpu", *flags])
+    gpu = read_table(str(tmp_path / "gpu"), "features").to_pandas().set_index("path").sort_index()
+    cpu = read_table(str(tmp_path / "cpu"), "features").to_pandas().set_index("path").sort_index()
+    dead = read_table(str(tmp_path / "gpu"), "dead_letters").to_pandas()
+    assert list(dead.path) == [str(corpus / "cut.jpg")] and list(dead.reason) == ["truncated"]
+    decoders = gpu.decoder.rename(lambda p: p.rsplit("/", 1)[-1]).to_dict()
+    assert decoders["cmyk.jpg"] == decoders["coffee.png"] == "cpu"
+    assert {decoders[p.name] for p in jpegs} == {"libjpeg-turbo"}
+    assert (cpu.decoder == "cpu").all()
+    pd.testing.assert_frame_equal(gpu.drop(columns="decoder"), cpu.drop(columns="decoder"), atol=1e-5, check_exact=False)
+
+
+def test_two_worker_processes_give_the_same_rows_as_one(jpegs, model_flags, tmp_path):
+    flags = ["--input", str(jpegs[0].parent / "*.jpg"), *model_flags, "--batch-size", "4"]
+    extract.run([*flags, "--output", str(tmp_path / "one")])
+    extract.run([*flags, "--output", str(tmp_path / "two"), "--direct_running_mode=multi_processing",
+                 "--direct_num_workers=2"])
+    one, two = (read_table(str(tmp_path / n), "features").to_pandas().sort_values("path").reset_index(drop=True)
+                for n in ("one", "two"))
+    pd.testing.assert_frame_equal(one, two)
