@@ -74,23 +74,23 @@ def suggest_labels(features: np.ndarray, zero_shot: np.ndarray | None, n: int, s
     available = np.ones(n_rows, dtype=bool)
     available[labelled] = False
     n = min(int(n), int(available.sum()))
-    sizes = np.bincount(group, minlength=bins + 1)
-    taken = np.bincount(group[labelled], minlength=bins + 1)
+    share = np.bincount(group, minlength=bins + 1) / n_rows
+    taken = np.bincount(group[labelled], minlength=bins + 1).astype(float)
+    total = len(labelled) + n
     nearest = np.full(n_rows, np.inf)  # squared distance to the closest picked or labelled row
     for i in labelled:
         nearest = np.minimum(nearest, ((X - X[i]) ** 2).sum(axis=1))
     rng = np.random.default_rng(seed)
     picks: list[int] = []
     while len(picks) < n:
-        open_bins = np.flatnonzero(np.bincount(group[available], minlength=bins + 1) > 0)
-        target = open_bins[np.argmin(taken[open_bins] / sizes[open_bins])]
-        candidates = np.flatnonzero(available & (group == target))
+        deficit = np.where(np.bincount(group[available], minlength=bins + 1) > 0, share * total - taken, -np.inf)
+        candidates = np.flatnonzero(available & (deficit[group] > deficit.max() - 1))
         if np.isinf(nearest[candidates]).all():
             pick = int(rng.choice(candidates))
         else:
             pick = int(candidates[np.argmax(nearest[candidates])])
         picks.append(pick)
         available[pick] = False
-        taken[target] += 1
+        taken[group[pick]] += 1
         nearest = np.minimum(nearest, ((X - X[pick]) ** 2).sum(axis=1))
     return np.asarray(picks, dtype=int)

@@ -1,6 +1,10 @@
 """Shared fixtures: real photos on disk and tiny, deterministic trained-shape models."""
 import os
 
+# Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine
+# spinning threads make torch many times slower. Must precede `import torch`.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import pytest
 import torch

@@ -26,7 +26,13 @@ def gcs():
     saved = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")}
     os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
     os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+    # The emulator needs no credentials: connect anonymously at once instead
+    # of letting Beam retry Google's credential discovery for ~20 s.
+    from apache_beam.internal.gcp.auth import _Credentials
+
+    _Credentials._credentials_init, _Credentials._credentials = True, None
     yield storage.Client(project="test", credentials=AnonymousCredentials()).bucket("grepq-test")
+    _Credentials._credentials_init = False
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
@@ -40,10 +46,12 @@ def test_extract_reads_gs_uris_from_the_emulator(gcs, photos_dir, model_flags, t
     for name in names:
         gcs.blob(f"images/{name}").upload_from_filename(str(photos_dir / name))
     gcs.blob("images/broken.jpg").upload_from_string(b"\xff\xd8\xff garbage")
-    extract.run(["--input", "gs://grepq-test/images/*.jpg", "--output", str(tmp_path), *model_flags,
-                 "--batch-size", "4"])
-    rows = read_table(str(tmp_path), "features").to_pandas()
-    dead = read_table(str(tmp_path), "dead_letters").to_pandas()
+    out = "gs://grepq-test/runs/night1"
+    extract.run(["--input", "gs://grepq-test/images/*.jpg", "--output", out, *model_flags, "--batch-size", "4"])
+    written = sorted(b.name for b in gcs.list_blobs(prefix="runs/night1/"))
+    assert [n for n in written if n.endswith(".parquet")] == written and len(written) == 2
+    rows = read_table(out, "features").to_pandas()
+    dead = read_table(out, "dead_letters").to_pandas()
     assert sorted(rows.path) == [f"gs://grepq-test/images/{n}" for n in names]
     assert list(dead.path) == ["gs://grepq-test/images/broken.jpg"]
     assert rows.ll_features.map(len).eq(128).all()
