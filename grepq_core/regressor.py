@@ -61,6 +61,7 @@ class RidgeModel:
     n_train: int
     cv: dict = field(default_factory=dict)
     direction: str = "higher is better"
+    label_range: list = field(default_factory=list)  # [lowest, highest] training label
 
     @property
     def n_features(self) -> int:
@@ -72,6 +73,18 @@ class RidgeModel:
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise GrepqError(f"model expects [N, {self.n_features}] rows ({_describe(self.layout)}), got {X.shape}")
         return (X - self.scaler_mean) / self.scaler_scale @ self.coef + self.intercept
+
+    def calibrate(self, scores: np.ndarray, low: float, high: float) -> np.ndarray:
+        """Predictions mapped linearly from the training labels' range onto [low, high], clipped.
+
+        The lowest training label maps to `low` and the highest to `high`, so
+        a user can read scores on a familiar scale (1-5, 0-100).
+        """
+        if len(self.label_range) != 2 or self.label_range[1] <= self.label_range[0]:
+            raise GrepqError("this model records no label range to calibrate with; refit it")
+        lo, hi = self.label_range
+        return np.clip(low + (np.asarray(scores, dtype=np.float64) - lo) * (high - low) / (hi - lo),
+                       min(low, high), max(low, high))
 
     def check_features(self, layout=None, identities=None) -> None:
         """Raise `GrepqError` unless the given layout and identities are the fitted ones."""
@@ -154,4 +167,5 @@ def fit_ridge(X: np.ndarray, y: np.ndarray, layout, identities: dict, alphas=DEF
           "by_alpha": [[a, s, m] for a, s, m, _ in trials]}
     return RidgeModel(coef=ridge.coef_.astype(np.float64), intercept=float(ridge.intercept_),
                       scaler_mean=scaler.mean_.astype(np.float64), scaler_scale=scaler.scale_.astype(np.float64),
-                      alpha=best_alpha, layout=layout, identities=dict(identities), n_train=len(y), cv=cv)
+                      alpha=best_alpha, layout=layout, identities=dict(identities), n_train=len(y), cv=cv,
+                      label_range=[float(y.min()), float(y.max())])

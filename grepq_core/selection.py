@@ -4,27 +4,31 @@ METHOD.md, "Data-efficient prediction": the ridge regressor is fitted on tens
 of labelled images, and the paper draws those at random. With so few labels,
 which images get them matters: labels on near-duplicates teach the ridge one
 thing twice, and a random draw can miss a whole region of the collection.
-This module picks a spread-out set instead (not part of the paper):
+This module picks a spread-out, representative set instead (not part of the
+paper):
 
 1. standardise the feature columns and project onto the top principal
-   components (~32), so that distances reflect the directions the
+   components (~32), so that distances follow the directions the
    collection actually varies in;
-2. split the rows into equal-count bins of the zero-shot score, so the
-   picks span the collection's quality range from worst to best;
-3. greedy farthest-point selection (the k-center / "greedy sampling" rule
-   for regression): each pick goes to the bin furthest behind its
-   proportional share, and within that bin to the row farthest from every
-   row already picked or already labelled.
+2. split the rows into equal-count bins of the zero-shot score and give
+   each bin its share of the picks, so they span the quality range;
+3. within a bin, seed centres by greedy farthest-point selection (the
+   k-center rule: no cluster of images is left without a centre, however
+   small), refine them with a few k-means steps (so a centre stands for
+   many images rather than an outlier), and label the image nearest each
+   centre. Already-labelled images are centres that do not move.
 
-The first pick is drawn at random from the seed; everything after it is
-deterministic. The order of the result is the order of picking, so the
-first k of a suggestion are themselves a spread-out set.
+The first farthest-point seed of a bin is drawn from `seed`; all else is
+deterministic. The picks are returned in farthest-point order, so the first
+k of a suggestion are themselves spread out.
 """
 from __future__ import annotations
 
 import numpy as np
 
 __all__ = ["suggest_labels", "project_features"]
+
+_KMEANS_STEPS = 20
 
 
 def project_features(features: np.ndarray, dims: int = 32) -> np.ndarray:
@@ -44,7 +48,7 @@ def project_features(features: np.ndarray, dims: int = 32) -> np.ndarray:
 
 
 def _quantile_bins(zero_shot: np.ndarray | None, n_rows: int, bins: int) -> np.ndarray:
-    """A bin number per row: equal-count bins of the zero-shot score; rows without one get their own bin."""
+    """A bin number per row: equal-count bins of the zero-shot score; rows without one get bin `bins`."""
     if zero_shot is None:
         return np.zeros(n_rows, dtype=int)
     z = np.asarray(zero_shot, dtype=np.float64).ravel()
@@ -58,39 +62,91 @@ def _quantile_bins(zero_shot: np.ndarray | None, n_rows: int, bins: int) -> np.n
     return out
 
 
+def _rank_column(zero_shot: np.ndarray) -> np.ndarray:
+    """The zero-shot scores as standardised ranks, [N, 1]; 0 where missing."""
+    z = np.asarray(zero_shot, dtype=np.float64).ravel()
+    finite = np.isfinite(z)
+    out = np.zeros((len(z), 1))
+    if finite.sum() > 1:
+        ranks = np.argsort(np.argsort(z[finite], kind="stable"), kind="stable").astype(float)
+        out[finite, 0] = (ranks - ranks.mean()) / ranks.std()
+    return out
+
+
+def _quotas(counts: np.ndarray, n: int) -> np.ndarray:
+    """`n` split in proportion to `counts` (largest remainder); never more than a count."""
+    exact = counts * n / counts.sum()
+    quotas = np.floor(exact).astype(int)
+    quotas[np.argsort(-(exact - quotas), kind="stable")[: n - quotas.sum()]] += 1
+    return quotas
+
+
+def _squared_distances(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """[len(X), len(centres)] squared Euclidean distances."""
+    return (X ** 2).sum(axis=1)[:, None] - 2 * X @ centres.T + (centres ** 2).sum(axis=1)[None, :]
+
+
+def _farthest_first(X: np.ndarray, candidates: np.ndarray, fixed: np.ndarray, k: int, rng) -> list[int]:
+    """k rows of `candidates`, each the farthest from `fixed` and the rows picked before it."""
+    nearest = np.full(len(X), np.inf)
+    for i in fixed:
+        nearest = np.minimum(nearest, ((X - X[i]) ** 2).sum(axis=1))
+    open_ = candidates.copy()
+    picks = []
+    while len(picks) < k:
+        if np.isinf(nearest[open_]).all():
+            pick = int(rng.choice(open_))
+        else:
+            pick = int(open_[np.argmax(nearest[open_])])
+        picks.append(pick)
+        open_ = open_[open_ != pick]
+        nearest = np.minimum(nearest, ((X - X[pick]) ** 2).sum(axis=1))
+    return picks
+
+
+def _medoids(X: np.ndarray, candidates: np.ndarray, fixed: np.ndarray, k: int, rng) -> list[int]:
+    """k rows of `candidates` nearest the centres of a k-means fit with `fixed` rows as immovable centres."""
+    members = np.concatenate([candidates, fixed])
+    seeds = _farthest_first(X, candidates, fixed, k, rng)
+    centres = np.concatenate([X[seeds], X[fixed]])
+    for _ in range(_KMEANS_STEPS):
+        owner = _squared_distances(X[members], centres).argmin(axis=1)
+        moved = np.array([X[members[owner == c]].mean(axis=0) if (owner == c).any() else centres[c]
+                          for c in range(k)])
+        if np.allclose(moved, centres[:k]):
+            break
+        centres[:k] = moved
+    picks: list[int] = []
+    distances = _squared_distances(X[candidates], centres[:k])
+    for c in range(k):
+        order = candidates[np.argsort(distances[:, c], kind="stable")]
+        picks.append(int(next(i for i in order if i not in picks)))
+    return picks
+
+
 def suggest_labels(features: np.ndarray, zero_shot: np.ndarray | None, n: int, seed: int = 0,
-                   labelled=(), bins: int = 5, dims: int = 32) -> np.ndarray:
+                   labelled=(), bins: int = 5, dims: int = 32, zero_shot_weight: float = 1.0) -> np.ndarray:
     """Indices of the `n` rows of `features` ([N, F]) whose labels should help a ridge fit most.
 
     `zero_shot` ([N], NaN where missing, or None) spreads the picks across the
     quality range; `labelled` are indices that already have labels: they are
-    never suggested, and new picks keep away from them. Returns at most
-    `n` distinct indices (fewer when fewer rows are left), in picking order.
+    never suggested, and new picks cover what they do not. Returns
+    min(n, unlabelled rows) distinct indices, spread-out first.
     """
     X = project_features(features, dims)
-    n_rows = len(X)
-    group = _quantile_bins(zero_shot, n_rows, bins)
+    group = _quantile_bins(zero_shot, len(X), bins)
+    if zero_shot is not None:
+        X = np.hstack([X, zero_shot_weight * np.sqrt((X ** 2).sum(axis=1).mean()) * _rank_column(zero_shot)])
     labelled = np.unique(np.asarray(labelled, dtype=int))
-    available = np.ones(n_rows, dtype=bool)
+    available = np.ones(len(X), dtype=bool)
     available[labelled] = False
     n = min(int(n), int(available.sum()))
-    share = np.bincount(group, minlength=bins + 1) / n_rows
-    taken = np.bincount(group[labelled], minlength=bins + 1).astype(float)
-    total = len(labelled) + n
-    nearest = np.full(n_rows, np.inf)  # squared distance to the closest picked or labelled row
-    for i in labelled:
-        nearest = np.minimum(nearest, ((X - X[i]) ** 2).sum(axis=1))
+    if n == 0:
+        return np.empty(0, dtype=int)
     rng = np.random.default_rng(seed)
+    counts = np.bincount(group[available], minlength=bins + 1)
     picks: list[int] = []
-    while len(picks) < n:
-        deficit = np.where(np.bincount(group[available], minlength=bins + 1) > 0, share * total - taken, -np.inf)
-        candidates = np.flatnonzero(available & (deficit[group] > deficit.max() - 1))
-        if np.isinf(nearest[candidates]).all():
-            pick = int(rng.choice(candidates))
-        else:
-            pick = int(candidates[np.argmax(nearest[candidates])])
-        picks.append(pick)
-        available[pick] = False
-        taken[group[pick]] += 1
-        nearest = np.minimum(nearest, ((X - X[pick]) ** 2).sum(axis=1))
-    return np.asarray(picks, dtype=int)
+    for b, k in enumerate(_quotas(counts, n)):
+        if k:
+            picks += _medoids(X, np.flatnonzero(available & (group == b)), labelled[group[labelled] == b], k, rng)
+    return np.asarray(_farthest_first(X, np.asarray(picks), labelled, n, rng), dtype=int)

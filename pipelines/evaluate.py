@@ -6,6 +6,8 @@
 
 Plain Python, not Beam: a benchmark dataset fits one process, and the
 progress bar shows images per second. The protocols are grepq_core.evaluation.
+Images are decoded on the CPU, whatever --decode says: the baselines need
+the pixels there.
 
 A pathway whose weights cannot be loaded (WeightsUnavailable, e.g. CLIP's
 OpenAI weights offline) is left out, not fatal: its rows are reported as not
@@ -50,7 +52,7 @@ __all__ = ["run", "arg_parser", "load_encoders"]
 
 log = logging.getLogger(__name__)
 
-BASELINES_DIR = "baselines"
+_BASELINES_DIR = "baselines"
 _BASELINES = pa.schema([
     ("path", pa.string()),
     ("sha256", pa.string()),
@@ -139,7 +141,7 @@ class _Cache:
             for row in read_table(self._features_at, FEATURES_DIR, schema=FEATURES).to_pylist():
                 if all(row[k] == v for k, v in identities.items()):
                     self.features[row["path"]] = row
-            for row in read_table(root, BASELINES_DIR, schema=_BASELINES).to_pylist():
+            for row in read_table(root, _BASELINES_DIR, schema=_BASELINES).to_pylist():
                 self.baselines[row["path"]] = row
 
     def get(self, kind: str, path: str, sha256: str) -> dict | None:
@@ -151,7 +153,7 @@ class _Cache:
         if not self.root:
             return
         for at, kind, schema, rows in ((self._features_at, FEATURES_DIR, FEATURES, features),
-                                       (self.root, BASELINES_DIR, _BASELINES, baselines)):
+                                       (self.root, _BASELINES_DIR, _BASELINES, baselines)):
             if rows:
                 fs, folder = fsspec.core.url_to_fs(output_path(at, kind))
                 fs.makedirs(folder, exist_ok=True)
@@ -217,7 +219,7 @@ def _gather(paths: list[str], extractor: Extractor, cache: _Cache):
                 batch.append((i, item))
                 if len(batch) == spec.batch_size:
                     run_batch()
-            if len(new_baselines) >= _FLUSH_EVERY and not batch:
+            if max(len(new_features), len(new_baselines)) >= _FLUSH_EVERY and not batch:
                 cache.write(new_features, new_baselines)
                 new_features, new_baselines = [], []
             bar.update()

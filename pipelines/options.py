@@ -82,6 +82,8 @@ def _score_flags(parser):
     g = parser.add_argument_group("scoring")
     g.add_argument("--keep-above", type=float, help="keep images scoring above this")
     g.add_argument("--keep-top-fraction", type=float, help="keep this fraction of best-scoring images")
+    g.add_argument("--scale", help="LOW,HIGH: also write a `calibrated` score on this scale (needs --model), "
+                   "the training labels' range mapped onto it, e.g. 1,5 or 0,100")
 
 
 FLAG_GROUPS = {"io": _io_flags, "encoders": _encoder_flags, "views": _view_flags,

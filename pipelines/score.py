@@ -21,14 +21,27 @@ def _decide(row: dict, threshold: float) -> dict:
     return {**row, "keep": row["score"] is not None and row["score"] >= threshold}
 
 
+def _scale(text: str | None, model: str | None) -> tuple[float, float] | None:
+    if not text:
+        return None
+    if not model:
+        raise GrepqError("--scale needs --model: a zero-shot score has no label scale")
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise GrepqError(f"--scale takes LOW,HIGH, e.g. 1,5; got {text!r}") from None
+    return low, high
+
+
 def build(p: beam.Pipeline, opts: GrepqOptions, features: str, model: str | None, output: str):
     if opts.keep_above is not None and opts.keep_top_fraction is not None:
         raise GrepqError("give --keep-above or --keep-top-fraction, not both")
     if opts.keep_top_fraction is not None and not 0 < opts.keep_top_fraction <= 1:
         raise GrepqError("--keep-top-fraction must be in (0, 1]")
+    scale = _scale(opts.scale, model)
     scores = (p
               | "Read" >> beam.io.ReadFromParquet(shard_glob(features, FEATURES_DIR))
-              | "Score" >> beam.ParDo(ScoreRows(model)))
+              | "Score" >> beam.ParDo(ScoreRows(model, scale)))
     threshold = scores | "Threshold" >> KeepThreshold(opts.keep_above, opts.keep_top_fraction)
     decided = scores | "Decide" >> beam.Map(_decide, beam.pvalue.AsSingleton(threshold))
     decided | "WriteScores" >> WriteRows(output, SCORES_DIR, SCORES)

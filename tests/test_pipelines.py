@@ -1,4 +1,5 @@
 """End to end on DirectRunner: real image files, tiny real encoders, real Parquet."""
+import os
 import subprocess
 import sys
 
@@ -83,8 +84,11 @@ def test_fit_then_score_ranks_sharp_above_blurred(extracted, tmp_path):
     model = tmp_path / "model.json"
     fit.run(["--features", str(out), "--label-csv", str(tmp_path / "labels.csv"), "--output", str(model)])
     score.run(["--features", str(out), "--model", str(model), "--output", str(tmp_path / "scored"),
-               "--keep-top-fraction", "0.5"])
+               "--keep-top-fraction", "0.5", "--scale", "1,5"])
     scores = read_table(str(tmp_path / "scored"), "scores").to_pandas()
+    assert scores.calibrated.between(1, 5).all()
+    ranked = scores.sort_values("score")
+    assert ranked.calibrated.is_monotonic_increasing and ranked.calibrated.nunique() > 2
     by_name = dict(zip(scores.path.map(lambda p: p.rsplit("/", 1)[-1]), scores.score))
     stems = [n[len("sharp_"):] for n in by_name if n.startswith("sharp_")]
     assert len(stems) == 6
@@ -110,8 +114,8 @@ def test_unreachable_weights_stop_before_reading_any_image(corpus, tmp_path, tin
     cmd = [sys.executable, "-m", "pipelines.cli", "extract", "--input", str(corpus / "*.jpg"),
            "--output", str(tmp_path / "out"), "--ll-weights", tiny_models["ll"],
            "--pristine", tiny_models["pristine"], "--hl-weights", "openai"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                            env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "--hl-weights" in result.stderr and "--pathways ll" in result.stderr
     assert not (tmp_path / "out").exists()

@@ -37,6 +37,7 @@ SCORES = pa.schema([
     ("path", pa.string()),
     ("sha256", pa.string()),
     ("score", pa.float64()),
+    ("calibrated", pa.float64()),
     ("scorer", pa.string()),
     ("keep", pa.bool_()),
     ("zs_ll", pa.float64()),

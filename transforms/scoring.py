@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import apache_beam as beam
+import numpy as np
 
 from grepq_core.features import row_vector
 from grepq_core.regressor import load_ridge
@@ -26,8 +27,9 @@ def zero_shot_score(row: dict) -> tuple[float | None, str]:
 class ScoreRows(beam.DoFn):
     """Feature row -> score row (keep is decided later, against the threshold)."""
 
-    def __init__(self, model_uri: str | None):
+    def __init__(self, model_uri: str | None, scale: tuple[float, float] | None = None):
         self._uri = model_uri
+        self._scale = scale
         self._model = None
 
     def setup(self):
@@ -35,13 +37,17 @@ class ScoreRows(beam.DoFn):
             self._model = load_ridge(self._uri)
 
     def process(self, row):
+        calibrated = None
         if self._model is None:
             score, scorer = zero_shot_score(row)
         else:
             self._model.check_features(identities={b: row[f"{b}_identity"] for b, _ in self._model.layout})
             score = float(self._model.predict(row_vector(row, self._model.layout)[None])[0])
             scorer = f"ridge:{self._uri}"
-        yield {"path": row["path"], "sha256": row["sha256"], "score": score, "scorer": scorer, "keep": None,
+            if self._scale:
+                calibrated = float(self._model.calibrate(np.array([score]), *self._scale)[0])
+        yield {"path": row["path"], "sha256": row["sha256"], "score": score, "calibrated": calibrated,
+               "scorer": scorer, "keep": None,
                "zs_ll": row.get("zs_ll"), "zs_hl": row.get("zs_hl"), "zs_combined": row.get("zs_combined")}
 
 
