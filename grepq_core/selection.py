@@ -62,17 +62,6 @@ def _quantile_bins(zero_shot: np.ndarray | None, n_rows: int, bins: int) -> np.n
     return out
 
 
-def _rank_column(zero_shot: np.ndarray) -> np.ndarray:
-    """The zero-shot scores as standardised ranks, [N, 1]; 0 where missing."""
-    z = np.asarray(zero_shot, dtype=np.float64).ravel()
-    finite = np.isfinite(z)
-    out = np.zeros((len(z), 1))
-    if finite.sum() > 1:
-        ranks = np.argsort(np.argsort(z[finite], kind="stable"), kind="stable").astype(float)
-        out[finite, 0] = (ranks - ranks.mean()) / ranks.std()
-    return out
-
-
 def _quotas(counts: np.ndarray, n: int) -> np.ndarray:
     """`n` split in proportion to `counts` (largest remainder); never more than a count."""
     exact = counts * n / counts.sum()
@@ -125,7 +114,7 @@ def _medoids(X: np.ndarray, candidates: np.ndarray, fixed: np.ndarray, k: int, r
 
 
 def suggest_labels(features: np.ndarray, zero_shot: np.ndarray | None, n: int, seed: int = 0,
-                   labelled=(), bins: int = 5, dims: int = 32, zero_shot_weight: float = 1.0) -> np.ndarray:
+                   labelled=(), bins: int = 5, dims: int = 32) -> np.ndarray:
     """Indices of the `n` rows of `features` ([N, F]) whose labels should help a ridge fit most.
 
     `zero_shot` ([N], NaN where missing, or None) spreads the picks across the
@@ -135,8 +124,6 @@ def suggest_labels(features: np.ndarray, zero_shot: np.ndarray | None, n: int, s
     """
     X = project_features(features, dims)
     group = _quantile_bins(zero_shot, len(X), bins)
-    if zero_shot is not None:
-        X = np.hstack([X, zero_shot_weight * np.sqrt((X ** 2).sum(axis=1).mean()) * _rank_column(zero_shot)])
     labelled = np.unique(np.asarray(labelled, dtype=int))
     available = np.ones(len(X), dtype=bool)
     available[labelled] = False

@@ -23,6 +23,7 @@ COMMANDS = {
     "train-ll": ("pipelines.train_ll", "train the low-level encoder (quality-aware contrastive loss)"),
     "train-hl": ("pipelines.train_hl", "fine-tune the CLIP image tower (group contrastive loss)"),
     "build-pristine": ("pipelines.build_pristine", "pristine photos -> pristine model for zero-shot LL"),
+    "evaluate": ("pipelines.evaluate", "SRCC/PLCC/KRCC on an IQA dataset, zero-shot and few-shot, with baselines"),
 }
 
 

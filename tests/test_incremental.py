@@ -50,7 +50,7 @@ def test_rerun_without_incremental_refuses_to_mix_outputs(photos_dir, model_flag
 def test_killed_run_leaves_no_readable_parquet_and_next_run_completes(photos_dir, model_flags, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    for i in range(12):
+    for i in range(6):
         for img in sorted(photos_dir.glob("*.jpg")):
             shutil.copy(img, corpus / f"{i}_{img.name}")
     out = tmp_path / "out"

@@ -27,9 +27,10 @@ def _clusters(sizes=(200, 100, 50, 20, 10, 5, 4, 3), dims=50, seed=0):
     return centres[ids] + rng.normal(size=(len(ids), dims)), ids
 
 
-def _coverage_gap(zero_shot, picks):
-    """Mean distance from each row's zero-shot score to the nearest picked one (lower covers better)."""
-    return np.abs(zero_shot[:, None] - zero_shot[picks][None, :]).min(axis=1).mean()
+def _per_quintile(zero_shot, rows):
+    """How many of `rows` fall in each zero-shot quintile of the whole set."""
+    edges = np.quantile(zero_shot, [0.2, 0.4, 0.6, 0.8])
+    return np.bincount(np.searchsorted(edges, zero_shot[rows], side="right"), minlength=5)
 
 
 def test_same_seed_same_picks_and_distinct_indices():
@@ -43,10 +44,9 @@ def test_same_seed_same_picks_and_distinct_indices():
 
 def test_picks_cover_the_zero_shot_range_better_than_the_first_n():
     features, zero_shot = _scored_rows()
-    picks = suggest_labels(features, zero_shot, 50)
-    assert _coverage_gap(zero_shot, picks) < _coverage_gap(zero_shot, np.arange(50))
-    quintile = np.searchsorted(np.quantile(zero_shot, [0.2, 0.4, 0.6, 0.8]), zero_shot[picks], side="right")
-    assert np.bincount(quintile, minlength=5).tolist() == [10] * 5
+    first = _per_quintile(zero_shot, np.arange(50))
+    assert first.max() - first.min() >= 3  # the first 50 rows over- and under-sample some quintiles
+    assert _per_quintile(zero_shot, suggest_labels(features, zero_shot, 50)).tolist() == [10] * 5
 
 
 def test_picks_come_from_every_cluster():
