@@ -57,11 +57,16 @@ def _fit_logistic(pred: np.ndarray, mos: np.ndarray) -> np.ndarray | None:
     high, low = mos.max(), mos.min()
     if _quiet(stats.spearmanr, pred, mos) < 0:
         high, low = low, high
-    guess = [high, low, float(np.median(pred)), float(pred.std())]
+    spread = float(pred.std())
+    guess = [high, low, float(np.median(pred)), spread]
+    # The scale b4 may not shrink below 1/20 of the predictions' spread: with
+    # few distinct MOS values an unbounded fit collapses to a step function,
+    # which rewards thresholds instead of measuring linearity.
+    lower = [-np.inf, -np.inf, -np.inf, spread / 20]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            params, _ = optimize.curve_fit(logistic4, pred, mos, p0=guess, maxfev=10_000)
+            params, _ = optimize.curve_fit(logistic4, pred, mos, p0=guess, bounds=(lower, np.inf), maxfev=10_000)
     except (RuntimeError, ValueError):  # no convergence / non-finite residuals
         return None
     with np.errstate(over="ignore"):

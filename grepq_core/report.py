@@ -36,6 +36,7 @@ SECTIONS = {
 _KEEP_COLOUR, _REJECT_COLOUR = "#2f7d4f", "#b5483b"
 _MAX_SCATTER_POINTS = 20_000
 _MAX_DEAD_LETTER_ROWS = 1_000
+_NO_FEATURES = "the extract run's output was not found (grepq report --features)"
 # the page may load nothing from outside itself
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -46,7 +47,8 @@ class ReportInputs:
 
     `scores` has the SCORES columns and `dead_letters` the DEAD_LETTERS
     columns (transforms/schema.py); `identities` maps a pathway to the
-    encoder identities found in the feature rows; `model` is the fitted
+    encoder identities found in the feature rows (None: the extract run's
+    output was not found, so encoders and dead letters are unknown); `model` is the fitted
     ridge's fields (alpha, n_train, cv, ...) when the scorer was a ridge;
     `thumbnails` maps a path of `decile_rows` to JPEG bytes (missing paths
     are shown as unreadable); `threshold` overrides the run's own.
@@ -54,7 +56,7 @@ class ReportInputs:
 
     scores: pd.DataFrame
     dead_letters: pd.DataFrame
-    identities: dict[str, list[str]] = field(default_factory=dict)
+    identities: dict[str, list[str]] | None = field(default_factory=dict)
     model: dict | None = None
     thumbnails: dict[str, bytes] = field(default_factory=dict)
     threshold: float | None = None
@@ -189,7 +191,9 @@ def _table(header: list[str], rows) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _dead_letters(dead: pd.DataFrame) -> str:
+def _dead_letters(dead: pd.DataFrame, features_found: bool) -> str:
+    if not features_found:
+        return f"<p>Dead letters unknown: {_NO_FEATURES}.</p>"
     if dead.empty:
         return "<p>No dead letters: every input image was decoded and scored.</p>"
     counts = dead.groupby(["stage", "reason"], dropna=False).size().reset_index(name="images")
@@ -216,8 +220,9 @@ def _parameters(inputs: ReportInputs, threshold: float | None) -> str:
     kept = int(_kept(scores).sum())
     rows = [("output", inputs.source)]
     for pathway in ("ll", "hl"):
-        found = inputs.identities.get(pathway) or []
-        rows.append((f"{pathway.upper()} encoder", ", ".join(found) if found else "did not run"))
+        found = (inputs.identities or {}).get(pathway) or []
+        rows.append((f"{pathway.upper()} encoder", ", ".join(found) if found else
+                     "did not run" if inputs.identities is not None else _NO_FEATURES))
     rows += [("scorer", ", ".join(sorted(scores["scorer"].dropna().unique())) or "n/a"),
              ("threshold", _number(threshold) + (" (given)" if inputs.threshold is not None else
                                                  " (lowest kept score)")),
@@ -262,7 +267,7 @@ def render_report(inputs: ReportInputs) -> str:
         "histogram": _histogram(scores, threshold),
         "deciles": _deciles(scores, inputs.thumbnails),
         "scatter": _scatter(scores),
-        "dead-letters": _dead_letters(inputs.dead_letters),
+        "dead-letters": _dead_letters(inputs.dead_letters, inputs.identities is not None),
         "parameters": _parameters(inputs, threshold),
     }
     nav = "".join(f'<a href="#{key}">{_e(title)}</a>' for key, title in SECTIONS.items())

@@ -28,8 +28,11 @@ log = logging.getLogger(__name__)
 _RIDGE_PREFIX = "ridge:"
 
 
-def _identities(features: str) -> dict[str, list[str]]:
+def _identities(features: str) -> dict[str, list[str]] | None:
+    """Encoder identities per pathway in the feature rows; None when there are no feature rows."""
     table = read_table(features, FEATURES_DIR, columns=["ll_identity", "hl_identity"], schema=FEATURES)
+    if table.num_rows == 0:
+        return None
     return {p: sorted(v for v in pc.unique(table[f"{p}_identity"]).to_pylist() if v) for p in ("ll", "hl")}
 
 
