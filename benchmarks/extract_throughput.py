@@ -9,7 +9,7 @@ scikit-image photos, 1024x768 by default):
 
 Weights are random (same compute as trained ones) unless given.
 
-    python benchmarks/extract_throughput.py --images 128 [--pathways ll,hl] [--batch-size 32]
+    python benchmarks/extract_throughput.py --images 128 [--pathways ll,hl] [--batch-size 32] [--decode gpu|cpu]
 """
 from __future__ import annotations
 
@@ -98,6 +98,8 @@ def main():
     parser.add_argument("--ll-arch", default="resnet18")
     parser.add_argument("--hl-model", default="RN50")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--decode", default="auto", choices=("auto", "gpu", "cpu"),
+                        help="where JPEGs are decoded in the end-to-end run (see grepq extract --help)")
     parser.add_argument("--workdir", default=None, help="keep the corpus and outputs here")
     args = parser.parse_args()
 
@@ -114,7 +116,7 @@ def main():
                        batch_size=args.batch_size, views=ViewConfig(max_patches=max_patches))
     flags = ["--pathways", args.pathways, "--ll-weights", weights["ll"], "--pristine", weights["pristine"],
              "--hl-model", args.hl_model, "--hl-weights", weights["hl"], "--device", args.device,
-             "--batch-size", str(args.batch_size), "--max-patches", args.max_patches]
+             "--batch-size", str(args.batch_size), "--max-patches", args.max_patches, "--decode", args.decode]
 
     repeats = max(1, args.images // args.batch_size)
     model_rate = model_only(spec, paths, repeats)
@@ -122,7 +124,8 @@ def main():
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     device = Extractor.load(dataclasses.replace(spec, pathways=())).device
     print(f"corpus: {len(paths)} JPEGs {args.size}; pathways {args.pathways}; batch {args.batch_size}; "
-          f"max patches {args.max_patches}; device {device}; torch threads {torch.get_num_threads()}; "
+          f"max patches {args.max_patches}; device {device}; decode {args.decode}; "
+          f"torch threads {torch.get_num_threads()}; "
           f"cores {os.cpu_count()}")
     print(f"model-only   {model_rate:8.2f} images/s")
     print(f"end-to-end   {e2e_rate:8.2f} images/s (DirectRunner, files to Parquet)")

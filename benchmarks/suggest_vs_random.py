@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def main(argv=None):
     if pristine is None and args.ll_weights == "shipped":
         pristine = str(SHIPPED_PRISTINE)
     elif pristine is None:
-        pristine = "/tmp/suggest_vs_random_pristine.npz"
+        pristine = str(Path(tempfile.mkdtemp()) / "pristine.npz")
         train = sorted(str(p) for p in (Path(args.photos) / "train").glob("*.png"))
         build_pristine(train, ll_weights=args.ll_weights, device="cpu").save(pristine)
     print(f"LL weights: {'shipped ' + str(SHIPPED_LL) if args.ll_weights == 'shipped' else args.ll_weights}; "
@@ -147,7 +148,7 @@ def main(argv=None):
 
     results = compare(features, zero_shot, labels, content, identity, args.n, args.seeds)
     print(f"\nSRCC on held-out crops, {args.n} labels, {args.seeds} splits")
-    print(f"| labels | median | mean | min | max |\n| --- | --- | --- | --- | --- |")
+    print("| labels | median | mean | min | max |\n| --- | --- | --- | --- | --- |")
     for name, values in results.items():
         v = np.asarray(values)
         print(f"| {name} | {np.median(v):.3f} | {v.mean():.3f} | {v.min():.3f} | {v.max():.3f} |")

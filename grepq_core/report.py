@@ -67,7 +67,7 @@ def keep_threshold(scores: pd.DataFrame, threshold: float | None = None) -> floa
     """The given threshold, else the run's own: the lowest kept score (None when nothing was kept)."""
     if threshold is not None:
         return float(threshold)
-    kept = scores.loc[scores["keep"].fillna(False).astype(bool), "score"].dropna()
+    kept = scores["score"][_kept(scores)].dropna()
     return float(kept.min()) if len(kept) else None
 
 
@@ -193,7 +193,7 @@ def _table(header: list[str], rows) -> str:
 
 def _dead_letters(dead: pd.DataFrame, features_found: bool) -> str:
     if not features_found:
-        return f"<p>Dead letters unknown: {_NO_FEATURES}.</p>"
+        return f"<p>Dead letters unknown: {_e(_NO_FEATURES)}.</p>"
     if dead.empty:
         return "<p>No dead letters: every input image was decoded and scored.</p>"
     counts = dead.groupby(["stage", "reason"], dropna=False).size().reset_index(name="images")
@@ -215,6 +215,12 @@ def _model_rows(model: dict) -> list[tuple[str, str]]:
             ("feature columns", layout), ("label direction", model.get("direction", ""))]
 
 
+def _threshold_text(threshold: float | None, given: bool) -> str:
+    if threshold is None:
+        return "none: no image was kept"
+    return f"{threshold:.4g} ({'given' if given else 'lowest kept score'})"
+
+
 def _parameters(inputs: ReportInputs, threshold: float | None) -> str:
     scores = inputs.scores
     kept = int(_kept(scores).sum())
@@ -224,8 +230,7 @@ def _parameters(inputs: ReportInputs, threshold: float | None) -> str:
         rows.append((f"{pathway.upper()} encoder", ", ".join(found) if found else
                      "did not run" if inputs.identities is not None else _NO_FEATURES))
     rows += [("scorer", ", ".join(sorted(scores["scorer"].dropna().unique())) or "n/a"),
-             ("threshold", _number(threshold) + (" (given)" if inputs.threshold is not None else
-                                                 " (lowest kept score)")),
+             ("threshold", _threshold_text(threshold, given=inputs.threshold is not None)),
              ("images scored", str(len(scores))), ("kept", str(kept)), ("rejected", str(len(scores) - kept)),
              ("dead-lettered", str(len(inputs.dead_letters)))]
     if inputs.model:

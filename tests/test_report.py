@@ -9,11 +9,16 @@ import pytest
 from PIL import Image, ImageFilter
 
 from grepq_core.report import SECTIONS, ReportInputs, decile_rows, render_report
-from pipelines import report, run_all
+from pipelines import report, run_all, score
 from transforms.write import read_table
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BROKEN = {"empty.jpg": "empty_file", "notes.jpg": "not_an_image", "x<b>&y.jpg": "not_an_image"}
+
+
+def _section(text: str, key: str) -> str:
+    """The HTML of one section of the page."""
+    return text.split(f'<section id="{key}">')[1].split("</section>")[0]
 
 
 @pytest.fixture(scope="module")
@@ -60,27 +65,27 @@ def test_deciles_show_thumbnails_and_skip_unreadable_images(run_dir, page):
     picks = decile_rows(scores)
     assert len(picks) == 11 and picks["score"].is_monotonic_increasing
     assert picks["score"].iloc[0] == scores["score"].min() and picks["score"].iloc[-1] == scores["score"].max()
-    strip = page.read_text(encoding="utf-8").split('id="deciles"')[1].split("</section>")[0]
+    strip = _section(page.read_text(encoding="utf-8"), "deciles")
     missing = int(picks["path"].str.endswith("/blur_chelsea.jpg").sum())
     assert missing == 1
     assert strip.count("data:image/jpeg;base64,") == len(picks) - missing
     assert strip.count("unreadable") == missing
-    for score in picks["score"]:
-        assert f"{score:.4g}" in strip
+    for value in picks["score"]:
+        assert f"{value:.4g}" in strip
 
 
 def test_parameters_and_dead_letters_come_from_the_run(run_dir, page):
     text = page.read_text(encoding="utf-8")
     scores = read_table(str(run_dir), "scores").to_pandas()
     features = read_table(str(run_dir), "features").to_pandas()
-    params = text.split('id="parameters"')[1]
+    params = _section(text, "parameters")
     assert features.ll_identity.iloc[0] in params and features.hl_identity.iloc[0] in params
     kept = int(scores.keep.sum())
     assert f"<td>kept</td><td>{kept}</td>" in params
     assert f"<td>rejected</td><td>{len(scores) - kept}</td>" in params
     assert f"<td>labelled images (n_train)</td><td>{len(scores)}</td>" in params
     assert f"<td>threshold</td><td>{scores.score[scores.keep].min():.4g} (lowest kept score)" in params
-    dead = text.split('id="dead-letters"')[1].split("</section>")[0]
+    dead = _section(text, "dead-letters")
     assert "<td>decode</td><td>not_an_image</td><td>2</td>" in dead
     for reason in set(BROKEN.values()):
         assert f"<td>{reason}</td>" in dead
@@ -93,11 +98,29 @@ def test_threshold_flag_is_reported(run_dir, tmp_path):
 
 def test_scatter_names_the_missing_pathway(run_dir):
     inputs = report.build_inputs(str(run_dir))
-    with_both = render_report(inputs).split('id="scatter"')[1].split("</section>")[0]
+    with_both = _section(render_report(inputs), "scatter")
     assert "data:image/png;base64," in with_both
     inputs.scores = inputs.scores.assign(zs_hl=np.nan)
-    ll_only = render_report(inputs).split('id="scatter"')[1].split("</section>")[0]
+    ll_only = _section(render_report(inputs), "scatter")
     assert "data:image/png" not in ll_only and "high-level (HL)" in ll_only and "low-level" not in ll_only
+
+
+def test_scores_written_apart_from_the_features(run_dir, tmp_path):
+    score.run(["--features", str(run_dir), "--output", str(tmp_path / "scored"), "--keep-above", "0.5"])
+    alone = render_report(report.build_inputs(str(tmp_path / "scored")))
+    assert "Dead letters unknown" in alone and "<td>LL encoder</td><td>the extract run" in alone
+    joined = render_report(report.build_inputs(str(tmp_path / "scored"), features_dir=str(run_dir)))
+    assert "<td>read</td><td>empty_file</td><td>1</td>" in joined and "<td>LL encoder</td><td>ll:" in joined
+    assert "<td>scorer</td><td>zero-shot:combined</td>" in joined and "ridge alpha" not in joined
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_histogram_when_all_or_none_are_kept(run_dir, keep):
+    inputs = report.build_inputs(str(run_dir))
+    inputs.scores = inputs.scores.assign(keep=keep)
+    text = render_report(inputs)
+    assert _section(text, "histogram").count("data:image/png;base64,") == 1
+    assert ("(lowest kept score)" in text) == keep and ("no image was kept" in text) == (not keep)
 
 
 def test_empty_run_sections_say_so():

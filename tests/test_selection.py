@@ -119,3 +119,15 @@ def test_suggested_csv_is_a_label_file_once_filled_in(extracted, tmp_path):
     fit.run(["--features", str(extracted), "--label-csv", str(tmp_path / "all.csv"),
              "--output", str(tmp_path / "model.json")])
     assert load_ridge(str(tmp_path / "model.json")).n_train == len(rows) - 2
+
+
+def test_large_collections_are_subsampled_keeping_the_labelled_rows(extracted, tmp_path):
+    rows = read_table(str(extracted), "features").to_pandas()
+    already = sorted(rows.path)[:2]
+    pd.DataFrame({"path": already, "score": [50.0, 60.0]}).to_csv(tmp_path / "done.csv", index=False)
+    argv = ["--features", str(extracted), "-n", "50", "--exclude", str(tmp_path / "done.csv"), "--max-candidates", "5"]
+    suggest_cli.run([*argv, "--output", str(tmp_path / "a.csv")])
+    suggest_cli.run([*argv, "--output", str(tmp_path / "b.csv"), "--seed", "1"])
+    a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
+    assert len(a) == len(b) == 3 and not set(a.path) & set(already)
+    assert set(a.path) != set(b.path)  # another seed, another sample of 3 of the 10 unlabelled images
