@@ -23,6 +23,8 @@ COMMANDS = {
     "train-ll": ("pipelines.train_ll", "train the low-level encoder (quality-aware contrastive loss)"),
     "train-hl": ("pipelines.train_hl", "fine-tune the CLIP image tower (group contrastive loss)"),
     "build-pristine": ("pipelines.build_pristine", "pristine photos -> pristine model for zero-shot LL"),
+    "report": ("pipelines.report", "one self-contained HTML page of a scoring run's results"),
+    "suggest-labels": ("pipelines.suggest_labels", "which images to label first (a CSV to fill in)"),
     "evaluate": ("pipelines.evaluate", "SRCC/PLCC/KRCC on an IQA dataset, zero-shot and few-shot, with baselines"),
 }
 

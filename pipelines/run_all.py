@@ -1,13 +1,14 @@
-"""`grepq run`: extract, then fit when labels are given, then score.
+"""`grepq run`: extract, then fit when labels are given, then score, then the report.
 
 Three pipelines one after the other, all writing under --output:
-features/, dead_letters/, model.json (when labelled), scores/, keep.txt, reject.txt.
+features/, dead_letters/, model.json (when labelled), scores/, keep.txt,
+reject.txt, and report.html.
 """
 from __future__ import annotations
 
 import apache_beam as beam
 
-from pipelines import extract, fit, score
+from pipelines import extract, fit, report, score
 from pipelines.options import GrepqOptions, help_parser, encoder_spec, require
 
 __all__ = ["run", "arg_parser"]
@@ -28,6 +29,8 @@ def run(argv=None):
     with beam.Pipeline(options=options) as p:
         score.build(p, options, out, model, out)
     print(f"scores: {out}/scores/  keep list: {out}/keep.txt  reject list: {out}/reject.txt")
+    threshold = [] if options.keep_above is None else ["--threshold", str(options.keep_above)]
+    report.run(["--scores", out, "--output", f"{out}/report.html", *threshold])
 
 
 def arg_parser():
