@@ -18,7 +18,7 @@ COMMANDS = {
     "extract": ("pipelines.extract", "images -> Parquet features + dead letters"),
     "fit": ("pipelines.fit", "fit the ridge regressor on a few labelled images"),
     "score": ("pipelines.score", "score feature rows (ridge, or zero-shot without --model)"),
-    "run": ("pipelines.run_all", "extract, fit when labels are given, score"),
+    "run": ("pipelines.run_all", "extract, fit when labels are given, score, write the report"),
     "make-training-set": ("pipelines.make_training_set", "pristine photos -> graded versions + FSIM matrices"),
     "train-ll": ("pipelines.train_ll", "train the low-level encoder (quality-aware contrastive loss)"),
     "train-hl": ("pipelines.train_hl", "fine-tune the CLIP image tower (group contrastive loss)"),
@@ -37,10 +37,13 @@ def _labels_alias(argv: list[str]) -> list[str]:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    top = argparse.ArgumentParser(prog="grepq", description=(
-        "Tell good images from bad ones without a reference (GRepQ), at collection scale."))
-    top.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND",
-                     help="; ".join(f"{n}: {c[1]}" for n, c in COMMANDS.items()))
+    width = max(map(len, COMMANDS))
+    top = argparse.ArgumentParser(
+        prog="grepq", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Tell good images from bad ones without a reference (GRepQ), at collection scale.",
+        epilog="commands:\n" + "\n".join(f"  {n:<{width}}  {c[1]}" for n, c in COMMANDS.items())
+        + "\n\n`grepq COMMAND --help` shows a command's flags.")
+    top.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND", help="one of the commands below")
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
         return 0
