@@ -17,7 +17,7 @@ install: $(BIN)/grepq
 
 demo: install
 	rm -rf demo_out
-	$(BIN)/grepq run --input 'samples/*.jpg' --output demo_out --labels samples/labels.csv --pathways ll --scale 1,5
+	$(BIN)/grepq run --input 'samples/*.jpg' --output demo_out --labels samples/labels.csv --pathways ll --scale 1,5 --keep-top-fraction 0.75
 
 test: install
 	$(BIN)/python -m pytest -q tests
