@@ -19,6 +19,7 @@ import apache_beam as beam
 from grepq_core.errors import GrepqError
 from grepq_core.extractor import Extractor
 from pipelines.options import GrepqOptions, encoder_spec, help_parser, require
+from transforms import counters
 from transforms.inference import ExtractFeatures, GrepqModelHandler
 from transforms.read import DEAD, MatchImages, ReadAndPrepare
 from transforms.schema import DEAD_LETTERS, DEAD_LETTERS_DIR, FEATURES, FEATURES_DIR
@@ -81,8 +82,12 @@ def run(argv=None, test_pipeline=None):
     options = GrepqOptions(argv)
     require(options, "input", "output")
     identities = check_weights(encoder_spec(options))
-    with (test_pipeline or beam.Pipeline(options=options)) as p:
-        build(p, options, identities, run_id())
+    p = test_pipeline or beam.Pipeline(options=options)
+    build(p, options, identities, run_id())
+    start = time.perf_counter()
+    result = p.run()
+    result.wait_until_finish()
+    print(f"extract: {counters.summary(result, time.perf_counter() - start)}")
 
 
 def arg_parser():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from pipelines import extract, fit, report, score
-from pipelines.options import GrepqOptions, help_parser, encoder_spec, require
+from pipelines.options import GrepqOptions, help_parser, require
 
 __all__ = ["run", "arg_parser"]
 
@@ -18,9 +18,7 @@ def run(argv=None):
     options = GrepqOptions(argv)
     require(options, "input", "output")
     out = options.output.rstrip("/")
-    identities = extract.check_weights(encoder_spec(options))
-    with beam.Pipeline(options=options) as p:
-        extract.build(p, options, identities, extract.run_id())
+    extract.run(argv)
     model = options.model
     if options.label_csv:
         model = options.model_output or f"{out}/model.json"

@@ -13,6 +13,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from grepq_core.extractor import EncoderSpec, Extractor, PreparedImage
+from transforms import counters
 from transforms.read import dead_letter
 
 __all__ = ["GrepqModelHandler", "ExtractFeatures"]
@@ -45,13 +46,16 @@ class GrepqModelHandler(ModelHandler[PreparedImage, dict, Extractor]):
 def _split_dead(row: dict):
     """Rows go on; an image the model stage could not decode becomes a dead letter."""
     if "dead_letter" in row:
+        counters.DEAD.inc()
         yield beam.pvalue.TaggedOutput("dead", dead_letter(row["path"], *row["dead_letter"]))
     else:
+        counters.SCORED.inc()
         yield row
 
 
 def _failed_batch_rows(failure) -> list[dict]:
     batch, error = failure
+    counters.DEAD.inc(len(batch))
     return [dead_letter(item.path, "inference", "inference_error", repr(error)) for item in batch]
 
 

@@ -13,17 +13,16 @@ import os
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
 from grepq_core import views as V
 from grepq_core.errors import ImageError
 from grepq_core.extractor import EncoderSpec, PreparedImage, prepare_views
 from grepq_core.imageio import decode_image, is_plain_jpeg
+from transforms import counters
 
 __all__ = ["DEAD", "MatchImages", "ReadAndPrepare", "dead_letter", "text_path"]
 
 DEAD = "dead_letters"
-_NAMESPACE = "grepq"
 
 
 def text_path(path: str | bytes) -> str:
@@ -91,9 +90,6 @@ class ReadAndPrepare(beam.DoFn):
     def __init__(self, spec: EncoderSpec):
         self._spec = spec
         self._device_decode = False
-        self._read = Metrics.counter(_NAMESPACE, "images_read")
-        self._dead = Metrics.counter(_NAMESPACE, "images_dead_lettered")
-        self._skipped = Metrics.counter(_NAMESPACE, "images_skipped_incremental")
 
     def setup(self):
         import torch
@@ -109,10 +105,10 @@ class ReadAndPrepare(beam.DoFn):
                 data = f.read()
             if not data:
                 raise ImageError("empty_file", "0 bytes")
-            self._read.inc()
+            counters.READ.inc()
             digest = hashlib.sha256(data).hexdigest()
             if known is not None and known.get(text_path(path)) == digest:
-                self._skipped.inc()
+                counters.SKIPPED.inc()
                 return
             stage = "decode"
             if self._device_decode and is_plain_jpeg(data):
@@ -128,9 +124,9 @@ class ReadAndPrepare(beam.DoFn):
                 setattr(item, name, view.numpy())
             yield item
         except ImageError as e:
-            self._dead.inc()
+            counters.DEAD.inc()
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(path, stage, e.reason, e.detail))
         except Exception as e:  # noqa: BLE001 - one image must never fail the job
-            self._dead.inc()
+            counters.DEAD.inc()
             reason = "unreadable" if stage == "read" else "error"
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(path, stage, reason, f"{type(e).__name__}: {e}"))

@@ -1,0 +1,29 @@
+"""Beam counters for extract runs, and the one-line summary printed at the end.
+
+The runner surfaces the counters while a job runs (the Dataflow UI shows them
+live); the summary gives the totals and the rate when the job ends.
+"""
+from __future__ import annotations
+
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+
+__all__ = ["NAMESPACE", "READ", "SCORED", "DEAD", "SKIPPED", "summary"]
+
+NAMESPACE = "grepq"
+READ = Metrics.counter(NAMESPACE, "images_read")
+SCORED = Metrics.counter(NAMESPACE, "images_scored")
+DEAD = Metrics.counter(NAMESPACE, "images_dead_lettered")
+SKIPPED = Metrics.counter(NAMESPACE, "images_skipped_incremental")
+
+
+def summary(result, seconds: float) -> str:
+    """'N read, N scored, ... in S s (R images/s)' from a finished pipeline's counters."""
+    totals = {c.metric_name.name: 0 for c in (READ, SCORED, DEAD, SKIPPED)}
+    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        if counter.key.metric.name in totals:
+            totals[counter.key.metric.name] += counter.committed or counter.attempted or 0
+    done = totals["images_scored"] + totals["images_dead_lettered"] + totals["images_skipped_incremental"]
+    return (f"{totals['images_read']} images read, {totals['images_scored']} scored, "
+            f"{totals['images_dead_lettered']} dead-lettered, {totals['images_skipped_incremental']} skipped "
+            f"(already extracted) in {seconds:.1f} s ({done / max(seconds, 1e-9):.1f} images/s)")
