@@ -120,7 +120,8 @@ def main():
 
     repeats = max(1, args.images // args.batch_size)
     model_rate = model_only(spec, paths, repeats)
-    e2e_rate = end_to_end(flags, corpus, work / "out", len(paths))
+    out = Path(tempfile.mkdtemp(prefix="out-", dir=work))
+    e2e_rate = end_to_end(flags, corpus, out, len(paths))
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     device = Extractor.load(dataclasses.replace(spec, pathways=())).device
     print(f"corpus: {len(paths)} JPEGs {args.size}; pathways {args.pathways}; batch {args.batch_size}; "

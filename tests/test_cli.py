@@ -1,6 +1,7 @@
 """The `grepq` command: installed entry point, every subcommand's --help, clear errors."""
-import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -8,9 +9,9 @@ from pipelines.cli import COMMANDS, main
 
 
 def test_installed_command_lists_every_subcommand():
-    grepq = shutil.which("grepq")
-    assert grepq, "pip install -e . puts `grepq` on PATH"
-    out = subprocess.run([grepq, "--help"], capture_output=True, text=True, check=True).stdout
+    grepq = Path(sys.executable).parent / "grepq"
+    assert grepq.exists(), "pip install puts the `grepq` command beside the interpreter"
+    out = subprocess.run([str(grepq), "--help"], capture_output=True, text=True, check=True).stdout
     for name in COMMANDS:
         assert name in out
 
