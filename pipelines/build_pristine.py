@@ -86,8 +86,6 @@ def arg_parser() -> argparse.ArgumentParser:
 def run(argv=None):
     args = arg_parser().parse_args(argv)
     images = list_images(args.input)
-    if not images:
-        raise GrepqError(f"no files match --input {' '.join(args.input)}")
     model = build_pristine(images, args.ll_weights, args.patch, args.sharpness, args.colourfulness,
                            device=args.device, progress=not args.no_progress)
     model.save(args.output)

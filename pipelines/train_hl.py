@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-from grepq_core.errors import GrepqError
 from grepq_core.training.data import list_images
 from grepq_core.training.hl import HLTrainConfig, train_hl
 
@@ -43,8 +42,6 @@ def arg_parser() -> argparse.ArgumentParser:
 def run(argv=None):
     args = arg_parser().parse_args(argv)
     images = list_images(args.input)
-    if not images:
-        raise GrepqError(f"no files match --input {' '.join(args.input)}")
     config = HLTrainConfig(model=args.hl_model, weights=args.hl_weights, epochs=args.epochs, batch=args.batch,
                            tau_g=args.tau_g, lr=args.lr, warmup_epochs=args.warmup_epochs, seed=args.seed)
     train_hl(images, args.output, config, device=args.device, max_steps=args.max_steps, workers=args.workers,

@@ -199,10 +199,12 @@ def load_record(prefix: str, row: dict) -> TrainingRecord:
 
 
 def list_images(patterns: list[str]) -> list[str]:
-    """Sorted, distinct files matching any of the globs (local paths or fsspec URLs)."""
+    """Sorted, distinct files matching any of the globs (local paths or fsspec URLs); none is an error."""
     found = set()
     for pattern in patterns:
         fs, path = fsspec.core.url_to_fs(pattern)
         protocol = pattern.split("://", 1)[0] + "://" if "://" in pattern else ""
         found.update(protocol + p for p in fs.glob(path) if fs.isfile(p))
+    if not found:
+        raise GrepqError(f"no files match --input {' '.join(patterns)}")
     return sorted(found)
