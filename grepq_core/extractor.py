@@ -21,6 +21,7 @@ import torch
 
 from grepq_core import views as V
 from grepq_core.device_decode import decode_items
+from grepq_core.devices import resolve_device
 from grepq_core.errors import GrepqError
 from grepq_core.hl_encoder import HLEncoder, build_hl_encoder
 from grepq_core.ll_encoder import LLEncoder, load_ll_encoder
@@ -122,12 +123,6 @@ def prepare_views(image: torch.Tensor, config: ViewConfig, pathways: tuple[str, 
     return out
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class Extractor:
     """Runs the selected encoders on batches of prepared images.
 
@@ -138,7 +133,7 @@ class Extractor:
     def __init__(self, spec: EncoderSpec, ll: LLEncoder | None, ll_identity: str | None,
                  hl: HLEncoder | None, hl_identity: str | None, pristine: PristineModel | None):
         self.spec = spec
-        self.device = _resolve_device(spec.device)
+        self.device = resolve_device(spec.device)
         self.ll_identity, self.hl_identity = ll_identity, hl_identity
         self.pristine = pristine
         fast = self.device.type == "cuda"

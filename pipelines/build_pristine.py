@@ -22,7 +22,7 @@ from grepq_core.imageio import load_image
 from grepq_core.ll_encoder import load_ll_encoder
 from grepq_core.pristine import PristineModel, fit_pristine, select_pristine_patches
 from grepq_core.training.data import list_images
-from grepq_core.training.ll import resolve_device
+from grepq_core.devices import resolve_device
 
 __all__ = ["run", "arg_parser", "build_pristine"]
 

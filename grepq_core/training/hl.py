@@ -41,7 +41,8 @@ from grepq_core.hl_encoder import HLEncoder, build_hl_encoder, save_hl_checkpoin
 from grepq_core.imageio import load_image
 from grepq_core.losses import ProjectionHead, gcl_loss, prompt_pseudo_labels, select_groups
 from grepq_core.training.data import derived_seed
-from grepq_core.training.ll import resolve_device, sibling_path
+from grepq_core.devices import resolve_device
+from grepq_core.training.ll import sibling_path
 
 __all__ = ["HLTrainConfig", "gcl_batch_loss", "load_clip_views", "train_hl"]
 

@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from grepq_core import views as V
+from grepq_core.devices import resolve_device
 from grepq_core.errors import GrepqError
 from grepq_core.ll_encoder import LLEncoder, create_ll_encoder, save_ll_checkpoint
 from grepq_core.losses import qacl_loss
@@ -57,7 +58,6 @@ __all__ = [
     "STATE_FORMAT",
     "qacl_batch_loss",
     "qacl_views",
-    "resolve_device",
     "sibling_path",
     "train_ll",
 ]
@@ -82,13 +82,6 @@ class LLTrainConfig:
     def __post_init__(self):
         if self.epochs < 1 or self.batch < 1:
             raise GrepqError(f"--epochs and --batch must be at least 1, got {self.epochs} and {self.batch}")
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" is CUDA when present, else the CPU; anything else is a torch device name."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def sibling_path(checkpoint: str, suffix: str) -> str:
