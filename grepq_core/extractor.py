@@ -14,6 +14,9 @@ the reference's full-resolution behaviour, one image per forward pass.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,6 +144,7 @@ class Extractor:
         self._memory_format = torch.channels_last if fast else torch.contiguous_format
         self.ll = self._place(ll)
         self.hl = self._place(hl)
+        self._local = threading.local()
 
     @classmethod
     def load(cls, spec: EncoderSpec) -> "Extractor":
@@ -208,6 +212,19 @@ class Extractor:
         bounds = np.cumsum([0] + counts)
         return [ll_score(self.pristine, flat[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
+    def _thread_stream(self):
+        """On CUDA, a stream per calling thread; elsewhere nothing.
+
+        Beam feeds one shared model from several threads: with a stream each,
+        one batch's JPEG decoding and copies overlap another's encoders
+        instead of queueing behind them on the default stream.
+        """
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        if not hasattr(self._local, "stream"):
+            self._local.stream = torch.cuda.Stream(self.device)
+        return torch.cuda.stream(self._local.stream)
+
     def _prepare(self, image: torch.Tensor) -> dict:
         return prepare_views(image, self.spec.views, self.spec.pathways)
 
@@ -218,9 +235,10 @@ class Extractor:
         An item that could not be decoded here gives {"path", "dead_letter":
         (stage, reason, detail)} instead of a row.
         """
-        failed = decode_items(items, self.device, self._prepare)
-        good = [it for i, it in enumerate(items) if i not in failed]
-        rows = iter(self._rows(good) if good else [])
+        with self._thread_stream():
+            failed = decode_items(items, self.device, self._prepare)
+            good = [it for i, it in enumerate(items) if i not in failed]
+            rows = iter(self._rows(good) if good else [])
         return [{"path": it.path, "dead_letter": ("decode", failed[i].reason, failed[i].detail)}
                 if i in failed else next(rows) for i, it in enumerate(items)]
 
