@@ -36,7 +36,7 @@ from grepq_core.training.data import (
     make_record,
     record_filename,
 )
-from transforms.read import MatchImages, dead_letter, text_path
+from transforms.read import MatchImages, dead_letter, open_input, text_path
 
 __all__ = ["run", "arg_parser", "build", "spec_from_args"]
 
@@ -62,7 +62,7 @@ class _Read(beam.DoFn):
     def process(self, path: str):
         stage = "read"
         try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            with open_input(path) as f:
                 data = f.read()
             stage = "decode"
             yield text_path(path), decode_image(data)

@@ -20,7 +20,7 @@ from grepq_core.extractor import EncoderSpec, PreparedImage, prepare_views
 from grepq_core.imageio import decode_image, is_plain_jpeg
 from transforms import counters
 
-__all__ = ["DEAD", "MatchImages", "ReadAndPrepare", "dead_letter", "text_path"]
+__all__ = ["DEAD", "MatchImages", "ReadAndPrepare", "dead_letter", "open_input", "text_path"]
 
 DEAD = "dead_letters"
 
@@ -40,7 +40,8 @@ def _beam_safe(path: str) -> str | bytes:
         return os.fsencode(path)
 
 
-def _open(path: str | bytes):
+def open_input(path: str | bytes):
+    """Open a matched input for reading: a Beam filesystem path, or a local path given as bytes."""
     return open(path, "rb") if isinstance(path, bytes) else FileSystems.open(path, compression_type="uncompressed")
 
 
@@ -101,7 +102,7 @@ class ReadAndPrepare(beam.DoFn):
         """`known` maps path -> sha256 of rows already extracted by the same encoders."""
         stage = "read"
         try:
-            with _open(path) as f:
+            with open_input(path) as f:
                 data = f.read()
             if not data:
                 raise ImageError("empty_file", "0 bytes")
