@@ -45,21 +45,13 @@ from grepq_core.features import feature_layout, feature_matrix
 from grepq_core.imageio import decode_image, read_bytes
 from pipelines.extract import run_id
 from pipelines.options import FLAG_GROUPS, encoder_spec
-from transforms.schema import FEATURES, FEATURES_DIR
+from transforms.schema import BASELINES, BASELINES_DIR, FEATURES, FEATURES_DIR
 from transforms.write import output_path, read_table
 
 __all__ = ["run", "arg_parser", "load_encoders"]
 
 log = logging.getLogger(__name__)
 
-_BASELINES_DIR = "baselines"
-_BASELINES = pa.schema([
-    ("path", pa.string()),
-    ("sha256", pa.string()),
-    ("niqe", pa.float64()),
-    ("brisque", pa.float64()),
-    ("nss", pa.list_(pa.float64())),
-])
 _NSS_WIDTH = 36
 _FLUSH_EVERY = 512  # images between cache shards, so an interrupted run keeps most of its work
 
@@ -141,7 +133,7 @@ class _Cache:
             for row in read_table(self._features_at, FEATURES_DIR, schema=FEATURES).to_pylist():
                 if all(row[k] == v for k, v in identities.items()):
                     self.features[row["path"]] = row
-            for row in read_table(root, _BASELINES_DIR, schema=_BASELINES).to_pylist():
+            for row in read_table(root, BASELINES_DIR, schema=BASELINES).to_pylist():
                 self.baselines[row["path"]] = row
 
     def get(self, kind: str, path: str, sha256: str) -> dict | None:
@@ -153,7 +145,7 @@ class _Cache:
         if not self.root:
             return
         for at, kind, schema, rows in ((self._features_at, FEATURES_DIR, FEATURES, features),
-                                       (self.root, _BASELINES_DIR, _BASELINES, baselines)):
+                                       (self.root, BASELINES_DIR, BASELINES, baselines)):
             if rows:
                 fs, folder = fsspec.core.url_to_fs(output_path(at, kind))
                 fs.makedirs(folder, exist_ok=True)

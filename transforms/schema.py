@@ -5,11 +5,13 @@ encoder identities in each feature row say which weights produced it.
 """
 import pyarrow as pa
 
-__all__ = ["FEATURES", "DEAD_LETTERS", "SCORES", "FEATURES_DIR", "DEAD_LETTERS_DIR", "SCORES_DIR"]
+__all__ = ["FEATURES", "DEAD_LETTERS", "SCORES", "BASELINES", "FEATURES_DIR", "DEAD_LETTERS_DIR", "SCORES_DIR",
+           "BASELINES_DIR"]
 
 FEATURES_DIR = "features"
 DEAD_LETTERS_DIR = "dead_letters"
 SCORES_DIR = "scores"
+BASELINES_DIR = "baselines"  # grepq evaluate's cache of classical metrics
 
 FEATURES = pa.schema([
     ("path", pa.string()),
@@ -43,4 +45,12 @@ SCORES = pa.schema([
     ("zs_ll", pa.float64()),
     ("zs_hl", pa.float64()),
     ("zs_combined", pa.float64()),
+])
+
+BASELINES = pa.schema([
+    ("path", pa.string()),
+    ("sha256", pa.string()),
+    ("niqe", pa.float64()),
+    ("brisque", pa.float64()),
+    ("nss", pa.list_(pa.float64())),
 ])
