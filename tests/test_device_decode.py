@@ -1,10 +1,8 @@
 """Device decoding (the GPU path) run on the CPU device: same views, same features, safe fallbacks."""
-import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from conftest import photo
