@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from grepq_core.errors import GrepqError
+from grepq_core.npz import read_tagged_npz
 from grepq_core.zero_shot import patch_statistics
 
 __all__ = ["sharpness", "colourfulness", "gaussian_window", "select_pristine_patches", "PristineModel", "fit_pristine"]
@@ -152,13 +153,8 @@ class PristineModel:
                 data = f.read()
         except OSError as e:
             raise GrepqError(f"cannot read pristine model {uri}: {e}") from e
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                fields = {k: npz[k] for k in ("format", "mean", "cov", "encoder_identity", "n_patches")}
-        except (ValueError, KeyError, OSError) as e:
-            raise GrepqError(f"{uri} is not a grepq pristine model (.npz without pickled objects): {e}") from e
-        if str(fields["format"]) != _FORMAT:
-            raise GrepqError(f"{uri} has format {fields['format']}, expected {_FORMAT}")
+        fields = read_tagged_npz(data, uri, _FORMAT, ("mean", "cov", "encoder_identity", "n_patches"),
+                                 "grepq pristine model")
         mean, cov = fields["mean"].astype(np.float64), fields["cov"].astype(np.float64)
         if mean.ndim != 1 or cov.shape != (mean.size, mean.size):
             raise GrepqError(f"{uri}: mean {mean.shape} and covariance {cov.shape} do not match")

@@ -31,6 +31,7 @@ class ScoreRows(beam.DoFn):
         self._uri = model_uri
         self._scale = scale
         self._model = None
+        self._checked: set[tuple] = set()  # encoder identities already matched against the model
 
     def setup(self):
         if self._uri:
@@ -41,7 +42,10 @@ class ScoreRows(beam.DoFn):
         if self._model is None:
             score, scorer = zero_shot_score(row)
         else:
-            self._model.check_features(identities={b: row[f"{b}_identity"] for b, _ in self._model.layout})
+            identities = tuple((b, row[f"{b}_identity"]) for b, _ in self._model.layout)
+            if identities not in self._checked:
+                self._model.check_features(identities=dict(identities))
+                self._checked.add(identities)
             score = float(self._model.predict(row_vector(row, self._model.layout)[None])[0])
             scorer = f"ridge:{self._uri}"
             if self._scale:

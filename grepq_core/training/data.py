@@ -39,6 +39,7 @@ import numpy as np
 from grepq_core import views as V
 from grepq_core.distortions import NUM_LEVELS, apply_distortion, list_distortions
 from grepq_core.errors import GrepqError
+from grepq_core.npz import read_tagged_npz
 from grepq_core.fsim import fsim_matrix
 
 __all__ = [
@@ -153,13 +154,7 @@ def encode_record(record: TrainingRecord) -> bytes:
 
 def decode_record(data: bytes, uri: str = "<bytes>") -> TrainingRecord:
     """Read what `encode_record` wrote; anything else is a `GrepqError` naming `uri`."""
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            fields = {k: npz[k] for k in ("format", "source", "versions", "fsim", "names")}
-    except (ValueError, KeyError, OSError) as e:
-        raise GrepqError(f"{uri} is not a grepq training record: {e}") from e
-    if str(fields["format"]) != FORMAT:
-        raise GrepqError(f"{uri} has format {fields['format']}, expected {FORMAT}")
+    fields = read_tagged_npz(data, uri, FORMAT, ("source", "versions", "fsim", "names"), "grepq training record")
     versions, fsim = fields["versions"], fields["fsim"]
     k = len(versions)
     if versions.ndim != 4 or versions.dtype != np.uint8 or fsim.shape != (k, k) or len(fields["names"]) != k:
