@@ -65,6 +65,8 @@ def main():
     parser.add_argument("--size", type=int, default=288, help="shorter side of the test images")
     parser.add_argument("--max-patches", type=int, default=32)
     parser.add_argument("--types", default="all", help="comma-separated distortion names, or all")
+    parser.add_argument("--baselines", default="NIQE,BRISQUE",
+                        help="comma-separated baselines to compare with (NIQE, BRISQUE), or none")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
 
@@ -72,9 +74,11 @@ def main():
     spec = EncoderSpec(pathways=("ll",), ll_weights=args.ll_weights, pristine=args.pristine, batch_size=30,
                        views=ViewConfig(max_patches=args.max_patches))
     model = Extractor.load(spec)
+    baselines = {"NIQE": lambda imgs: -np.array([niqe(i) for i in imgs]),
+                 "BRISQUE": lambda imgs: -np.array([brisque(i) for i in imgs])}
+    wanted = [] if args.baselines == "none" else args.baselines.split(",")
     methods = {"grepq zero-shot LL": lambda imgs: _ll_scores(model, spec, imgs),
-               "NIQE": lambda imgs: -np.array([niqe(i) for i in imgs]),
-               "BRISQUE": lambda imgs: -np.array([brisque(i) for i in imgs])}
+               **{name: baselines[name] for name in wanted}}
     ordered = {m: [0, 0] for m in methods}
     scores = {m: [] for m in methods}
     proxy = []

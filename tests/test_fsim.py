@@ -50,6 +50,16 @@ def test_matrix_is_symmetric_with_unit_diagonal_and_falls_with_level(photo, name
     assert np.all(against_reference > 0) and np.all(A <= 1.0 + 1e-6)
 
 
+def test_every_entry_equals_piq_fsim_of_the_pair(photo):
+    """Maps computed once per version give piq's pairwise FSIMc, for every pair of mixed distortions."""
+    versions = np.stack([photo] + [apply_distortion(photo, name, level) for name, level in
+                                   [("white_noise", 2), ("jpeg", 4), ("contrast_change", 3), ("pixelate", 5)]])
+    A = fsim_matrix(versions)
+    for i in range(len(versions)):
+        for j in range(i + 1, len(versions)):
+            assert A[i, j] == pytest.approx(_piq_fsim(versions[i], versions[j]), abs=1e-5), (i, j)
+
+
 def test_batching_does_not_change_the_result(photo):
     versions = np.stack([photo, apply_distortion(photo, "white_noise", 3),
                          apply_distortion(photo, "pixelate", 4)])

@@ -13,13 +13,13 @@ from grepq_core.hl_encoder import build_hl_encoder, save_hl_checkpoint
 from grepq_core.imageio import load_image
 from grepq_core.ll_encoder import create_ll_encoder, load_ll_encoder
 from grepq_core.training.data import TrainingSetSpec, load_record, plan_versions, read_index
-from grepq_core.training.ll import LLTrainConfig, qacl_batch_loss, train_ll
+from grepq_core.training.ll import LLTrainConfig, qacl_batch_loss, qacl_views, train_ll
 from pipelines import make_training_set, train_hl, train_ll as train_ll_cli
 from tests.conftest import photo
 from tests.tiny_models import photo_batch, tiny_clip_config_path, tiny_hl_encoder
 
 _SPEC_FLAGS = ["--per-image", "2", "--levels", "2,4", "--size", "224", "--seed", "3"]
-_TINY = LLTrainConfig(arch="resnet18-w8", epochs=2, batch=2, lr=1e-3)
+_TINY = LLTrainConfig(arch="resnet18-w8", epochs=2, batch=2, lr=1e-3, grid=3)
 
 
 def _log(path):
@@ -80,6 +80,22 @@ def test_version_plan_is_seeded_by_seed_and_path():
         assert len(set(kinds)) == 3 and [lvl for _, lvl in plan] == [2, 4] * 3
     with pytest.raises(GrepqError, match="Did you mean jpeg"):
         TrainingSetSpec(distortions=("jpg",), per_image=1)
+
+
+@pytest.mark.parametrize("grid", [7, 3])
+def test_views_share_positions_across_versions(training_set, grid):
+    """Every version of a photo is cut at the same fragment positions (version k = reference + 10k shows it)."""
+    _, prefix = training_set
+    reference = torch.from_numpy(load_record(prefix, read_index(prefix)[0]).versions[0]).permute(2, 0, 1)
+    reference = reference.clamp(max=200)
+    versions = torch.stack([reference + 10 * k for k in range(3)])[None]
+    anchor, second = qacl_views(versions, torch.Generator().manual_seed(0), grid)
+    side = 32 * grid
+    assert anchor.shape == second.shape == (1, 3, 3, side, side)
+    for view in (anchor, second):
+        for k in range(3):
+            assert torch.equal(view[0, k], view[0, 0] + 10 * k)
+    assert not torch.equal(anchor, second)
 
 
 def test_qacl_training_lowers_the_loss(training_set, tmp_path):

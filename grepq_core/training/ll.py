@@ -77,11 +77,13 @@ class LLTrainConfig:
     min_lr: float = 1e-6
     weight_decay: float = 0.05
     tau: float = 0.5
+    grid: int = 7
     seed: int = 0
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch < 1:
-            raise GrepqError(f"--epochs and --batch must be at least 1, got {self.epochs} and {self.batch}")
+        if self.epochs < 1 or self.batch < 1 or self.grid < 1:
+            raise GrepqError(f"--epochs, --batch and --grid must be at least 1, "
+                             f"got {self.epochs}, {self.batch} and {self.grid}")
 
 
 def sibling_path(checkpoint: str, suffix: str) -> str:
@@ -89,8 +91,10 @@ def sibling_path(checkpoint: str, suffix: str) -> str:
     return checkpoint.removesuffix(".pt") + suffix
 
 
-def qacl_views(versions: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Anchor and flipped second view of ``[B, K, 3, H, W]`` uint8 versions, each ``[B, K, 3, 224, 224]``.
+def qacl_views(versions: torch.Tensor, generator: torch.Generator,
+               grid: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anchor and flipped second view of ``[B, K, 3, H, W]`` uint8 versions, each ``[B, K, 3, 32g, 32g]``
+    for a `grid` g of 32x32 fragments (7: 224x224, METHOD.md).
 
     Positions and flips are drawn on the CPU `generator`, so the views do not
     depend on the device `versions` lives on.
@@ -98,8 +102,8 @@ def qacl_views(versions: torch.Tensor, generator: torch.Generator) -> tuple[torc
     height, width = versions.shape[-2:]
     anchors, seconds = [], []
     for photo in versions:
-        anchors.append(V.fragments(photo, positions=V.fragment_positions(height, width, generator=generator)))
-        second = V.fragments(photo, positions=V.fragment_positions(height, width, generator=generator))
+        anchors.append(V.fragments(photo, positions=V.fragment_positions(height, width, grid, generator=generator)))
+        second = V.fragments(photo, positions=V.fragment_positions(height, width, grid, generator=generator))
         flip_h, flip_v = (torch.rand(2, generator=generator) < 0.5).tolist()
         dims = [d for d, flip in ((-1, flip_h), (-2, flip_v)) if flip]
         seconds.append(second.flip(dims) if dims else second)
@@ -112,9 +116,10 @@ def qacl_batch_loss(
     fsim: torch.Tensor,
     generator: torch.Generator,
     tau: float = 0.5,
+    grid: int = 7,
 ) -> torch.Tensor:
     """QACL of one batch: versions ``[B, K, 3, H, W]`` uint8 and FSIM ``[B, K, K]`` on the encoder's device."""
-    anchor, second = qacl_views(versions, generator)
+    anchor, second = qacl_views(versions, generator, grid)
     batch, k = anchor.shape[:2]
     cuda = versions.device.type == "cuda"
     features = []
@@ -246,7 +251,8 @@ def train_ll(
         epoch = (step - 1) // per_epoch + 1
         lr = optimizer.param_groups[0]["lr"]
         generator = torch.Generator().manual_seed(derived_seed(config.seed, "views", step))
-        loss = qacl_batch_loss(encoder, versions.to(target), fsim.to(target), generator, config.tau)
+        loss = qacl_batch_loss(encoder, versions.to(target), fsim.to(target), generator, config.tau,
+                                config.grid)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
