@@ -79,27 +79,34 @@ def main():
     wanted = [] if args.baselines == "none" else args.baselines.split(",")
     methods = {"grepq zero-shot LL": lambda imgs: _ll_scores(model, spec, imgs),
                **{name: baselines[name] for name in wanted}}
-    ordered = {m: [0, 0] for m in methods}
+    ordered = {(m, kind): [0, 0] for m in methods for kind in types}
     scores = {m: [] for m in methods}
     proxy = []
     photos = sorted(glob.glob(args.photos))
     for path in tqdm(photos, desc="photos"):
-        for _, stack, similarity in _versions(path, args.size, types):
+        for kind, stack, similarity in _versions(path, args.size, types):
             proxy.extend(similarity)
             for name, score in methods.items():
                 s = score(stack[1:])
                 scores[name].extend(s)
                 ok, total = _pairs_ordered(s)
-                ordered[name][0] += ok
-                ordered[name][1] += total
-    rows = {name: {"pairs_ordered": ordered[name][0] / ordered[name][1],
-                   "srcc_vs_fsim": srcc(np.array(scores[name]), np.array(proxy))} for name in methods}
+                ordered[name, kind][0] += ok
+                ordered[name, kind][1] += total
+    by_type = {name: {kind: ordered[name, kind][0] / ordered[name, kind][1] for kind in types} for name in methods}
+    rows = {name: {"pairs_ordered": sum(ordered[name, k][0] for k in types) / sum(ordered[name, k][1] for k in types),
+                   "srcc_vs_fsim": srcc(np.array(scores[name]), np.array(proxy)),
+                   "pairs_ordered_by_type": by_type[name]} for name in methods}
     print(f"{len(photos)} holdout photos x {len(types)} distortion types x {len(LEVELS)} levels "
           f"= {len(proxy)} images; identity {model.ll_identity}")
     print("| method | (a) level pairs ordered | (b) SRCC vs FSIM |")
     print("| --- | --- | --- |")
     for name, row in rows.items():
         print(f"| {name} | {row['pairs_ordered']:.3f} | {row['srcc_vs_fsim']:.3f} |")
+    print("\n(a) by distortion type\n")
+    print("| method | " + " | ".join(types) + " |")
+    print("| --- |" + " --- |" * len(types))
+    for name in methods:
+        print(f"| {name} | " + " | ".join(f"{by_type[name][k]:.2f}" for k in types) + " |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"identity": model.ll_identity, "images": len(proxy), "rows": rows}, f, indent=1)

@@ -14,6 +14,10 @@ Wallpapers are 1.3 to 30 megapixels: each is scaled so its shorter side is
 768 and written as `--wallpaper-crops` random square crops (256 to 512 px),
 all for training.
 
+Folders written: train/ (training photos and their crops: QACL's training
+set), holdout/ (never trained on) and pristine/ (the training photos and
+wallpapers whole, uncropped: the pristine model's input).
+
 The holdout photos are never used to train the shipped model; the model card's
 validation, the bundled samples and the synthetic benchmark use them.
 
@@ -89,23 +93,28 @@ def main():
                         help="write this many random crops of each wallpaper photo (0: no wallpapers)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    counts = {"train": 0, "holdout": 0}
+    counts = {"train": 0, "holdout": 0, "pristine": 0}
+    for split in counts:
+        (Path(args.out) / split).mkdir(parents=True, exist_ok=True)
+
+    def save(img: np.ndarray, split: str, name: str) -> None:
+        Image.fromarray(img).save(Path(args.out) / split / f"{name}.png")
+        counts[split] += 1
+
     for name, img in photos(args.debian_root):
         split = "holdout" if name in HOLDOUT else "train"
-        folder = Path(args.out) / split
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(folder / f"{name}.png")
-        counts[split] += 1
+        save(img, split, name)
+        if split == "train":
+            save(img, "pristine", name)
         for i in range(args.crops if split == "train" else 0):
             side = int(min(img.shape[:2]) * rng.uniform(0.4, 0.9))
-            Image.fromarray(_random_square(img, side, rng)).save(folder / f"{name}_crop{i}.png")
-            counts[split] += 1
+            save(_random_square(img, side, rng), split, f"{name}_crop{i}")
     for name, img in wallpapers(args.debian_root) if args.wallpaper_crops else ():
+        save(img, "pristine", name)
         for i in range(args.wallpaper_crops):
-            side = int(rng.integers(256, 513))
-            Image.fromarray(_random_square(img, side, rng)).save(Path(args.out) / "train" / f"{name}_crop{i}.png")
-            counts["train"] += 1
-    print(f"{counts['train']} training and {counts['holdout']} holdout photos under {args.out}")
+            save(_random_square(img, int(rng.integers(256, 513)), rng), "train", f"{name}_crop{i}")
+    print(f"{counts['train']} training, {counts['holdout']} holdout and {counts['pristine']} pristine photos "
+          f"under {args.out}")
 
 
 if __name__ == "__main__":
