@@ -34,8 +34,10 @@ LEVELS = (1, 2, 3, 4, 5)
 
 def _versions(path: str, size: int, types: list[str]):
     img = Image.open(path).convert("RGB")
-    scale = size / min(img.size)
-    img = np.asarray(img.resize((round(img.width * scale), round(img.height * scale)), Image.LANCZOS))
+    if size:
+        scale = size / min(img.size)
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.LANCZOS)
+    img = np.asarray(img)
     for kind in types:
         stack = np.stack([img] + [apply_distortion(img, kind, level, seed=0) for level in LEVELS])
         yield kind, stack, fsim_matrix(stack)[0, 1:]
@@ -62,7 +64,7 @@ def main():
     parser.add_argument("--photos", default="/tmp/photos/holdout/*.png")
     parser.add_argument("--ll-weights", default="shipped")
     parser.add_argument("--pristine", default="shipped")
-    parser.add_argument("--size", type=int, default=288, help="shorter side of the test images")
+    parser.add_argument("--size", type=int, default=288, help="shorter side of the test images (0: as they are)")
     parser.add_argument("--max-patches", type=int, default=32)
     parser.add_argument("--types", default="all", help="comma-separated distortion names, or all")
     parser.add_argument("--baselines", default="NIQE,BRISQUE",

@@ -31,8 +31,11 @@ def arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     parser.add_argument("--tau", type=float, default=defaults.tau, help="QACL temperature")
     parser.add_argument("--grid", type=int, default=defaults.grid,
-                        help=f"views are a grid x grid of 32x32 fragments (default {defaults.grid}: 224x224; "
-                             "3 gives 96x96 views, the zero-shot patch size, at a fifth of the cost)")
+                        help=f"views are a grid x grid of fragments (default {defaults.grid}: 224x224 with 32x32 "
+                             "fragments; 3 gives 96x96 views, the zero-shot patch size, at a fifth of the cost)")
+    parser.add_argument("--fragment", type=int, default=defaults.fragment,
+                        help=f"side of each fragment (default {defaults.fragment}); --grid 1 --fragment 96 gives "
+                             "single seamless crops the size of the zero-shot patches")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--resume", help="continue from this checkpoint (same flags as the run that wrote it)")
@@ -46,7 +49,8 @@ def arg_parser() -> argparse.ArgumentParser:
 def run(argv=None):
     args = arg_parser().parse_args(argv)
     config = LLTrainConfig(arch=args.arch, epochs=args.epochs, batch=args.batch, lr=args.lr, min_lr=args.min_lr,
-                           weight_decay=args.weight_decay, tau=args.tau, grid=args.grid, seed=args.seed)
+                           weight_decay=args.weight_decay, tau=args.tau, grid=args.grid,
+                           fragment=args.fragment, seed=args.seed)
     train_ll(args.data, args.output, config, resume=args.resume, device=args.device,
              checkpoint_every=args.checkpoint_every, max_steps=args.max_steps, workers=args.workers,
              progress=not args.no_progress)

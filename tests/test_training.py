@@ -82,15 +82,15 @@ def test_version_plan_is_seeded_by_seed_and_path():
         TrainingSetSpec(distortions=("jpg",), per_image=1)
 
 
-@pytest.mark.parametrize("grid", [7, 3])
-def test_views_share_positions_across_versions(training_set, grid):
+@pytest.mark.parametrize("grid, fragment", [(7, 32), (3, 32), (1, 96)])
+def test_views_share_positions_across_versions(training_set, grid, fragment):
     """Every version of a photo is cut at the same fragment positions (version k = reference + 10k shows it)."""
     _, prefix = training_set
     reference = torch.from_numpy(load_record(prefix, read_index(prefix)[0]).versions[0]).permute(2, 0, 1)
     reference = reference.clamp(max=200)
     versions = torch.stack([reference + 10 * k for k in range(3)])[None]
-    anchor, second = qacl_views(versions, torch.Generator().manual_seed(0), grid)
-    side = 32 * grid
+    anchor, second = qacl_views(versions, torch.Generator().manual_seed(0), grid, fragment)
+    side = fragment * grid
     assert anchor.shape == second.shape == (1, 3, 3, side, side)
     for view in (anchor, second):
         for k in range(3):

@@ -78,12 +78,13 @@ class LLTrainConfig:
     weight_decay: float = 0.05
     tau: float = 0.5
     grid: int = 7
+    fragment: int = 32
     seed: int = 0
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch < 1 or self.grid < 1:
-            raise GrepqError(f"--epochs, --batch and --grid must be at least 1, "
-                             f"got {self.epochs}, {self.batch} and {self.grid}")
+        if min(self.epochs, self.batch, self.grid, self.fragment) < 1:
+            raise GrepqError(f"--epochs, --batch, --grid and --fragment must be at least 1, "
+                             f"got {self.epochs}, {self.batch}, {self.grid} and {self.fragment}")
 
 
 def sibling_path(checkpoint: str, suffix: str) -> str:
@@ -92,18 +93,23 @@ def sibling_path(checkpoint: str, suffix: str) -> str:
 
 
 def qacl_views(versions: torch.Tensor, generator: torch.Generator,
-               grid: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
-    """Anchor and flipped second view of ``[B, K, 3, H, W]`` uint8 versions, each ``[B, K, 3, 32g, 32g]``
-    for a `grid` g of 32x32 fragments (7: 224x224, METHOD.md).
+               grid: int = 7, fragment: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anchor and flipped second view of ``[B, K, 3, H, W]`` uint8 versions, each ``[B, K, 3, gf, gf]``
+    for a `grid` g of `fragment` f crops (7 of 32: 224x224, METHOD.md).
 
     Positions and flips are drawn on the CPU `generator`, so the views do not
     depend on the device `versions` lives on.
     """
     height, width = versions.shape[-2:]
+
+    def cut(photo: torch.Tensor) -> torch.Tensor:
+        positions = V.fragment_positions(height, width, grid, fragment, generator=generator)
+        return V.fragments(photo, size=fragment, positions=positions)
+
     anchors, seconds = [], []
     for photo in versions:
-        anchors.append(V.fragments(photo, positions=V.fragment_positions(height, width, grid, generator=generator)))
-        second = V.fragments(photo, positions=V.fragment_positions(height, width, grid, generator=generator))
+        anchors.append(cut(photo))
+        second = cut(photo)
         flip_h, flip_v = (torch.rand(2, generator=generator) < 0.5).tolist()
         dims = [d for d, flip in ((-1, flip_h), (-2, flip_v)) if flip]
         seconds.append(second.flip(dims) if dims else second)
@@ -117,9 +123,10 @@ def qacl_batch_loss(
     generator: torch.Generator,
     tau: float = 0.5,
     grid: int = 7,
+    fragment: int = 32,
 ) -> torch.Tensor:
     """QACL of one batch: versions ``[B, K, 3, H, W]`` uint8 and FSIM ``[B, K, K]`` on the encoder's device."""
-    anchor, second = qacl_views(versions, generator, grid)
+    anchor, second = qacl_views(versions, generator, grid, fragment)
     batch, k = anchor.shape[:2]
     cuda = versions.device.type == "cuda"
     features = []
@@ -178,7 +185,7 @@ def _restore(resume: str, encoder, optimizer, scheduler, config: LLTrainConfig, 
     state = load_checkpoint(sibling_path(resume, ".state.pt"))
     if state.get("format") != STATE_FORMAT:
         raise GrepqError(f"{sibling_path(resume, '.state.pt')} is not a grepq LL training state")
-    saved = state["config"]
+    saved = {**asdict(LLTrainConfig()), **state["config"]}  # options added since the run take their defaults
     changed = {k: (saved.get(k), v) for k, v in asdict(config).items() if saved.get(k) != v}
     if changed:
         raise GrepqError("--resume continues a run with the same settings; these differ (checkpoint, now): "
@@ -252,7 +259,7 @@ def train_ll(
         lr = optimizer.param_groups[0]["lr"]
         generator = torch.Generator().manual_seed(derived_seed(config.seed, "views", step))
         loss = qacl_batch_loss(encoder, versions.to(target), fsim.to(target), generator, config.tau,
-                                config.grid)
+                                config.grid, config.fragment)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
