@@ -25,8 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from grepq_core import views as V
-from grepq_core.extractor import EncoderSpec, Extractor, PreparedImage, ViewConfig, parse_pathways, prepare_views
+from grepq_core.extractor import EncoderSpec, Extractor, ViewConfig, parse_pathways, prepare_image
 from grepq_core.hl_encoder import build_hl_encoder, save_hl_checkpoint
 from grepq_core.imageio import load_image
 from grepq_core.ll_encoder import create_ll_encoder, load_ll_encoder, save_ll_checkpoint
@@ -69,12 +68,7 @@ def random_weights(folder: Path, arch: str, hl_model: str) -> dict:
 def model_only(spec: EncoderSpec, paths: list[str], repeats: int) -> float:
     """Images/s of the encoders (and zero-shot patches) on views made beforehand."""
     model = Extractor.load(spec)
-    items = []
-    for p in paths[: spec.batch_size]:
-        item = PreparedImage(p, "", 0, 0, "cpu")
-        for name, view in prepare_views(V.to_tensor(load_image(p)), spec.views, spec.pathways).items():
-            setattr(item, name, view.numpy())
-        items.append(item)
+    items = [prepare_image(load_image(p), spec, p) for p in paths[: spec.batch_size]]
     model.extract(items)  # warm-up
     start = time.perf_counter()
     for _ in range(repeats):

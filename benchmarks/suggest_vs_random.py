@@ -29,9 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grepq_core import views as V
 from grepq_core.distortions import apply_distortion, list_distortions
-from grepq_core.extractor import EncoderSpec, Extractor, PreparedImage, prepare_views
+from grepq_core.extractor import EncoderSpec, Extractor, prepare_image
 from grepq_core.fsim import fsim_matrix
 from grepq_core.imageio import load_image
 from grepq_core.metrics import srcc
@@ -75,11 +74,8 @@ def extract(images: list[np.ndarray], spec: EncoderSpec) -> tuple[np.ndarray, np
     extractor = Extractor.load(spec)
     rows = []
     for start in range(0, len(images), spec.batch_size):
-        batch = []
-        for i, img in enumerate(images[start:start + spec.batch_size], start):
-            views = prepare_views(V.to_tensor(img), spec.views, spec.pathways)
-            batch.append(PreparedImage(path=str(i), sha256="", width=img.shape[1], height=img.shape[0],
-                                       decoder="", ll=views["ll"].numpy(), patches=views["patches"].numpy()))
+        chunk = enumerate(images[start:start + spec.batch_size], start)
+        batch = [prepare_image(img, spec, str(i)) for i, img in chunk]
         rows += extractor.extract(batch)
     features = np.stack([r["ll_features"] for r in rows]).astype(np.float64)
     zero_shot = np.asarray([np.nan if r["zs_ll"] is None else r["zs_ll"] for r in rows])

@@ -22,10 +22,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from grepq_core import views as V
 from grepq_core.baselines import brisque, niqe
 from grepq_core.distortions import apply_distortion, list_distortions
-from grepq_core.extractor import EncoderSpec, Extractor, PreparedImage, ViewConfig, prepare_views
+from grepq_core.extractor import EncoderSpec, Extractor, ViewConfig, prepare_image
 from grepq_core.fsim import fsim_matrix
 from grepq_core.metrics import srcc
 
@@ -44,13 +43,7 @@ def _versions(path: str, size: int, types: list[str]):
 
 
 def _ll_scores(model: Extractor, spec: EncoderSpec, images: np.ndarray) -> np.ndarray:
-    items = []
-    for img in images:
-        item = PreparedImage("", "", img.shape[1], img.shape[0], "cpu")
-        for name, view in prepare_views(V.to_tensor(img), spec.views, spec.pathways).items():
-            setattr(item, name, view.numpy())
-        items.append(item)
-    return np.array([row["zs_ll"] for row in model.extract(items)])
+    return np.array([row["zs_ll"] for row in model.extract([prepare_image(img, spec) for img in images])])
 
 
 def _pairs_ordered(scores: np.ndarray) -> tuple[int, int]:

@@ -126,6 +126,14 @@ def prepare_views(image: torch.Tensor, config: ViewConfig, pathways: tuple[str, 
     return out
 
 
+def prepare_image(pixels: np.ndarray, spec: EncoderSpec, path: str = "", sha256: str = "") -> PreparedImage:
+    """A decoded HxWx3 uint8 image with its views cut on the CPU, ready for `Extractor.extract`."""
+    item = PreparedImage(path, sha256, pixels.shape[1], pixels.shape[0], "cpu")
+    for name, view in prepare_views(V.to_tensor(pixels), spec.views, spec.pathways).items():
+        setattr(item, name, view.numpy())
+    return item
+
+
 class Extractor:
     """Runs the selected encoders on batches of prepared images.
 

@@ -36,11 +36,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from grepq_core import evaluation as E
-from grepq_core import views as V
 from grepq_core.baselines import brisque, niqe, nss_features
 from grepq_core.datasets import DATASETS, load_dataset
 from grepq_core.errors import GrepqError, ImageError, WeightsUnavailable
-from grepq_core.extractor import PATHWAYS, EncoderSpec, Extractor, PreparedImage, prepare_views
+from grepq_core.extractor import PATHWAYS, EncoderSpec, Extractor, prepare_image
 from grepq_core.features import feature_layout, feature_matrix
 from grepq_core.imageio import decode_image, read_bytes
 from pipelines.extract import run_id
@@ -205,10 +204,7 @@ def _gather(paths: list[str], extractor: Extractor, cache: _Cache):
                 baselines[i] = _baseline_row(path, sha256, pixels)
                 new_baselines.append(baselines[i])
             if features[i] is None:
-                item = PreparedImage(path, sha256, pixels.shape[1], pixels.shape[0], "cpu")
-                for name, view in prepare_views(V.to_tensor(pixels), spec.views, spec.pathways).items():
-                    setattr(item, name, view.numpy())
-                batch.append((i, item))
+                batch.append((i, prepare_image(pixels, spec, path, sha256)))
                 if len(batch) == spec.batch_size:
                     run_batch()
             if max(len(new_features), len(new_baselines)) >= _FLUSH_EVERY and not batch:

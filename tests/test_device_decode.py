@@ -6,8 +6,7 @@ import pytest
 from PIL import Image
 
 from conftest import photo
-from grepq_core import views as V
-from grepq_core.extractor import EncoderSpec, Extractor, PreparedImage, prepare_views
+from grepq_core.extractor import EncoderSpec, Extractor, PreparedImage, prepare_image
 from grepq_core.imageio import decode_image, is_plain_jpeg
 from pipelines import extract
 from transforms.write import read_table
@@ -34,11 +33,7 @@ def extractor(tiny_models):
 
 
 def _cpu_item(path, spec):
-    pixels = decode_image(path.read_bytes())
-    item = PreparedImage(str(path), "", pixels.shape[1], pixels.shape[0], "cpu")
-    for name, view in prepare_views(V.to_tensor(pixels), spec.views, spec.pathways).items():
-        setattr(item, name, view.numpy())
-    return item
+    return prepare_image(decode_image(path.read_bytes()), spec, str(path))
 
 
 def _device_item(path):

@@ -14,9 +14,8 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
-from grepq_core import views as V
 from grepq_core.errors import ImageError
-from grepq_core.extractor import EncoderSpec, PreparedImage, prepare_views
+from grepq_core.extractor import EncoderSpec, PreparedImage, prepare_image
 from grepq_core.imageio import decode_image, is_plain_jpeg
 from transforms import counters
 
@@ -118,12 +117,7 @@ class ReadAndPrepare(beam.DoFn):
                 return
             pixels = decode_image(data)
             stage = "prepare"
-            item = PreparedImage(path=text_path(path), sha256=digest,
-                                 width=pixels.shape[1], height=pixels.shape[0], decoder="cpu")
-            image_views = prepare_views(V.to_tensor(pixels), self._spec.views, self._spec.pathways)
-            for name, view in image_views.items():
-                setattr(item, name, view.numpy())
-            yield item
+            yield prepare_image(pixels, self._spec, text_path(path), digest)
         except ImageError as e:
             counters.DEAD.inc()
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(path, stage, e.reason, e.detail))

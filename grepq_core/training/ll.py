@@ -186,7 +186,7 @@ def _restore(resume: str, encoder, optimizer, scheduler, config: LLTrainConfig, 
     if state.get("format") != STATE_FORMAT:
         raise GrepqError(f"{sibling_path(resume, '.state.pt')} is not a grepq LL training state")
     saved = {**asdict(LLTrainConfig()), **state["config"]}  # options added since the run take their defaults
-    changed = {k: (saved.get(k), v) for k, v in asdict(config).items() if saved.get(k) != v}
+    changed = {k: (saved[k], v) for k, v in asdict(config).items() if saved[k] != v}
     if changed:
         raise GrepqError("--resume continues a run with the same settings; these differ (checkpoint, now): "
                          + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
