@@ -20,7 +20,9 @@ def arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grepq train-ll", description=__doc__.strip().splitlines()[0],
                                      allow_abbrev=False)
     defaults = LLTrainConfig()
-    parser.add_argument("--data", required=True, help="training-set prefix written by `grepq make-training-set`")
+    parser.add_argument("--data", required=True, action="append",
+                        help="training-set prefix written by `grepq make-training-set`; repeatable (the sets "
+                             "train as one, e.g. the same photos made with different --seed)")
     parser.add_argument("--output", required=True, help="checkpoint path or URL (e.g. ll.pt)")
     parser.add_argument("--arch", default=defaults.arch, choices=list_ll_architectures(),
                         help=f"LL architecture (default {defaults.arch})")

@@ -14,6 +14,7 @@ from grepq_core.imageio import load_image
 from grepq_core.ll_encoder import create_ll_encoder, load_ll_encoder
 from grepq_core.training.data import TrainingSetSpec, load_record, plan_versions, read_index
 from grepq_core.training.ll import LLTrainConfig, qacl_batch_loss, qacl_views, train_ll
+from grepq_core.weights import load_checkpoint
 from pipelines import make_training_set, train_hl, train_ll as train_ll_cli
 from tests.conftest import photo
 from tests.tiny_models import photo_batch, tiny_clip_config_path, tiny_hl_encoder
@@ -137,6 +138,26 @@ def test_resume_reaches_the_uninterrupted_state(training_set, tmp_path):
     with pytest.raises(GrepqError, match="lr"):
         train_ll(prefix, str(tmp_path / "other.pt"), LLTrainConfig(arch="resnet18-w8", epochs=2, batch=2, lr=1e-4),
                  device="cpu", resume=str(tmp_path / "part.pt"))
+
+
+def test_several_training_sets_train_as_one(training_set, tmp_path):
+    """Sets made with other seeds add records; sets of another K are refused by name."""
+    photos, prefix = training_set
+    reseeded, wider = str(tmp_path / "reseeded"), str(tmp_path / "wider")
+    make_training_set.run(["--input", str(photos / "*.jpg"), "--output", reseeded, *_SPEC_FLAGS[:-1], "4"])
+    assert [load_record(reseeded, r).names for r in read_index(reseeded)] != [
+        load_record(prefix, r).names for r in read_index(prefix)]
+    out = tmp_path / "both.pt"
+    train_ll_cli.run(["--data", prefix, "--data", reseeded, "--output", str(out), "--arch", "resnet18-w8",
+                      "--epochs", "2", "--batch", "2", "--grid", "3", "--device", "cpu", "--workers", "0",
+                      "--no-progress"])
+    assert len(_log(tmp_path / "both.log.jsonl")) == 2 * 3  # 6 records in batches of 2, two epochs
+    assert load_checkpoint(str(out))["meta"]["data"] == [prefix, reseeded]
+
+    make_training_set.run(["--input", str(photos / "astronaut.jpg"), "--output", wider, "--per-image", "3",
+                           "--levels", "2,4", "--size", "224"])
+    with pytest.raises(GrepqError, match="same --per-image, --levels and --size"):
+        train_ll([prefix, wider], str(tmp_path / "mixed.pt"), _TINY, device="cpu")
 
 
 def test_gcl_fine_tunes_only_the_image_tower(photos_dir, tmp_path):

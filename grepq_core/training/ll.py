@@ -140,20 +140,20 @@ def qacl_batch_loss(
 
 
 class _Records(Dataset):
-    """Index rows -> (versions ``[K, 3, S, S]`` uint8, FSIM ``[K, K]`` float32), read on demand."""
+    """(prefix, index row) pairs -> (versions ``[K, 3, S, S]`` uint8, FSIM ``[K, K]`` float32), read on demand."""
 
-    def __init__(self, prefix: str, rows: list[dict]):
-        shapes = {(len(r["names"]), *r["size"]) for r in rows}
+    def __init__(self, rows: list[tuple[str, dict]]):
+        shapes = {(len(r["names"]), *r["size"]) for _, r in rows}
         if len(shapes) != 1:
-            raise GrepqError(f"{prefix} mixes records of different K or size {sorted(shapes)}: "
-                             "make one training set per (--per-image, --levels, --size)")
-        self.prefix, self.rows = prefix, rows
+            raise GrepqError(f"the training records mix different K or size {sorted(shapes)}: "
+                             "make every training set with the same --per-image, --levels and --size")
+        self.rows = rows
 
     def __len__(self):
         return len(self.rows)
 
     def __getitem__(self, index: int):
-        record = load_record(self.prefix, self.rows[index])
+        record = load_record(*self.rows[index])
         versions = torch.from_numpy(np.ascontiguousarray(record.versions.transpose(0, 3, 1, 2)))
         return versions, torch.from_numpy(record.fsim.astype(np.float32))
 
@@ -202,7 +202,7 @@ def _restore(resume: str, encoder, optimizer, scheduler, config: LLTrainConfig, 
 
 
 def _save(output: str, encoder, optimizer, scheduler, config: LLTrainConfig, step: int, epoch: int,
-          n_records: int, log_lines: list[dict], data: str) -> None:
+          n_records: int, log_lines: list[dict], data: list[str]) -> None:
     meta = {"trained": "qacl", "step": step, "epoch": epoch, "config": asdict(config), "data": data}
     save_ll_checkpoint(encoder, output, config.arch, meta=meta)
     save_checkpoint({"format": STATE_FORMAT, "step": step, "records": n_records, "config": asdict(config),
@@ -213,7 +213,7 @@ def _save(output: str, encoder, optimizer, scheduler, config: LLTrainConfig, ste
 
 
 def train_ll(
-    data: str,
+    data: str | list[str],
     output: str,
     config: LLTrainConfig = LLTrainConfig(),
     *,
@@ -224,14 +224,17 @@ def train_ll(
     workers: int = 0,
     progress: bool = False,
 ) -> LLEncoder:
-    """Train an LL encoder on the training set at `data`; write checkpoints to `output`.
+    """Train an LL encoder on the training set(s) at `data`; write checkpoints to `output`.
 
+    Several sets (e.g. the same photos made with different ``--seed``, so
+    other distortion draws) train as one.
     The schedule spans ``epochs`` full passes; `max_steps` stops early (a later
     `resume` continues the same schedule). `checkpoint_every` N > 0 also saves
     every N steps. Returns the encoder in eval mode.
     """
-    rows = read_index(data)
-    dataset = _Records(data, rows)
+    data = [data] if isinstance(data, str) else list(data)
+    rows = [(prefix, row) for prefix in data for row in read_index(prefix)]
+    dataset = _Records(rows)
     per_epoch = math.ceil(len(rows) / config.batch)
     total = config.epochs * per_epoch
     stop = total if max_steps is None else min(total, max_steps)
@@ -248,7 +251,7 @@ def train_ll(
         step, log_lines = _restore(resume, encoder, optimizer, scheduler, config, len(rows))
         log.info("resumed %s at step %d of %d", resume, step, total)
     log.info("QACL: %d photos x %d versions, %d steps per epoch, %d steps", len(rows),
-             len(rows[0]["names"]), per_epoch, total)
+             len(rows[0][1]["names"]), per_epoch, total)
 
     encoder.train()
     loader = DataLoader(dataset, batch_sampler=_step_batches(len(rows), config, step, stop), num_workers=workers)
