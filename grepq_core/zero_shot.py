@@ -8,6 +8,12 @@
 Deviations from the reference code: the distance solves a linear system
 instead of forming the inverse, and a test image with a single patch gets a
 zero covariance (the reference's unbiased estimate divides by zero there).
+The LL score also shrinks the pooled covariance towards a multiple of the
+identity (`LL_SHRINKAGE`) before adding METHOD.md's 0.001 ridge: a fixed
+ridge assumes a feature scale, and the shipped encoder's pristine covariance
+has eigenvalues down to 1e-6, so directions the pristine patches barely
+use dominated d. Shrinkage scales with the features; its effect on held-out
+photos is in MODEL_CARD.md. `shrinkage=0` gives the method's formula.
 """
 from __future__ import annotations
 
@@ -21,19 +27,27 @@ from grepq_core.errors import GrepqError
 if TYPE_CHECKING:
     from grepq_core.pristine import PristineModel
 
-__all__ = ["mvg_distance", "patch_statistics", "ll_score", "hl_score", "combined_score"]
+__all__ = ["LL_SHRINKAGE", "mvg_distance", "patch_statistics", "ll_score", "hl_score", "combined_score"]
+
+LL_SHRINKAGE = 0.1
 
 
 def mvg_distance(mu_r: np.ndarray, cov_r: np.ndarray, mu_t: np.ndarray, cov_t: np.ndarray,
-                 eps: float = 1e-3) -> float:
-    """d = sqrt((mu_r - mu_t) ((S_r + S_t) / 2 + eps I)^-1 (mu_r - mu_t)^T).
+                 eps: float = 1e-3, shrinkage: float = 0.0) -> float:
+    """d = sqrt((mu_r - mu_t) (S' + eps I)^-1 (mu_r - mu_t)^T), S = (S_r + S_t) / 2.
 
-    With eps > 0 the pooled matrix is positive definite, so a plain solve is
-    exact; with eps = 0 a singular matrix falls back to the pseudo-inverse.
+    S' = (1 - a) S + a (trace(S) / D) I with a = `shrinkage` in [0, 1]: the
+    pooled covariance pulled towards the identity scaled to its mean
+    variance (a = 0 leaves S as it is). With eps > 0 or a > 0 the matrix is
+    positive definite, so a plain solve is exact; otherwise a singular
+    matrix falls back to the pseudo-inverse.
     """
+    if not 0.0 <= shrinkage <= 1.0:
+        raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage}")
     diff = np.asarray(mu_r, dtype=np.float64) - np.asarray(mu_t, dtype=np.float64)
     pooled = (np.asarray(cov_r, dtype=np.float64) + np.asarray(cov_t, dtype=np.float64)) / 2
-    pooled = pooled + eps * np.eye(diff.size)
+    identity = np.eye(diff.size)
+    pooled = (1 - shrinkage) * pooled + (shrinkage * np.trace(pooled) / diff.size + eps) * identity
     try:
         weighted = np.linalg.solve(pooled, diff)
     except np.linalg.LinAlgError:
@@ -56,14 +70,14 @@ def patch_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ll_score(pristine: PristineModel, patch_features: np.ndarray, eps: float = 1e-3,
-             scale: float = 100.0) -> float:
+             scale: float = 100.0, shrinkage: float = LL_SHRINKAGE) -> float:
     """1 - sigmoid(d / scale) for one image's [P, D] patch features; in (0, 0.5]."""
     mu_t, cov_t = patch_statistics(patch_features)
     if mu_t.size != pristine.mean.size:
         raise GrepqError(
             f"the pristine model has {pristine.mean.size}-d features ({pristine.encoder_identity}), "
             f"these patch features are {mu_t.size}-d: build the pristine model with this LL encoder")
-    d = mvg_distance(pristine.mean, pristine.cov, mu_t, cov_t, eps=eps)
+    d = mvg_distance(pristine.mean, pristine.cov, mu_t, cov_t, eps=eps, shrinkage=shrinkage)
     return float(expit(-d / scale))
 
 

@@ -41,6 +41,33 @@ def test_mvg_distance_matches_the_formula(seed, d):
     assert mvg_distance(mu_r, cov_r, mu_r, cov_t) == 0.0
 
 
+@pytest.mark.parametrize("shrinkage", [0.1, 0.5, 1.0])
+def test_mvg_distance_shrinks_the_pooled_covariance(shrinkage):
+    rng = np.random.default_rng(7)
+    d = 12
+    mu_r, mu_t = rng.normal(size=d), rng.normal(size=d)
+    cov_r, cov_t = _random_spd(rng, d), _random_spd(rng, d)
+    pooled = (cov_r + cov_t) / 2
+    shrunk = (1 - shrinkage) * pooled + shrinkage * np.trace(pooled) / d * np.eye(d) + 1e-3 * np.eye(d)
+    diff = mu_r - mu_t
+    expected = np.sqrt(diff @ np.linalg.inv(shrunk) @ diff)
+    assert mvg_distance(mu_r, cov_r, mu_t, cov_t, shrinkage=shrinkage) == pytest.approx(expected, rel=1e-9)
+
+
+def test_shrinkage_makes_the_distance_independent_of_feature_scale():
+    """Features of rank 3 in 8-d (as collapsed encoder features are): with shrinkage and no ridge,
+    scaling every feature by c leaves d unchanged; the fixed ridge alone does not."""
+    rng = np.random.default_rng(8)
+    basis = rng.normal(size=(3, 8))
+    pristine, test = rng.normal(size=(40, 3)) @ basis, (rng.normal(size=(10, 3)) + 1) @ basis
+    for kwargs, invariant in (({"eps": 0.0, "shrinkage": 0.1}, True), ({"eps": 1e-3}, False)):
+        d = [mvg_distance(*patch_statistics(c * pristine), *patch_statistics(c * test), **kwargs)
+             for c in (1e-2, 1, 1e2)]
+        assert np.allclose(d, d[1], rtol=1e-6) == invariant, (kwargs, d)
+    with pytest.raises(ValueError, match="shrinkage"):
+        mvg_distance(pristine[0], np.eye(8), test[0], np.eye(8), shrinkage=1.5)
+
+
 def test_mvg_distance_with_singular_covariance_and_no_ridge():
     rng = np.random.default_rng(3)
     mu_r, mu_t = rng.normal(size=4), rng.normal(size=4)
