@@ -30,7 +30,7 @@ from grepq_core.hl_encoder import HLEncoder, build_hl_encoder
 from grepq_core.ll_encoder import LLEncoder, load_ll_encoder
 from grepq_core.pristine import PristineModel
 from grepq_core.shipped import SHIPPED_PRISTINE
-from grepq_core.zero_shot import combined_score, hl_score, ll_score
+from grepq_core.zero_shot import combined_score, hl_score, ll_score, ll_score_identity
 
 __all__ = ["PATHWAYS", "ViewConfig", "EncoderSpec", "PreparedImage", "prepare_views", "Extractor", "parse_pathways"]
 
@@ -147,6 +147,7 @@ class Extractor:
         self.device = resolve_device(spec.device)
         self.ll_identity, self.hl_identity = ll_identity, hl_identity
         self.pristine = pristine
+        self.zs_ll_identity = pristine and ll_score_identity(pristine)
         fast = self.device.type == "cuda"
         self._autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=fast)
         self._memory_format = torch.channels_last if fast else torch.contiguous_format
@@ -274,6 +275,7 @@ class Extractor:
                 "zs_ll": _nullable(zs_ll[i]), "zs_hl": _nullable(zs_hl[i]),
                 "zs_combined": _nullable(combined_score(zs_ll[i], zs_hl[i])),
                 "ll_identity": self.ll_identity, "hl_identity": self.hl_identity,
+                "zs_ll_identity": self.zs_ll_identity,
             })
         return rows
 

@@ -17,6 +17,7 @@ photos is in MODEL_CARD.md. `shrinkage=0` gives the method's formula.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,9 +28,10 @@ from grepq_core.errors import GrepqError
 if TYPE_CHECKING:
     from grepq_core.pristine import PristineModel
 
-__all__ = ["LL_SHRINKAGE", "mvg_distance", "patch_statistics", "ll_score", "hl_score", "combined_score"]
+__all__ = ["LL_SHRINKAGE", "mvg_distance", "patch_statistics", "ll_score", "ll_score_identity", "hl_score",
+           "combined_score"]
 
-LL_SHRINKAGE = 0.1
+LL_EPS, LL_SHRINKAGE, LL_SCALE = 1e-3, 0.1, 100.0
 
 
 def mvg_distance(mu_r: np.ndarray, cov_r: np.ndarray, mu_t: np.ndarray, cov_t: np.ndarray,
@@ -69,8 +71,8 @@ def patch_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.atleast_2d(np.cov(features, rowvar=False))
 
 
-def ll_score(pristine: PristineModel, patch_features: np.ndarray, eps: float = 1e-3,
-             scale: float = 100.0, shrinkage: float = LL_SHRINKAGE) -> float:
+def ll_score(pristine: PristineModel, patch_features: np.ndarray, eps: float = LL_EPS,
+             scale: float = LL_SCALE, shrinkage: float = LL_SHRINKAGE) -> float:
     """1 - sigmoid(d / scale) for one image's [P, D] patch features; in (0, 0.5]."""
     mu_t, cov_t = patch_statistics(patch_features)
     if mu_t.size != pristine.mean.size:
@@ -79,6 +81,17 @@ def ll_score(pristine: PristineModel, patch_features: np.ndarray, eps: float = 1
             f"these patch features are {mu_t.size}-d: build the pristine model with this LL encoder")
     d = mvg_distance(pristine.mean, pristine.cov, mu_t, cov_t, eps=eps, shrinkage=shrinkage)
     return float(expit(-d / scale))
+
+
+def ll_score_identity(pristine: PristineModel) -> str:
+    """Names what a default `ll_score` depends on besides the LL encoder: the pristine model and the settings.
+
+    Feature rows carry it, so incremental runs and caches recompute zs_ll
+    when either changes instead of mixing scores of two rules.
+    """
+    digest = hashlib.sha256(np.ascontiguousarray(pristine.mean).tobytes()
+                            + np.ascontiguousarray(pristine.cov).tobytes()).hexdigest()[:12]
+    return f"pristine@{digest}:eps={LL_EPS:g},shrinkage={LL_SHRINKAGE:g},scale={LL_SCALE:g}"
 
 
 def hl_score(cos_good, cos_bad, gain: float = 10.0):

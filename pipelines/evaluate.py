@@ -17,7 +17,7 @@ decoded are left out and listed in the JSON.
 The cache holds Parquet shards: feature rows (the extract schema) under
 CACHE/views-<digest of the view settings>/features/, baseline rows under
 CACHE/baselines/. A row is reused when its path and content hash match and,
-for features, when the encoder identities are those loaded now.
+for features, when the encoder and zero-shot LL identities are those loaded now.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ from grepq_core.errors import GrepqError, ImageError, WeightsUnavailable
 from grepq_core.extractor import PATHWAYS, EncoderSpec, Extractor, prepare_image
 from grepq_core.features import feature_layout, feature_matrix
 from grepq_core.imageio import decode_image, read_bytes
-from pipelines.extract import run_id
+from pipelines.extract import row_identities, run_id
 from pipelines.options import FLAG_GROUPS, encoder_spec
 from transforms.schema import BASELINES, BASELINES_DIR, FEATURES, FEATURES_DIR
 from transforms.write import output_path, read_table
@@ -304,8 +304,7 @@ def run(argv=None) -> dict:
     spec = encoder_spec(args)
     df = load_dataset(args.dataset, args.root, labels=args.labels, lower_is_better=args.lower_is_better)
     extractor, missing = load_encoders(spec)
-    identities = {"ll_identity": extractor.ll_identity, "hl_identity": extractor.hl_identity}
-    cache = _Cache(args.features_cache, _views_key(spec), identities)
+    cache = _Cache(args.features_cache, _views_key(spec), row_identities(extractor))
     rows, base, dropped = _gather(df["path"].tolist(), extractor, cache)
 
     keep = [i for i, r in enumerate(rows) if r is not None]

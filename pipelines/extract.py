@@ -35,11 +35,17 @@ def check_weights(spec) -> dict:
 
     Missing or unreachable weights stop the command here with a message that
     names the flag to change, instead of failing on every worker later.
-    Returns the encoder identities, as feature rows will carry them.
+    Returns the identities feature rows will carry (encoders, zero-shot LL rule).
     """
     model = Extractor.load(dataclasses.replace(spec, device="cpu"))
-    log.info("encoders: ll=%s hl=%s", model.ll_identity, model.hl_identity)
-    return {"ll_identity": model.ll_identity, "hl_identity": model.hl_identity}
+    log.info("encoders: ll=%s hl=%s; zero-shot LL: %s", model.ll_identity, model.hl_identity, model.zs_ll_identity)
+    return row_identities(model)
+
+
+def row_identities(model: Extractor) -> dict:
+    """What a feature row records about the models that made it; rows that match were made the same way."""
+    return {"ll_identity": model.ll_identity, "hl_identity": model.hl_identity,
+            "zs_ll_identity": model.zs_ll_identity}
 
 
 def _already_extracted(p: beam.Pipeline, output: str, identities: dict):

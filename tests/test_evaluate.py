@@ -10,6 +10,7 @@ from PIL import Image, ImageFilter
 from grepq_core import evaluation as E
 from grepq_core.datasets import load_dataset
 from grepq_core.extractor import Extractor
+from grepq_core.pristine import PristineModel
 from pipelines import evaluate
 
 BLUR_RADII = (0, 1, 2, 4)
@@ -117,6 +118,15 @@ def test_cache_is_reused_and_only_for_the_same_encoders(first_run, dataset, mode
     evaluate.run(_flags(dataset, cache, tmp_path / "ll", model_flags, "--pathways", "ll"))
     added = set(_shards(cache)) - set(before)
     assert len(added) == 1 and "/features/" in added.pop()
+
+    # Another pristine model, same encoders: zs_ll changes, so the feature rows are made again.
+    pristine = model_flags[model_flags.index("--pristine") + 1]
+    other = PristineModel.load(pristine)
+    other.mean = other.mean + 1.0
+    other.save(str(tmp_path / "other.npz"))
+    other_flags = [str(tmp_path / "other.npz") if f == pristine else f for f in model_flags]
+    evaluate.run(_flags(dataset, cache, tmp_path / "shifted", other_flags))
+    assert len(set(_shards(cache)) - set(before)) == 2
 
 
 def test_few_shot_splits_never_share_a_group(dataset):

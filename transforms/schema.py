@@ -1,7 +1,8 @@
 """Every Parquet schema grepq writes, in one place.
 
 A stage that reads another's output relies on these names and types; the
-encoder identities in each feature row say which weights produced it.
+encoder identities in each feature row say which weights produced it, and
+zs_ll_identity which pristine model and distance settings gave zs_ll.
 """
 import pyarrow as pa
 
@@ -26,6 +27,7 @@ FEATURES = pa.schema([
     ("zs_combined", pa.float64()),
     ("ll_identity", pa.string()),
     ("hl_identity", pa.string()),
+    ("zs_ll_identity", pa.string()),  # pristine model and distance settings behind zs_ll
 ])
 
 DEAD_LETTERS = pa.schema([
