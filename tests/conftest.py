@@ -14,7 +14,7 @@ from skimage import data
 from grepq_core import views as V
 from grepq_core.hl_encoder import save_hl_checkpoint
 from grepq_core.ll_encoder import load_ll_encoder
-from grepq_core.pristine import fit_pristine, select_pristine_patches
+from grepq_core.pristine import PristineModel, fit_pristine, select_pristine_patches
 from tests.tiny_models import tiny_clip_config_path, tiny_hl_encoder, tiny_ll_checkpoint
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -64,3 +64,13 @@ def model_flags(tiny_models):
     """grepq flags selecting the tiny models."""
     return ["--ll-weights", tiny_models["ll"], "--pristine", tiny_models["pristine"],
             "--hl-model", tiny_models["hl_model"], "--hl-weights", tiny_models["hl"]]
+
+
+@pytest.fixture
+def other_pristine_flags(model_flags, tmp_path):
+    """model_flags with another pristine model for the same LL encoder (its mean moved by 1)."""
+    pristine = model_flags[model_flags.index("--pristine") + 1]
+    other = PristineModel.load(pristine)
+    other.mean = other.mean + 1.0
+    other.save(str(tmp_path / "other_pristine.npz"))
+    return [str(tmp_path / "other_pristine.npz") if f == pristine else f for f in model_flags]

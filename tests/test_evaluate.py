@@ -10,7 +10,6 @@ from PIL import Image, ImageFilter
 from grepq_core import evaluation as E
 from grepq_core.datasets import load_dataset
 from grepq_core.extractor import Extractor
-from grepq_core.pristine import PristineModel
 from pipelines import evaluate
 
 BLUR_RADII = (0, 1, 2, 4)
@@ -98,7 +97,8 @@ def test_missing_hl_pathway_is_reported_with_its_reason(dataset, model_flags, tm
     assert "not run" in (tmp_path / "out" / "evaluation.md").read_text()
 
 
-def test_cache_is_reused_and_only_for_the_same_encoders(first_run, dataset, model_flags, tmp_path, monkeypatch):
+def test_cache_is_reused_and_only_for_the_same_encoders(first_run, dataset, model_flags, other_pristine_flags,
+                                                        tmp_path, monkeypatch):
     cache, _, report = first_run
     before = _shards(cache)
     assert any(p.startswith("baselines/") for p in before) and any("/features/" in p for p in before)
@@ -120,12 +120,7 @@ def test_cache_is_reused_and_only_for_the_same_encoders(first_run, dataset, mode
     assert len(added) == 1 and "/features/" in added.pop()
 
     # Another pristine model, same encoders: zs_ll changes, so the feature rows are made again.
-    pristine = model_flags[model_flags.index("--pristine") + 1]
-    other = PristineModel.load(pristine)
-    other.mean = other.mean + 1.0
-    other.save(str(tmp_path / "other.npz"))
-    other_flags = [str(tmp_path / "other.npz") if f == pristine else f for f in model_flags]
-    evaluate.run(_flags(dataset, cache, tmp_path / "shifted", other_flags))
+    evaluate.run(_flags(dataset, cache, tmp_path / "shifted", other_pristine_flags))
     assert len(set(_shards(cache)) - set(before)) == 2
 
 

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from grepq_core.errors import GrepqError
-from grepq_core.pristine import PristineModel
 from pipelines import extract, score
 from transforms.write import read_table
 
@@ -42,16 +41,12 @@ def test_incremental_run_extracts_only_new_files(photos_dir, model_flags, tmp_pa
     pd.testing.assert_frame_equal(union[union.path.isin(first.path)].reset_index(drop=True), first)
 
 
-def test_incremental_run_extracts_again_with_another_pristine_model(photos_dir, model_flags, tmp_path):
+def test_incremental_run_extracts_again_with_another_pristine_model(photos_dir, model_flags, other_pristine_flags,
+                                                                    tmp_path):
     """zs_ll depends on the pristine model as well as the encoders: a new one makes every row again."""
-    pristine = model_flags[model_flags.index("--pristine") + 1]
-    other = PristineModel.load(pristine)
-    other.mean = other.mean + 1.0
-    other.save(str(tmp_path / "other.npz"))
-    other_flags = [str(tmp_path / "other.npz") if f == pristine else f for f in model_flags]
     flags = ["--input", str(photos_dir / "*.png"), "--output", str(tmp_path / "out"), "--batch-size", "4"]
     extract.run([*flags, *model_flags])
-    extract.run([*flags, "--incremental", *other_flags])
+    extract.run([*flags, "--incremental", *other_pristine_flags])
     rows = _rows(tmp_path / "out")
     by_rule = {rule: group.set_index("path") for rule, group in rows.groupby("zs_ll_identity")}
     assert len(by_rule) == 2
