@@ -15,6 +15,8 @@ import time
 import uuid
 
 import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
 from grepq_core.errors import GrepqError
 from grepq_core.extractor import Extractor
@@ -48,6 +50,16 @@ def row_identities(model: Extractor) -> dict:
             "zs_ll_identity": model.zs_ll_identity}
 
 
+def _require_columns(output: str, columns) -> None:
+    """Shards of an older grepq may lack a column the incremental match reads: say so before the run."""
+    for shard in FileSystems.match([shard_glob(output, FEATURES_DIR)])[0].metadata_list:
+        with FileSystems.open(shard.path) as f:
+            missing = [c for c in columns if c not in pq.read_schema(f).names]
+        if missing:
+            raise GrepqError(f"{shard.path} was written by an older grepq (no {', '.join(missing)} column), so "
+                             "--incremental cannot tell how its rows were made: extract into a new --output")
+
+
 def _already_extracted(p: beam.Pipeline, output: str, identities: dict):
     """path -> sha256 of the rows under `output` made by these encoders, as a side input."""
     def same_encoders(row):
@@ -68,6 +80,8 @@ def build(p: beam.Pipeline, opts: GrepqOptions, identities: dict, run_id: str):
     if existing and not opts.incremental:
         raise GrepqError(f"{opts.output} already holds features: pass --incremental to add new images "
                          "to them, or choose another --output")
+    if existing:
+        _require_columns(opts.output, identities)
     known = (_already_extracted(p, opts.output, identities),) if existing else ()
     handler = GrepqModelHandler(spec, large_model=opts.large_model)
     prepared = (p

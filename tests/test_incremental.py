@@ -7,6 +7,7 @@ import sys
 import time
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from grepq_core.errors import GrepqError
@@ -53,6 +54,15 @@ def test_incremental_run_extracts_again_with_another_pristine_model(photos_dir, 
     first, second = by_rule.values()
     assert sorted(first.index) == sorted(second.index) == sorted(str(p) for p in photos_dir.glob("*.png"))
     assert (first.zs_ll != second.zs_ll.loc[first.index]).all()
+
+
+def test_incremental_run_over_shards_of_an_older_version_is_refused(photos_dir, model_flags, tmp_path):
+    flags = ["--input", str(photos_dir / "*.png"), "--output", str(tmp_path), *model_flags]
+    extract.run(flags)
+    (shard,) = (tmp_path / "features").glob("*.parquet")
+    pq.write_table(pq.read_table(shard).drop_columns(["zs_ll_identity"]), shard)
+    with pytest.raises(GrepqError, match="older grepq.*zs_ll_identity.*new --output"):
+        extract.run([*flags, "--incremental"])
 
 
 def test_rerun_without_incremental_refuses_to_mix_outputs(photos_dir, model_flags, tmp_path):
