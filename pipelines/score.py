@@ -9,9 +9,9 @@ import apache_beam as beam
 
 from grepq_core.errors import GrepqError
 from pipelines.options import GrepqOptions, help_parser, require
-from transforms.schema import FEATURES_DIR, SCORES, SCORES_DIR
+from transforms.schema import FEATURES, FEATURES_DIR, SCORES, SCORES_DIR
 from transforms.scoring import KeepThreshold, ScoreRows
-from transforms.write import WriteRows, shard_glob
+from transforms.write import WriteRows, read_table, shard_glob
 
 __all__ = ["run", "arg_parser", "build"]
 
@@ -33,12 +33,29 @@ def _scale(text: str | None, model: str | None) -> tuple[float, float] | None:
     return low, high
 
 
+_MADE_BY = ["ll_identity", "hl_identity", "zs_ll_identity"]
+
+
+def _require_one_zero_shot_rule(features: str) -> None:
+    """Zero-shot scores rank rows against each other, so every row must come from the same models.
+
+    (A ridge model checks its own encoders row by row.)
+    """
+    made_by = read_table(features, FEATURES_DIR, columns=_MADE_BY, schema=FEATURES).group_by(_MADE_BY).aggregate([])
+    if made_by.num_rows > 1:
+        kinds = "; ".join(" ".join(f"{k}={v}" for k, v in row.items()) for row in made_by.to_pylist())
+        raise GrepqError(f"{features} holds rows made by {made_by.num_rows} different model sets ({kinds}): their "
+                         "zero-shot scores are not comparable; extract the images again into one new --output")
+
+
 def build(p: beam.Pipeline, opts: GrepqOptions, features: str, model: str | None, output: str):
     if opts.keep_above is not None and opts.keep_top_fraction is not None:
         raise GrepqError("give --keep-above or --keep-top-fraction, not both")
     if opts.keep_top_fraction is not None and not 0 < opts.keep_top_fraction <= 1:
         raise GrepqError("--keep-top-fraction must be in (0, 1]")
     scale = _scale(opts.scale, model)
+    if model is None:
+        _require_one_zero_shot_rule(features)
     scores = (p
               | "Read" >> beam.io.ReadFromParquet(shard_glob(features, FEATURES_DIR))
               | "Score" >> beam.ParDo(ScoreRows(model, scale)))

@@ -54,6 +54,8 @@ def test_incremental_run_extracts_again_with_another_pristine_model(photos_dir, 
     first, second = by_rule.values()
     assert sorted(first.index) == sorted(second.index) == sorted(str(p) for p in photos_dir.glob("*.png"))
     assert (first.zs_ll != second.zs_ll.loc[first.index]).all()
+    with pytest.raises(GrepqError, match="2 different model sets.*not comparable"):
+        score.run(["--features", str(tmp_path / "out"), "--output", str(tmp_path / "scored")])
 
 
 def test_incremental_run_over_shards_of_an_older_version_is_refused(photos_dir, model_flags, tmp_path):
