@@ -24,7 +24,7 @@ from pipelines.options import GrepqOptions, encoder_spec, help_parser, require
 from transforms import counters
 from transforms.inference import ExtractFeatures, GrepqModelHandler
 from transforms.read import DEAD, MatchImages, ReadAndPrepare
-from transforms.schema import DEAD_LETTERS, DEAD_LETTERS_DIR, FEATURES, FEATURES_DIR
+from transforms.schema import DEAD_LETTERS, DEAD_LETTERS_DIR, FEATURES, FEATURES_DIR, IDENTITY_COLUMNS
 from transforms.write import WriteRows, has_shards, shard_glob
 
 __all__ = ["run", "build", "check_weights", "arg_parser"]
@@ -46,8 +46,7 @@ def check_weights(spec) -> dict:
 
 def row_identities(model: Extractor) -> dict:
     """What a feature row records about the models that made it; rows that match were made the same way."""
-    return {"ll_identity": model.ll_identity, "hl_identity": model.hl_identity,
-            "zs_ll_identity": model.zs_ll_identity}
+    return dict(zip(IDENTITY_COLUMNS, (model.ll_identity, model.hl_identity, model.zs_ll_identity)))
 
 
 def _require_columns(output: str, columns) -> None:

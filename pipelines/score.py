@@ -9,7 +9,7 @@ import apache_beam as beam
 
 from grepq_core.errors import GrepqError
 from pipelines.options import GrepqOptions, help_parser, require
-from transforms.schema import FEATURES, FEATURES_DIR, SCORES, SCORES_DIR
+from transforms.schema import FEATURES, FEATURES_DIR, IDENTITY_COLUMNS, SCORES, SCORES_DIR
 from transforms.scoring import KeepThreshold, ScoreRows
 from transforms.write import WriteRows, read_table, shard_glob
 
@@ -33,15 +33,13 @@ def _scale(text: str | None, model: str | None) -> tuple[float, float] | None:
     return low, high
 
 
-_MADE_BY = ["ll_identity", "hl_identity", "zs_ll_identity"]
-
-
 def _require_one_zero_shot_rule(features: str) -> None:
     """Zero-shot scores rank rows against each other, so every row must come from the same models.
 
     (A ridge model checks its own encoders row by row.)
     """
-    made_by = read_table(features, FEATURES_DIR, columns=_MADE_BY, schema=FEATURES).group_by(_MADE_BY).aggregate([])
+    columns = list(IDENTITY_COLUMNS)
+    made_by = read_table(features, FEATURES_DIR, columns=columns, schema=FEATURES).group_by(columns).aggregate([])
     if made_by.num_rows > 1:
         kinds = "; ".join(" ".join(f"{k}={v}" for k, v in row.items()) for row in made_by.to_pylist())
         raise GrepqError(f"{features} holds rows made by {made_by.num_rows} different model sets ({kinds}): their "

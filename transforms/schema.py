@@ -6,8 +6,8 @@ zs_ll_identity which pristine model and distance settings gave zs_ll.
 """
 import pyarrow as pa
 
-__all__ = ["FEATURES", "DEAD_LETTERS", "SCORES", "BASELINES", "FEATURES_DIR", "DEAD_LETTERS_DIR", "SCORES_DIR",
-           "BASELINES_DIR"]
+__all__ = ["FEATURES", "IDENTITY_COLUMNS", "DEAD_LETTERS", "SCORES", "BASELINES", "FEATURES_DIR",
+           "DEAD_LETTERS_DIR", "SCORES_DIR", "BASELINES_DIR"]
 
 FEATURES_DIR = "features"
 DEAD_LETTERS_DIR = "dead_letters"
@@ -29,6 +29,7 @@ FEATURES = pa.schema([
     ("hl_identity", pa.string()),
     ("zs_ll_identity", pa.string()),  # pristine model and distance settings behind zs_ll
 ])
+IDENTITY_COLUMNS = ("ll_identity", "hl_identity", "zs_ll_identity")  # rows equal in these were made the same way
 
 DEAD_LETTERS = pa.schema([
     ("path", pa.string()),
