@@ -147,7 +147,9 @@ class Extractor:
         self.device = resolve_device(spec.device)
         self.ll_identity, self.hl_identity = ll_identity, hl_identity
         self.pristine = pristine
-        self.zs_ll_identity = pristine and ll_score_identity(pristine)
+        # What each feature row records about the models that made it: rows equal here were made the same way.
+        self.identities = {"ll_identity": ll_identity, "hl_identity": hl_identity,
+                           "zs_ll_identity": pristine and ll_score_identity(pristine)}
         fast = self.device.type == "cuda"
         self._autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=fast)
         self._memory_format = torch.channels_last if fast else torch.contiguous_format
@@ -274,8 +276,7 @@ class Extractor:
                 "hl_features": None if hl_out[i] is None else hl_out[i][0].astype(np.float32),
                 "zs_ll": _nullable(zs_ll[i]), "zs_hl": _nullable(zs_hl[i]),
                 "zs_combined": _nullable(combined_score(zs_ll[i], zs_hl[i])),
-                "ll_identity": self.ll_identity, "hl_identity": self.hl_identity,
-                "zs_ll_identity": self.zs_ll_identity,
+                **self.identities,
             })
         return rows
 

@@ -35,7 +35,7 @@ LL_EPS, LL_SHRINKAGE, LL_SCALE = 1e-3, 0.1, 100.0
 
 
 def mvg_distance(mu_r: np.ndarray, cov_r: np.ndarray, mu_t: np.ndarray, cov_t: np.ndarray,
-                 eps: float = 1e-3, shrinkage: float = 0.0) -> float:
+                 eps: float = LL_EPS, shrinkage: float = 0.0) -> float:
     """d = sqrt((mu_r - mu_t) (S' + eps I)^-1 (mu_r - mu_t)^T), S = (S_r + S_t) / 2.
 
     S' = (1 - a) S + a (trace(S) / D) I with a = `shrinkage` in [0, 1]: the

@@ -42,7 +42,7 @@ from grepq_core.errors import GrepqError, ImageError, WeightsUnavailable
 from grepq_core.extractor import PATHWAYS, EncoderSpec, Extractor, prepare_image
 from grepq_core.features import feature_layout, feature_matrix
 from grepq_core.imageio import decode_image, read_bytes
-from pipelines.extract import row_identities, run_id
+from pipelines.extract import run_id
 from pipelines.options import FLAG_GROUPS, encoder_spec
 from transforms.schema import BASELINES, BASELINES_DIR, FEATURES, FEATURES_DIR
 from transforms.write import output_path, read_table
@@ -304,7 +304,7 @@ def run(argv=None) -> dict:
     spec = encoder_spec(args)
     df = load_dataset(args.dataset, args.root, labels=args.labels, lower_is_better=args.lower_is_better)
     extractor, missing = load_encoders(spec)
-    cache = _Cache(args.features_cache, _views_key(spec), row_identities(extractor))
+    cache = _Cache(args.features_cache, _views_key(spec), extractor.identities)
     rows, base, dropped = _gather(df["path"].tolist(), extractor, cache)
 
     keep = [i for i, r in enumerate(rows) if r is not None]

@@ -24,7 +24,7 @@ from pipelines.options import GrepqOptions, encoder_spec, help_parser, require
 from transforms import counters
 from transforms.inference import ExtractFeatures, GrepqModelHandler
 from transforms.read import DEAD, MatchImages, ReadAndPrepare
-from transforms.schema import DEAD_LETTERS, DEAD_LETTERS_DIR, FEATURES, FEATURES_DIR, IDENTITY_COLUMNS
+from transforms.schema import DEAD_LETTERS, DEAD_LETTERS_DIR, FEATURES, FEATURES_DIR
 from transforms.write import WriteRows, has_shards, shard_glob
 
 __all__ = ["run", "build", "check_weights", "arg_parser"]
@@ -40,13 +40,8 @@ def check_weights(spec) -> dict:
     Returns the identities feature rows will carry (encoders, zero-shot LL rule).
     """
     model = Extractor.load(dataclasses.replace(spec, device="cpu"))
-    log.info("encoders: ll=%s hl=%s; zero-shot LL: %s", model.ll_identity, model.hl_identity, model.zs_ll_identity)
-    return row_identities(model)
-
-
-def row_identities(model: Extractor) -> dict:
-    """What a feature row records about the models that made it; rows that match were made the same way."""
-    return dict(zip(IDENTITY_COLUMNS, (model.ll_identity, model.hl_identity, model.zs_ll_identity)))
+    log.info("feature rows will carry %s", model.identities)
+    return model.identities
 
 
 def _require_columns(output: str, columns) -> None:
