@@ -71,10 +71,10 @@ def build(p: beam.Pipeline, opts: GrepqOptions, identities: dict, run_id: str):
     """Add the extract steps to `p`."""
     spec = encoder_spec(opts)
     existing = has_shards(opts.output, FEATURES_DIR)
-    if existing and not opts.incremental:
-        raise GrepqError(f"{opts.output} already holds features: pass --incremental to add new images "
-                         "to them, or choose another --output")
     if existing:
+        if not opts.incremental:
+            raise GrepqError(f"{opts.output} already holds features: pass --incremental to add new images "
+                             "to them, or choose another --output")
         _require_columns(opts.output, identities)
     known = (_already_extracted(p, opts.output, identities),) if existing else ()
     handler = GrepqModelHandler(spec, large_model=opts.large_model)

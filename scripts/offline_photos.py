@@ -125,9 +125,7 @@ def wallpapers(debian_root: str = DEFAULT_DEBIAN_ROOT):
         file = Path(debian_root) / "usr/share" / path
         if file.exists():
             with Image.open(file) as im:
-                im = im.convert("RGB")
-                scale = 768 / min(im.size)
-                im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
+                im = _at_most_768(im.convert("RGB"))
             name = path.split("/")[1] if path.startswith("wallpapers/") else Path(path).stem
             yield name, np.asarray(im)
 
@@ -146,11 +144,13 @@ def package_photos(root: str = DEFAULT_DEBIAN_ROOT):
             resource = f"gcompris/src/activities/{activity}/resource/{path}"
             sources[name] = partial(_gcompris_photo, root / GCOMPRIS_RCC / f"{activity}.rcc", resource)
     for name in sorted(sources):
-        im = sources[name]().convert("RGB")
-        if min(im.size) > 768:
-            im = im.resize((round(im.width * 768 / min(im.size)), round(im.height * 768 / min(im.size))),
-                           Image.LANCZOS)
-        yield name, np.asarray(im)
+        yield name, np.asarray(_at_most_768(sources[name]().convert("RGB")))
+
+
+def _at_most_768(im: Image.Image) -> Image.Image:
+    """`im` scaled down so its shorter side is 768, if it is longer."""
+    scale = 768 / min(im.size)
+    return im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS) if scale < 1 else im
 
 
 def _scipy_face(file: Path) -> Image.Image:
