@@ -52,11 +52,12 @@ def _pair_scores(maps: dict[str, torch.Tensor], i: torch.Tensor, j: torch.Tensor
     return score.sum(dim=[1, 2, 3]) / pc_max.sum(dim=[1, 2, 3])
 
 
-def fsim_matrix(versions: np.ndarray, batch_size: int = 32) -> np.ndarray:
+def fsim_matrix(versions: np.ndarray, batch_size: int = 32, device: str | torch.device = "cpu") -> np.ndarray:
     """FSIMc between every pair of ``versions`` ([K, H, W, 3] uint8) as a
     symmetric [K, K] float64 matrix with a diagonal of 1.
 
-    Pairs are combined `batch_size` at a time to bound memory.
+    Pairs are combined `batch_size` at a time to bound memory; the maps and
+    pairs are computed on the torch `device`.
     """
     if versions.ndim != 4 or versions.shape[-1] != 3 or versions.dtype != np.uint8:
         raise ValueError(f"expected [K, H, W, 3] uint8 versions, got {versions.shape} {versions.dtype}")
@@ -64,11 +65,12 @@ def fsim_matrix(versions: np.ndarray, batch_size: int = 32) -> np.ndarray:
     rows, cols = np.triu_indices(k, 1)
     values = np.empty(len(rows))
     with torch.no_grad():
-        maps = _maps(torch.from_numpy(np.ascontiguousarray(versions)).permute(0, 3, 1, 2).float())
+        images = torch.from_numpy(np.ascontiguousarray(versions)).to(device)
+        maps = _maps(images.permute(0, 3, 1, 2).float())
         for start in range(0, len(rows), batch_size):
-            i = torch.from_numpy(rows[start : start + batch_size])
-            j = torch.from_numpy(cols[start : start + batch_size])
-            values[start : start + batch_size] = _pair_scores(maps, i, j).double().numpy()
+            i = torch.from_numpy(rows[start : start + batch_size]).to(device)
+            j = torch.from_numpy(cols[start : start + batch_size]).to(device)
+            values[start : start + batch_size] = _pair_scores(maps, i, j).double().cpu().numpy()
     matrix = np.eye(k)
     matrix[rows, cols] = values
     matrix[cols, rows] = values

@@ -23,6 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from grepq_core.devices import resolve_device
 from grepq_core.distortions import list_distortions
 from grepq_core.errors import GrepqError, ImageError
 from grepq_core.imageio import decode_image
@@ -71,16 +72,20 @@ class _Read(beam.DoFn):
 
 
 class _MakeVersions(beam.DoFn):
-    """(path, pixels) -> TrainingRecord (versions + FSIM matrix)."""
+    """(path, pixels) -> TrainingRecord (versions + FSIM matrix, on the worker's `device`)."""
 
-    def __init__(self, spec: TrainingSetSpec):
+    def __init__(self, spec: TrainingSetSpec, device: str):
         self._spec = spec
+        self._device = device
         self._skipped = Metrics.counter(_NAMESPACE, "training_photos_skipped")
+
+    def setup(self):
+        self._torch_device = resolve_device(self._device)
 
     def process(self, item):
         path, pixels = item
         try:
-            yield make_record(pixels, path, self._spec)
+            yield make_record(pixels, path, self._spec, device=self._torch_device)
         except Exception as e:  # noqa: BLE001
             yield _skip(self._skipped, path, "versions", e)
 
@@ -106,12 +111,13 @@ class _WriteRecord(beam.DoFn):
             yield _skip(self._skipped, record.source, "write", e)
 
 
-def build(p: beam.Pipeline, inputs: list[str], prefix: str, spec: TrainingSetSpec):
-    """Add the make-training-set steps to `p`."""
+def build(p: beam.Pipeline, inputs: list[str], prefix: str, spec: TrainingSetSpec, device: str = "auto"):
+    """Add the make-training-set steps to `p`; FSIM runs on `device` (auto: CUDA when the worker has it)."""
     read = (p
             | "Match" >> MatchImages(inputs)
             | "Read" >> beam.ParDo(_Read()).with_outputs(SKIPPED, main="photos"))
-    made = read.photos | "MakeVersions" >> beam.ParDo(_MakeVersions(spec)).with_outputs(SKIPPED, main="records")
+    made = (read.photos
+            | "MakeVersions" >> beam.ParDo(_MakeVersions(spec, device)).with_outputs(SKIPPED, main="records"))
     written = made.records | "Write" >> beam.ParDo(_WriteRecord(prefix)).with_outputs(SKIPPED, main="rows")
     (written.rows
      | "IndexLines" >> beam.Map(json.dumps)
@@ -152,6 +158,8 @@ def arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int, default=384,
                         help="shorter side resized to this, then a centre square crop (default 384, min 224)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the distortion choice (with each path)")
+    parser.add_argument("--device", default="auto",
+                        help="where FSIM is computed: auto (CUDA when the worker has it), cpu or cuda")
     return parser
 
 
@@ -161,4 +169,4 @@ def run(argv=None, test_pipeline=None):
     log.info("%d versions per photo (%d of %d distortion types x levels %s), %dx%d", spec.num_versions,
              spec.per_image, len(spec.distortions), list(spec.levels), spec.size, spec.size)
     with (test_pipeline or beam.Pipeline(options=PipelineOptions(beam_args))) as p:
-        build(p, args.input, args.output, spec)
+        build(p, args.input, args.output, spec, args.device)

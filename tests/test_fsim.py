@@ -66,6 +66,13 @@ def test_batching_does_not_change_the_result(photo):
     np.testing.assert_allclose(fsim_matrix(versions, batch_size=1), fsim_matrix(versions), atol=1e-6)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no GPU"))])
+def test_any_device_gives_the_cpu_result(photo, device):
+    versions = np.stack([photo, apply_distortion(photo, "jpeg", 3), apply_distortion(photo, "gaussian_blur", 2)])
+    np.testing.assert_allclose(fsim_matrix(versions, device=device), fsim_matrix(versions), atol=1e-5)
+
+
 def test_rejects_anything_but_uint8_rgb_stacks(photo):
     with pytest.raises(ValueError, match="uint8"):
         fsim_matrix(photo)

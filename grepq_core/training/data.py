@@ -125,8 +125,9 @@ def plan_versions(source: str, spec: TrainingSetSpec) -> list[tuple[str, int]]:
     return [(spec.distortions[k], level) for k in kinds for level in spec.levels]
 
 
-def make_record(img: np.ndarray, source: str, spec: TrainingSetSpec) -> TrainingRecord:
-    """The reference (square crop of `img`, HxWx3 uint8), its distorted versions and their FSIM matrix."""
+def make_record(img: np.ndarray, source: str, spec: TrainingSetSpec, device: str = "cpu") -> TrainingRecord:
+    """The reference (square crop of `img`, HxWx3 uint8), its distorted versions and their FSIM matrix
+    (computed on the torch `device`)."""
     square = V.clip_view(V.to_tensor(img), spec.size)
     reference = np.ascontiguousarray(square.permute(1, 2, 0).numpy())
     versions, names = [reference], ["reference"]
@@ -134,7 +135,7 @@ def make_record(img: np.ndarray, source: str, spec: TrainingSetSpec) -> Training
         versions.append(apply_distortion(reference, name, level, seed=derived_seed(spec.seed, source, name)))
         names.append(f"{name}:{level}")
     stack = np.stack(versions)
-    return TrainingRecord(source, stack, fsim_matrix(stack), names)
+    return TrainingRecord(source, stack, fsim_matrix(stack, device=device), names)
 
 
 def record_filename(source: str) -> str:
