@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
+import torch
 
 from grepq_core import views as V
 from grepq_core.distortions import NUM_LEVELS, apply_distortion, list_distortions
@@ -125,7 +126,8 @@ def plan_versions(source: str, spec: TrainingSetSpec) -> list[tuple[str, int]]:
     return [(spec.distortions[k], level) for k in kinds for level in spec.levels]
 
 
-def make_record(img: np.ndarray, source: str, spec: TrainingSetSpec, device: str = "cpu") -> TrainingRecord:
+def make_record(img: np.ndarray, source: str, spec: TrainingSetSpec,
+                device: str | torch.device = "cpu") -> TrainingRecord:
     """The reference (square crop of `img`, HxWx3 uint8), its distorted versions and their FSIM matrix
     (computed on the torch `device`)."""
     square = V.clip_view(V.to_tensor(img), spec.size)
