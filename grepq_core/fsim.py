@@ -67,10 +67,10 @@ def fsim_matrix(versions: np.ndarray, batch_size: int = 32, device: str | torch.
     with torch.no_grad():
         images = torch.from_numpy(np.ascontiguousarray(versions)).to(device)
         maps = _maps(images.permute(0, 3, 1, 2).float())
+        i, j = (torch.from_numpy(index).to(device) for index in (rows, cols))
         for start in range(0, len(rows), batch_size):
-            i = torch.from_numpy(rows[start : start + batch_size]).to(device)
-            j = torch.from_numpy(cols[start : start + batch_size]).to(device)
-            values[start : start + batch_size] = _pair_scores(maps, i, j).double().cpu().numpy()
+            pairs = slice(start, start + batch_size)
+            values[pairs] = _pair_scores(maps, i[pairs], j[pairs]).double().cpu().numpy()
     matrix = np.eye(k)
     matrix[rows, cols] = values
     matrix[cols, rows] = values

@@ -19,6 +19,8 @@ from tests.tiny_models import tiny_clip_config_path, tiny_hl_encoder, tiny_ll_ch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+# parametrize("device", DEVICES): every check on the CPU, and on CUDA where there is a GPU
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
 
 

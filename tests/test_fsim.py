@@ -8,6 +8,7 @@ from PIL import Image
 
 from grepq_core.distortions import NUM_LEVELS, apply_distortion
 from grepq_core.fsim import fsim_matrix
+from tests.conftest import DEVICES
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +67,7 @@ def test_batching_does_not_change_the_result(photo):
     np.testing.assert_allclose(fsim_matrix(versions, batch_size=1), fsim_matrix(versions), atol=1e-6)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no GPU"))])
+@pytest.mark.parametrize("device", DEVICES)
 def test_any_device_gives_the_cpu_result(photo, device):
     versions = np.stack([photo, apply_distortion(photo, "jpeg", 3), apply_distortion(photo, "gaussian_blur", 2)])
     np.testing.assert_allclose(fsim_matrix(versions, device=device), fsim_matrix(versions), atol=1e-5)

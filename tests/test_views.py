@@ -25,9 +25,7 @@ from grepq_core.views import (
     patches,
     to_tensor,
 )
-
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
-
+from tests.conftest import DEVICES
 
 def _jpeg(name: str) -> bytes:
     buffer = io.BytesIO()
