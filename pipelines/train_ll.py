@@ -39,6 +39,8 @@ def arg_parser() -> argparse.ArgumentParser:
                         help=f"side of each fragment (default {defaults.fragment}); --grid 1 --fragment 96 gives "
                              "single seamless crops the size of the zero-shot patches")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--init", help="start from these LL weights instead of a random encoder: 'shipped', a "
+                                       "checkpoint path or URL of the same --arch (fine-tuning on one's own photos)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--resume", help="continue from this checkpoint (same flags as the run that wrote it)")
     parser.add_argument("--checkpoint-every", type=int, default=500, help="also checkpoint every N steps (0: end only)")
@@ -52,7 +54,7 @@ def run(argv=None):
     args = arg_parser().parse_args(argv)
     config = LLTrainConfig(arch=args.arch, epochs=args.epochs, batch=args.batch, lr=args.lr, min_lr=args.min_lr,
                            weight_decay=args.weight_decay, tau=args.tau, grid=args.grid,
-                           fragment=args.fragment, seed=args.seed)
+                           fragment=args.fragment, seed=args.seed, init=args.init)
     train_ll(args.data, args.output, config, resume=args.resume, device=args.device,
              checkpoint_every=args.checkpoint_every, max_steps=args.max_steps, workers=args.workers,
              progress=not args.no_progress)

@@ -14,7 +14,7 @@ from grepq_core.imageio import load_image
 from grepq_core.ll_encoder import create_ll_encoder, load_ll_encoder
 from grepq_core.training.data import TrainingSetSpec, load_record, plan_versions, read_index
 from grepq_core.training.ll import LLTrainConfig, qacl_batch_loss, qacl_views, train_ll
-from grepq_core.weights import load_checkpoint
+from grepq_core.weights import load_checkpoint, parameters_digest
 from pipelines import make_training_set, train_hl, train_ll as train_ll_cli
 from tests.conftest import photo
 from tests.tiny_models import photo_batch, tiny_clip_config_path, tiny_hl_encoder
@@ -138,6 +138,25 @@ def test_resume_reaches_the_uninterrupted_state(training_set, tmp_path):
     with pytest.raises(GrepqError, match="lr"):
         train_ll(prefix, str(tmp_path / "other.pt"), LLTrainConfig(arch="resnet18-w8", epochs=2, batch=2, lr=1e-4),
                  device="cpu", resume=str(tmp_path / "part.pt"))
+
+
+def test_init_fine_tunes_existing_weights(training_set, tmp_path):
+    """--init starts from given weights (a checkpoint or the shipped model) and trains on from there."""
+    _, prefix = training_set
+    trained = str(tmp_path / "trained.pt")
+    train_ll(prefix, trained, _TINY, device="cpu")
+    tuned_config = LLTrainConfig(**{**_TINY.__dict__, "init": trained})
+    start = train_ll(prefix, str(tmp_path / "start.pt"), tuned_config, device="cpu", max_steps=0)
+    assert parameters_digest(start) == load_ll_encoder(trained)[1].split("@")[1]
+    train_ll(prefix, str(tmp_path / "tuned.pt"), tuned_config, device="cpu", max_steps=1)
+    assert load_ll_encoder(str(tmp_path / "tuned.pt"))[1] != load_ll_encoder(trained)[1]  # it trained on
+    assert load_checkpoint(str(tmp_path / "tuned.pt"))["meta"]["config"]["init"] == trained
+
+    shipped = train_ll(prefix, str(tmp_path / "shipped.pt"), LLTrainConfig(arch="resnet18-w32", init="shipped"),
+                       device="cpu", max_steps=0)
+    assert parameters_digest(shipped) == load_ll_encoder("shipped")[1].split("@")[1]
+    with pytest.raises(GrepqError, match="resnet18-w8 encoder; --arch is resnet18-w16"):
+        train_ll(prefix, str(tmp_path / "other.pt"), LLTrainConfig(arch="resnet18-w16", init=trained), device="cpu")
 
 
 def test_several_training_sets_train_as_one(training_set, tmp_path):

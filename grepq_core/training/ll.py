@@ -11,7 +11,8 @@ a training set (data.py), each with K versions and their FSIM matrix A:
   and ``qacl_loss(f, g, A, tau)`` is minimised with AdamW, the learning
   rate decaying along a cosine from `lr` to `min_lr` over all the run's steps.
 
-Reproducibility: the encoder is initialised under ``torch.manual_seed(seed)``;
+Reproducibility: the encoder is initialised under ``torch.manual_seed(seed)``,
+or from ``init`` (e.g. "shipped": fine-tuning on one's own photos);
 epoch e's photo order and step s's views come from generators seeded with
 (seed, e) and (seed, s). A run is thus a function of its config and data
 (bitwise on CPU), and resuming from the checkpoint of step s replays steps
@@ -48,7 +49,7 @@ from tqdm.auto import tqdm
 from grepq_core import views as V
 from grepq_core.devices import resolve_device
 from grepq_core.errors import GrepqError
-from grepq_core.ll_encoder import LLEncoder, create_ll_encoder, save_ll_checkpoint
+from grepq_core.ll_encoder import LLEncoder, create_ll_encoder, load_ll_encoder, save_ll_checkpoint
 from grepq_core.losses import qacl_loss
 from grepq_core.training.data import derived_seed, load_record, read_index
 from grepq_core.weights import load_checkpoint, save_checkpoint
@@ -80,6 +81,7 @@ class LLTrainConfig:
     grid: int = 7
     fragment: int = 32
     seed: int = 0
+    init: str | None = None  # start from these LL weights (any `load_ll_encoder` source) instead of random
 
     def __post_init__(self):
         if min(self.epochs, self.batch, self.grid, self.fragment) < 1:
@@ -179,6 +181,16 @@ def _step_batches(n: int, config: LLTrainConfig, first_step: int, stop: int) -> 
     return batches[start : start + stop - first_step]
 
 
+def _start_from(encoder: LLEncoder, config: LLTrainConfig) -> None:
+    """Copy the weights of `config.init` into `encoder`, which must be of the same architecture."""
+    start, identity = load_ll_encoder(config.init)
+    arch = identity.removeprefix("ll:").split("@")[0]
+    if arch != config.arch:
+        raise GrepqError(f"--init {config.init} is a {arch} encoder; --arch is {config.arch}")
+    encoder.load_state_dict(start.state_dict())
+    log.info("starting from %s (%s)", config.init, identity)
+
+
 def _restore(resume: str, encoder, optimizer, scheduler, config: LLTrainConfig, n_records: int):
     """Load encoder, optimizer and scheduler from a checkpoint; return (step, log lines so far)."""
     checkpoint = load_checkpoint(resume)
@@ -241,7 +253,10 @@ def train_ll(
     target = resolve_device(device)
 
     torch.manual_seed(config.seed)
-    encoder = create_ll_encoder(config.arch).to(target)
+    encoder = create_ll_encoder(config.arch)
+    if config.init:
+        _start_from(encoder, config)
+    encoder = encoder.to(target)
     if target.type == "cuda":
         encoder = encoder.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
