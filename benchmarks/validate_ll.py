@@ -6,7 +6,10 @@ BRISQUE, and reports:
 
 (a) the fraction of same-photo, same-type level pairs ordered correctly
     (higher level = worse), and
-(b) SRCC against a full-reference quality proxy (FSIM to the reference).
+(b) SRCC against a full-reference quality proxy: FSIM to the reference (the
+    training set's annotator), and with `--proxies` also MS-SSIM, VIF and
+    HaarPSI (piq), each a different view of how far a version is from its
+    reference.
 
 With baselines it also prints how sure each gap is: grepq minus the
 baseline over 1000 resamples of whole photos (a photo's distorted versions
@@ -24,6 +27,8 @@ import itertools
 import json
 
 import numpy as np
+import piq
+import torch
 from PIL import Image
 from scipy import stats
 from tqdm import tqdm
@@ -44,8 +49,20 @@ def _versions(path: str, size: int, types: list[str]):
         img = img.resize((round(img.width * scale), round(img.height * scale)), Image.LANCZOS)
     img = np.asarray(img)
     for kind in types:
-        stack = np.stack([img] + [apply_distortion(img, kind, level, seed=0) for level in LEVELS])
-        yield kind, stack, fsim_matrix(stack)[0, 1:]
+        yield kind, np.stack([img] + [apply_distortion(img, kind, level, seed=0) for level in LEVELS])
+
+
+def _piq(metric):
+    """A piq full-reference metric as a proxy: the similarity of each version to the reference (row 0)."""
+    def proxy(stack: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(stack).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            return metric(x[1:], x[:1].expand_as(x[1:]), data_range=1.0, reduction="none").numpy()
+    return proxy
+
+
+PROXIES = {"FSIM": lambda stack: fsim_matrix(stack)[0, 1:], "MS-SSIM": _piq(piq.multi_scale_ssim),
+           "VIF": _piq(piq.vif_p), "HaarPSI": _piq(piq.haarpsi)}
 
 
 def _ll_scores(model: Extractor, spec: EncoderSpec, images: np.ndarray) -> np.ndarray:
@@ -61,24 +78,24 @@ def _pairs_ordered(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return correct, total
 
 
-def _figures(rows: np.ndarray, correct: np.ndarray, total: np.ndarray, scores: np.ndarray, proxy: np.ndarray):
-    """(a) and (b) over the given image rows."""
-    return correct[rows].sum() / total[rows].sum(), srcc(scores[rows], proxy[rows])
+def _figures(rows: np.ndarray, correct: np.ndarray, total: np.ndarray, scores: np.ndarray,
+             proxies: dict[str, np.ndarray]) -> list[float]:
+    """(a), then (b) against each proxy, over the given image rows."""
+    return [correct[rows].sum() / total[rows].sum(), *(srcc(scores[rows], p[rows]) for p in proxies.values())]
 
 
-def _gap(ours: dict, theirs: dict, proxy: np.ndarray, photo_rows: list[np.ndarray]) -> list[str]:
-    """(a) and (b) of grepq minus a baseline: the gap, its 95% interval and share of resamples ahead."""
-    cells = []
-    for figure in (0, 1):
-        def difference(photos):
-            rows = np.concatenate([photo_rows[p] for p in photos])
-            return _figures(rows, **ours, proxy=proxy)[figure] - _figures(rows, **theirs, proxy=proxy)[figure]
-        result = stats.bootstrap((np.arange(len(photo_rows)),), difference, vectorized=False, n_resamples=1000,
-                                 method="percentile", random_state=0)
-        low, high = result.confidence_interval
-        cells.append(f"{difference(np.arange(len(photo_rows))):+.3f} [{low:+.3f}, {high:+.3f}], "
-                     f"{(result.bootstrap_distribution > 0).mean():.0%}")
-    return cells
+def _gap(ours: dict, theirs: dict, proxies: dict, photo_rows: list[np.ndarray]) -> list[str]:
+    """Each figure of grepq minus a baseline's: the gap, its 95% interval and the share of resamples ahead."""
+    def differences(photos):
+        rows = np.concatenate([photo_rows[p] for p in photos])
+        return np.subtract(_figures(rows, **ours, proxies=proxies), _figures(rows, **theirs, proxies=proxies))
+
+    everything = differences(np.arange(len(photo_rows)))
+    result = stats.bootstrap((np.arange(len(photo_rows)),), differences, vectorized=False, n_resamples=1000,
+                             method="percentile", random_state=0)
+    ahead = (result.bootstrap_distribution > 0).mean(axis=-1)
+    return [f"{gap:+.3f} [{low:+.3f}, {high:+.3f}], {share:.0%}" for gap, low, high, share in
+            zip(everything, *result.confidence_interval, ahead)]
 
 
 def main():
@@ -91,10 +108,13 @@ def main():
     parser.add_argument("--types", default="all", help="comma-separated distortion names, or all")
     parser.add_argument("--baselines", default="NIQE,BRISQUE",
                         help="comma-separated baselines to compare with (NIQE, BRISQUE), or none")
+    parser.add_argument("--proxies", default="FSIM",
+                        help=f"comma-separated full-reference proxies for (b), of {', '.join(PROXIES)}, or all")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
 
     types = list_distortions() if args.types == "all" else args.types.split(",")
+    proxy_names = list(PROXIES) if args.proxies == "all" else args.proxies.split(",")
     spec = EncoderSpec(pathways=("ll",), ll_weights=args.ll_weights, pristine=args.pristine, batch_size=30,
                        views=ViewConfig(max_patches=args.max_patches))
     model = Extractor.load(spec)
@@ -104,33 +124,35 @@ def main():
     methods = {"grepq zero-shot LL": lambda imgs: _ll_scores(model, spec, imgs),
                **{name: baselines[name] for name in wanted}}
     per_image = {m: {"correct": [], "total": [], "scores": []} for m in methods}
-    proxy, kinds, photo_of = [], [], []
+    proxies = {name: [] for name in proxy_names}
+    kinds, photo_of = [], []
     photos = sorted(glob.glob(args.photos))
     for index, path in enumerate(tqdm(photos, desc="photos")):
-        for kind, stack, similarity in _versions(path, args.size, types):
-            proxy.extend(similarity)
-            kinds.extend([kind] * len(similarity))
-            photo_of.extend([index] * len(similarity))
+        for kind, stack in _versions(path, args.size, types):
+            for name in proxy_names:
+                proxies[name].extend(PROXIES[name](stack))
+            kinds.extend([kind] * len(LEVELS))
+            photo_of.extend([index] * len(LEVELS))
             for name, score in methods.items():
                 s = score(stack[1:])
                 correct, total = _pairs_ordered(s)
                 for key, values in (("correct", correct), ("total", total), ("scores", s)):
                     per_image[name][key].extend(values)
-    proxy, kinds, photo_of = np.array(proxy), np.array(kinds), np.array(photo_of)
+    kinds, photo_of = np.array(kinds), np.array(photo_of)
+    proxies = {name: np.array(values) for name, values in proxies.items()}
     per_image = {m: {key: np.array(values) for key, values in columns.items()} for m, columns in per_image.items()}
-    every = np.arange(len(proxy))
-    by_type = {name: {kind: _figures(np.flatnonzero(kinds == kind), **per_image[name], proxy=proxy)[0]
+    figures = ["(a) level pairs ordered", *(f"(b) SRCC vs {name}" for name in proxy_names)]
+    every = np.arange(len(kinds))
+    by_type = {name: {kind: _figures(np.flatnonzero(kinds == kind), **per_image[name], proxies=proxies)[0]
                       for kind in types} for name in methods}
-    rows = {}
-    for name in methods:
-        ordered, correlation = _figures(every, **per_image[name], proxy=proxy)
-        rows[name] = {"pairs_ordered": ordered, "srcc_vs_fsim": correlation, "pairs_ordered_by_type": by_type[name]}
+    rows = {name: {**dict(zip(figures, _figures(every, **per_image[name], proxies=proxies))),
+                   "pairs_ordered_by_type": by_type[name]} for name in methods}
     print(f"{len(photos)} holdout photos x {len(types)} distortion types x {len(LEVELS)} levels "
-          f"= {len(proxy)} images; identity {model.ll_identity}")
-    print("| method | (a) level pairs ordered | (b) SRCC vs FSIM |")
-    print("| --- | --- | --- |")
+          f"= {len(kinds)} images; identity {model.ll_identity}")
+    print("| method | " + " | ".join(figures) + " |")
+    print("| --- |" + " --- |" * len(figures))
     for name, row in rows.items():
-        print(f"| {name} | {row['pairs_ordered']:.3f} | {row['srcc_vs_fsim']:.3f} |")
+        print(f"| {name} | " + " | ".join(f"{row[f]:.3f}" for f in figures) + " |")
     print("\n(a) by distortion type\n")
     print("| method | " + " | ".join(types) + " |")
     print("| --- |" + " --- |" * len(types))
@@ -140,14 +162,14 @@ def main():
         photo_rows = [np.flatnonzero(photo_of == p) for p in range(len(photos))]
         print("\ngrepq minus each baseline: the gap [95% interval over 1000 resamples of the photos], "
               "share of resamples with grepq ahead\n")
-        print("| baseline | (a) level pairs ordered | (b) SRCC vs FSIM |")
-        print("| --- | --- | --- |")
-        ours = per_image["grepq zero-shot LL"]
+        print("| baseline | " + " | ".join(figures) + " |")
+        print("| --- |" + " --- |" * len(figures))
         for name in wanted:
-            print(f"| {name} | " + " | ".join(_gap(ours, per_image[name], proxy, photo_rows)) + " |")
+            print(f"| {name} | " + " | ".join(_gap(per_image["grepq zero-shot LL"], per_image[name], proxies,
+                                                   photo_rows)) + " |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"identity": model.ll_identity, "images": len(proxy), "rows": rows}, f, indent=1)
+            json.dump({"identity": model.ll_identity, "images": len(kinds), "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -25,14 +25,16 @@ shorter side), also for training; their crops draw on a random stream of their
 own, so adding them leaves every other file as it was.
 
 Folders written: train/ (training photos and their crops: QACL's training
-set), holdout/ (never trained on) and pristine/ (the training photos and
-wallpapers whole, uncropped: the pristine model's input).
+set), holdout/ (never trained on), pristine/ (the training photos and
+wallpapers whole, uncropped: the pristine model's input) and, with
+`--holdout-monuments`, holdout-monuments/: 33 more photos never trained on,
+the GCompris monuments that the training set does not take.
 
 The holdout photos are never used to train the shipped model; the model card's
 validation, the bundled samples and the synthetic benchmark use them.
 
     python scripts/offline_photos.py OUT_DIR [--debian-root /tmp/debian-photos] \
-        [--crops 2] [--wallpaper-crops 8] [--package-crops 4]
+        [--crops 2] [--wallpaper-crops 8] [--package-crops 4] [--holdout-monuments]
 """
 import argparse
 import bz2
@@ -101,6 +103,18 @@ GCOMPRIS = {
         "india/hawaMahal.webp", "india/goldenTemple.webp", "france/montStMichel.webp", "france/pontduGard.webp",
         "france/eiffelTower.webp", "germany/brandenburgGate.webp"],
 }
+# The explore_monuments photos GCOMPRIS does not train on (castleClinton, in black and white, left out): a
+# second, larger holdout set, written with --holdout-monuments.
+MONUMENTS_HOLDOUT = [f"{country}/{name}.webp" for country, names in {
+    "usa": ["georgeWashingtonBirthplace", "lincolnMemorial", "navajo", "castillodeSanMarcos", "fortSumter"],
+    "egypt": ["meidumPyramid", "greatPyramidOfGiza", "bentPyramid", "redPyramid"],
+    "india": ["greatStupa", "gatewayofIndia", "konarkSunTemple", "charminar", "rangGhar", "victoriaMemorial",
+              "mysorePalace", "ajantaCave", "qutubMinar"],
+    "france": ["chateaudeChambord", "palaisdesPapes", "reimsCathedral", "citedeCarcassonne", "arlesAmphitheater",
+               "chateaudeChenonceau", "rocamadour"],
+    "germany": ["berlinCathedral", "schwerinPalace", "trierImperialBaths", "aulaPalatina", "neuschwansteinCastle",
+                "wormsCathedral"],
+    "wonders": ["tajMahal", "christTheRedeemer"]}.items() for name in names]
 HOLDOUT = {"chelsea", "coffee", "butterfly", "fruits", "home", "squirrel_cls", "messi5", "aero3"}
 DEFAULT_DEBIAN_ROOT = "/tmp/debian-photos"
 OPENCV_DATA = "usr/share/doc/opencv-doc/examples/data"
@@ -145,6 +159,14 @@ def package_photos(root: str = DEFAULT_DEBIAN_ROOT):
             sources[name] = partial(_gcompris_photo, root / GCOMPRIS_RCC / f"{activity}.rcc", resource)
     for name in sorted(sources):
         yield name, np.asarray(_at_most_768(sources[name]().convert("RGB")))
+
+
+def monuments_holdout(root: str = DEFAULT_DEBIAN_ROOT):
+    """(name, HxWx3 uint8) for each photo of MONUMENTS_HOLDOUT, shorter side scaled down to 768 where longer."""
+    archive = Path(root) / GCOMPRIS_RCC / "explore_monuments.rcc"
+    for path in MONUMENTS_HOLDOUT:
+        im = _gcompris_photo(archive, f"gcompris/src/activities/explore_monuments/resource/{path}")
+        yield f"monument_{Path(path).stem}", np.asarray(_at_most_768(im.convert("RGB")))
 
 
 def _at_most_768(im: Image.Image) -> Image.Image:
@@ -212,10 +234,12 @@ def main():
                         help="write this many random crops of each wallpaper photo (0: no wallpapers)")
     parser.add_argument("--package-crops", type=int, default=0,
                         help="write this many random crops of each package photo (0: no package photos)")
+    parser.add_argument("--holdout-monuments", action="store_true",
+                        help="also write the second holdout set, GCompris's monuments, to holdout-monuments/")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     package_rng = np.random.default_rng(1)  # its own stream: the package photos leave the other crops as they were
-    counts = {"train": 0, "holdout": 0, "pristine": 0}
+    counts = {"train": 0, "holdout": 0, "pristine": 0, **({"holdout-monuments": 0} if args.holdout_monuments else {})}
     for split in counts:
         (Path(args.out) / split).mkdir(parents=True, exist_ok=True)
 
@@ -240,8 +264,10 @@ def main():
         for i in range(args.package_crops):
             side = min(int(package_rng.integers(256, 513)), *img.shape[:2])
             save(_random_square(img, side, package_rng), "train", f"{name}_crop{i}")
-    print(f"{counts['train']} training, {counts['holdout']} holdout and {counts['pristine']} pristine photos "
-          f"under {args.out}")
+    for name, img in monuments_holdout(args.debian_root) if args.holdout_monuments else ():
+        save(img, "holdout-monuments", name)
+    print(f"{counts['train']} training, {counts['holdout']} + {counts.get('holdout-monuments', 0)} holdout and "
+          f"{counts['pristine']} pristine photos under {args.out}")
 
 
 if __name__ == "__main__":
