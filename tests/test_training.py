@@ -1,6 +1,7 @@
 """Training both pathways: the training set on DirectRunner, QACL training and resume, GCL fine-tuning."""
 import glob
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,11 +153,14 @@ def test_init_fine_tunes_existing_weights(training_set, tmp_path):
     assert load_ll_encoder(str(tmp_path / "tuned.pt"))[1] != load_ll_encoder(trained)[1]  # it trained on
     assert load_checkpoint(str(tmp_path / "tuned.pt"))["meta"]["config"]["init"] == trained
 
+    with pytest.raises(GrepqError, match="resnet18-w8 encoder; --arch is resnet18-w16"):
+        train_ll(prefix, str(tmp_path / "other.pt"), LLTrainConfig(arch="resnet18-w16", init=trained), device="cpu")
+    Path(trained).unlink()  # a resumed run takes its weights from its own checkpoint, not from --init
+    train_ll(prefix, str(tmp_path / "tuned.pt"), tuned_config, device="cpu", resume=str(tmp_path / "tuned.pt"))
+
     shipped = train_ll(prefix, str(tmp_path / "shipped.pt"), LLTrainConfig(arch="resnet18-w32", init="shipped"),
                        device="cpu", max_steps=0)
     assert parameters_digest(shipped) == load_ll_encoder("shipped")[1].split("@")[1]
-    with pytest.raises(GrepqError, match="resnet18-w8 encoder; --arch is resnet18-w16"):
-        train_ll(prefix, str(tmp_path / "other.pt"), LLTrainConfig(arch="resnet18-w16", init=trained), device="cpu")
 
 
 def test_several_training_sets_train_as_one(training_set, tmp_path):

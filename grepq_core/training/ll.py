@@ -254,7 +254,7 @@ def train_ll(
 
     torch.manual_seed(config.seed)
     encoder = create_ll_encoder(config.arch)
-    if config.init:
+    if config.init and not resume:  # a resumed run takes its weights from the checkpoint
         _start_from(encoder, config)
     encoder = encoder.to(target)
     if target.type == "cuda":
