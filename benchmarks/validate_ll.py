@@ -17,7 +17,7 @@ are not independent images), as a 95% interval and the share of resamples
 in which grepq is ahead.
 
     python scripts/offline_photos.py /tmp/photos
-    python benchmarks/validate_ll.py --photos '/tmp/photos/holdout/*.png' [--ll-weights shipped]
+    python benchmarks/validate_ll.py --photos '/tmp/photos/holdout/*.png' [--ll-weights shipped] [--proxies all]
 """
 from __future__ import annotations
 
