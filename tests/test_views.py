@@ -27,6 +27,7 @@ from grepq_core.views import (
 )
 from tests.conftest import DEVICES
 
+
 def _jpeg(name: str) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(getattr(skimage.data, name)()).save(buffer, "JPEG", quality=90)
