@@ -11,6 +11,10 @@ BRISQUE, and reports:
     HaarPSI (piq), each a different view of how far a version is from its
     reference.
 
+Beside (b) against the first proxy it prints the same SRCC with each
+photo's mean removed from both sides, and the mean of the per-photo SRCCs:
+the difference from (b) is what a photo's content does to the score.
+
 With baselines it also prints how sure each gap is: grepq minus the
 baseline over 1000 resamples of whole photos (a photo's distorted versions
 are not independent images), as a 95% interval and the share of resamples
@@ -84,11 +88,36 @@ def _figures(rows: np.ndarray, correct: np.ndarray, total: np.ndarray, scores: n
     return [correct[rows].sum() / total[rows].sum(), *(srcc(scores[rows], p[rows]) for p in proxies.values())]
 
 
+def _within_photos(scores: np.ndarray, proxy: np.ndarray, photo_of: np.ndarray) -> list[float]:
+    """(b) with each photo's mean removed from both sides, and the mean of the per-photo SRCCs.
+
+    Set beside (b) they split it: what is lost between the two is how each
+    photo's overall level (its content) moves the score, not how the score
+    follows the distortions within a photo.
+    """
+    centred = [np.asarray(x, dtype=np.float64).copy() for x in (scores, proxy)]
+    for photo in np.unique(photo_of):
+        for values in centred:
+            values[photo_of == photo] -= values[photo_of == photo].mean()
+    per_photo = [srcc(scores[photo_of == p], proxy[photo_of == p]) for p in np.unique(photo_of)]
+    return [srcc(*centred), float(np.mean(per_photo))]
+
+
 def _gap(ours: dict, theirs: dict, proxies: dict, photo_rows: list[np.ndarray]) -> list[str]:
-    """Each figure of grepq minus a baseline's: the gap, its 95% interval and the share of resamples ahead."""
+    """Each figure of grepq minus a baseline's: the gap, its 95% interval and the share of resamples ahead.
+
+    The figures are (a), (b) against each proxy, then the two within-photo
+    figures against the first proxy.
+    """
+    first = next(iter(proxies.values()))
+
     def differences(photos):
         rows = np.concatenate([photo_rows[p] for p in photos])
-        return np.subtract(_figures(rows, **ours, proxies=proxies), _figures(rows, **theirs, proxies=proxies))
+        # A photo drawn twice counts as two photos.
+        labels = np.repeat(np.arange(len(photos)), [len(photo_rows[p]) for p in photos])
+        ours_, theirs_ = (_figures(rows, **m, proxies=proxies) + _within_photos(m["scores"][rows], first[rows], labels)
+                          for m in (ours, theirs))
+        return np.subtract(ours_, theirs_)
 
     everything = differences(np.arange(len(photo_rows)))
     result = stats.bootstrap((np.arange(len(photo_rows)),), differences, vectorized=False, n_resamples=1000,
@@ -145,8 +174,12 @@ def main():
     every = np.arange(len(kinds))
     by_type = {name: {kind: _figures(np.flatnonzero(kinds == kind), **per_image[name], proxies=proxies)[0]
                       for kind in types} for name in methods}
+    first = proxy_names[0]
+    within = {name: _within_photos(per_image[name]["scores"], proxies[first], photo_of) for name in methods}
     rows = {name: {**dict(zip(figures, _figures(every, **per_image[name], proxies=proxies))),
-                   "pairs_ordered_by_type": by_type[name]} for name in methods}
+                   "pairs_ordered_by_type": by_type[name],
+                   f"(b) vs {first}, photo means removed": within[name][0],
+                   f"(b) vs {first}, mean over photos": within[name][1]} for name in methods}
     print(f"{len(photos)} holdout photos x {len(types)} distortion types x {len(LEVELS)} levels "
           f"= {len(kinds)} images; identity {model.ll_identity}")
     print("| method | " + " | ".join(figures) + " |")
@@ -158,12 +191,18 @@ def main():
     print("| --- |" + " --- |" * len(types))
     for name in methods:
         print(f"| {name} | " + " | ".join(f"{by_type[name][k]:.2f}" for k in types) + " |")
+    print(f"\n(b) vs {first} across photos and within them\n")
+    print("| method | (b) | photo means removed | mean of the per-photo SRCCs |")
+    print("| --- | --- | --- | --- |")
+    for name, row in rows.items():
+        print(f"| {name} | {row[f'(b) SRCC vs {first}']:.3f} | {within[name][0]:.3f} | {within[name][1]:.3f} |")
     if wanted:
         photo_rows = [np.flatnonzero(photo_of == p) for p in range(len(photos))]
         print("\ngrepq minus each baseline: the gap [95% interval over 1000 resamples of the photos], "
               "share of resamples with grepq ahead\n")
-        print("| baseline | " + " | ".join(figures) + " |")
-        print("| --- |" + " --- |" * len(figures))
+        gap_figures = [*figures, f"(b) vs {first}, photo means removed", "mean of the per-photo SRCCs"]
+        print("| baseline | " + " | ".join(gap_figures) + " |")
+        print("| --- |" + " --- |" * len(gap_figures))
         for name in wanted:
             print(f"| {name} | " + " | ".join(_gap(per_image["grepq zero-shot LL"], per_image[name], proxies,
                                                    photo_rows)) + " |")
