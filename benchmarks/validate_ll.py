@@ -88,6 +88,9 @@ def _figures(rows: np.ndarray, correct: np.ndarray, total: np.ndarray, scores: n
     return [correct[rows].sum() / total[rows].sum(), *(srcc(scores[rows], p[rows]) for p in proxies.values())]
 
 
+WITHIN = ("photo means removed", "mean of the per-photo SRCCs")
+
+
 def _within_photos(scores: np.ndarray, proxy: np.ndarray, photo_of: np.ndarray) -> list[float]:
     """(b) with each photo's mean removed from both sides, and the mean of the per-photo SRCCs.
 
@@ -115,9 +118,11 @@ def _gap(ours: dict, theirs: dict, proxies: dict, photo_rows: list[np.ndarray]) 
         rows = np.concatenate([photo_rows[p] for p in photos])
         # A photo drawn twice counts as two photos.
         labels = np.repeat(np.arange(len(photos)), [len(photo_rows[p]) for p in photos])
-        ours_, theirs_ = (_figures(rows, **m, proxies=proxies) + _within_photos(m["scores"][rows], first[rows], labels)
-                          for m in (ours, theirs))
-        return np.subtract(ours_, theirs_)
+
+        def figures_of(method):
+            return (_figures(rows, **method, proxies=proxies)
+                    + _within_photos(method["scores"][rows], first[rows], labels))
+        return np.subtract(figures_of(ours), figures_of(theirs))
 
     everything = differences(np.arange(len(photo_rows)))
     result = stats.bootstrap((np.arange(len(photo_rows)),), differences, vectorized=False, n_resamples=1000,
@@ -178,8 +183,8 @@ def main():
     within = {name: _within_photos(per_image[name]["scores"], proxies[first], photo_of) for name in methods}
     rows = {name: {**dict(zip(figures, _figures(every, **per_image[name], proxies=proxies))),
                    "pairs_ordered_by_type": by_type[name],
-                   f"(b) vs {first}, photo means removed": within[name][0],
-                   f"(b) vs {first}, mean over photos": within[name][1]} for name in methods}
+                   **{f"(b) vs {first}, {label}": value for label, value in zip(WITHIN, within[name])}}
+            for name in methods}
     print(f"{len(photos)} holdout photos x {len(types)} distortion types x {len(LEVELS)} levels "
           f"= {len(kinds)} images; identity {model.ll_identity}")
     print("| method | " + " | ".join(figures) + " |")
@@ -192,7 +197,7 @@ def main():
     for name in methods:
         print(f"| {name} | " + " | ".join(f"{by_type[name][k]:.2f}" for k in types) + " |")
     print(f"\n(b) vs {first} across photos and within them\n")
-    print("| method | (b) | photo means removed | mean of the per-photo SRCCs |")
+    print("| method | (b) | " + " | ".join(WITHIN) + " |")
     print("| --- | --- | --- | --- |")
     for name, row in rows.items():
         print(f"| {name} | {row[f'(b) SRCC vs {first}']:.3f} | {within[name][0]:.3f} | {within[name][1]:.3f} |")
@@ -200,7 +205,7 @@ def main():
         photo_rows = [np.flatnonzero(photo_of == p) for p in range(len(photos))]
         print("\ngrepq minus each baseline: the gap [95% interval over 1000 resamples of the photos], "
               "share of resamples with grepq ahead\n")
-        gap_figures = [*figures, f"(b) vs {first}, photo means removed", "mean of the per-photo SRCCs"]
+        gap_figures = [*figures, *(f"(b) vs {first}, {label}" for label in WITHIN)]
         print("| baseline | " + " | ".join(gap_figures) + " |")
         print("| --- |" + " --- |" * len(gap_figures))
         for name in wanted:
