@@ -98,31 +98,30 @@ def _within_photos(scores: np.ndarray, proxy: np.ndarray, photo_of: np.ndarray) 
     photo's overall level (its content) moves the score, not how the score
     follows the distortions within a photo.
     """
+    masks = [photo_of == photo for photo in np.unique(photo_of)]
     centred = [np.asarray(x, dtype=np.float64).copy() for x in (scores, proxy)]
-    for photo in np.unique(photo_of):
+    for mask in masks:
         for values in centred:
-            values[photo_of == photo] -= values[photo_of == photo].mean()
-    per_photo = [srcc(scores[photo_of == p], proxy[photo_of == p]) for p in np.unique(photo_of)]
-    return [srcc(*centred), float(np.mean(per_photo))]
+            values[mask] -= values[mask].mean()
+    return [srcc(*centred), float(np.mean([srcc(scores[mask], proxy[mask]) for mask in masks]))]
+
+
+def _all_figures(rows: np.ndarray, photo_of: np.ndarray, method: dict, proxies: dict) -> list[float]:
+    """(a), (b) against each proxy, then the two within-photo figures against the first proxy, over `rows`.
+
+    `photo_of` names the photo of each of `rows`.
+    """
+    first = next(iter(proxies.values()))
+    return _figures(rows, **method, proxies=proxies) + _within_photos(method["scores"][rows], first[rows], photo_of)
 
 
 def _gap(ours: dict, theirs: dict, proxies: dict, photo_rows: list[np.ndarray]) -> list[str]:
-    """Each figure of grepq minus a baseline's: the gap, its 95% interval and the share of resamples ahead.
-
-    The figures are (a), (b) against each proxy, then the two within-photo
-    figures against the first proxy.
-    """
-    first = next(iter(proxies.values()))
-
+    """grepq minus a baseline on each of `_all_figures`: the gap, its 95% interval, the share of resamples ahead."""
     def differences(photos):
         rows = np.concatenate([photo_rows[p] for p in photos])
         # A photo drawn twice counts as two photos.
-        labels = np.repeat(np.arange(len(photos)), [len(photo_rows[p]) for p in photos])
-
-        def figures_of(method):
-            return (_figures(rows, **method, proxies=proxies)
-                    + _within_photos(method["scores"][rows], first[rows], labels))
-        return np.subtract(figures_of(ours), figures_of(theirs))
+        photo_of = np.repeat(np.arange(len(photos)), [len(photo_rows[p]) for p in photos])
+        return np.subtract(_all_figures(rows, photo_of, ours, proxies), _all_figures(rows, photo_of, theirs, proxies))
 
     everything = differences(np.arange(len(photo_rows)))
     result = stats.bootstrap((np.arange(len(photo_rows)),), differences, vectorized=False, n_resamples=1000,
@@ -175,22 +174,20 @@ def main():
     kinds, photo_of = np.array(kinds), np.array(photo_of)
     proxies = {name: np.array(values) for name, values in proxies.items()}
     per_image = {m: {key: np.array(values) for key, values in columns.items()} for m, columns in per_image.items()}
-    figures = ["(a) level pairs ordered", *(f"(b) SRCC vs {name}" for name in proxy_names)]
-    every = np.arange(len(kinds))
+    first = proxy_names[0]
+    across = ["(a) level pairs ordered", *(f"(b) SRCC vs {name}" for name in proxy_names)]
+    within = [f"(b) vs {first}, {label}" for label in WITHIN]
+    figures = across + within  # the order of _all_figures
     by_type = {name: {kind: _figures(np.flatnonzero(kinds == kind), **per_image[name], proxies=proxies)[0]
                       for kind in types} for name in methods}
-    first = proxy_names[0]
-    within = {name: _within_photos(per_image[name]["scores"], proxies[first], photo_of) for name in methods}
-    rows = {name: {**dict(zip(figures, _figures(every, **per_image[name], proxies=proxies))),
-                   "pairs_ordered_by_type": by_type[name],
-                   **{f"(b) vs {first}, {label}": value for label, value in zip(WITHIN, within[name])}}
-            for name in methods}
+    rows = {name: {**dict(zip(figures, _all_figures(np.arange(len(kinds)), photo_of, per_image[name], proxies))),
+                   "pairs_ordered_by_type": by_type[name]} for name in methods}
     print(f"{len(photos)} holdout photos x {len(types)} distortion types x {len(LEVELS)} levels "
           f"= {len(kinds)} images; identity {model.ll_identity}")
-    print("| method | " + " | ".join(figures) + " |")
-    print("| --- |" + " --- |" * len(figures))
+    print("| method | " + " | ".join(across) + " |")
+    print("| --- |" + " --- |" * len(across))
     for name, row in rows.items():
-        print(f"| {name} | " + " | ".join(f"{row[f]:.3f}" for f in figures) + " |")
+        print(f"| {name} | " + " | ".join(f"{row[f]:.3f}" for f in across) + " |")
     print("\n(a) by distortion type\n")
     print("| method | " + " | ".join(types) + " |")
     print("| --- |" + " --- |" * len(types))
@@ -200,14 +197,13 @@ def main():
     print("| method | (b) | " + " | ".join(WITHIN) + " |")
     print("| --- | --- | --- | --- |")
     for name, row in rows.items():
-        print(f"| {name} | {row[f'(b) SRCC vs {first}']:.3f} | {within[name][0]:.3f} | {within[name][1]:.3f} |")
+        print(f"| {name} | " + " | ".join(f"{row[f]:.3f}" for f in (f"(b) SRCC vs {first}", *within)) + " |")
     if wanted:
         photo_rows = [np.flatnonzero(photo_of == p) for p in range(len(photos))]
         print("\ngrepq minus each baseline: the gap [95% interval over 1000 resamples of the photos], "
               "share of resamples with grepq ahead\n")
-        gap_figures = [*figures, *(f"(b) vs {first}, {label}" for label in WITHIN)]
-        print("| baseline | " + " | ".join(gap_figures) + " |")
-        print("| --- |" + " --- |" * len(gap_figures))
+        print("| baseline | " + " | ".join(figures) + " |")
+        print("| --- |" + " --- |" * len(figures))
         for name in wanted:
             print(f"| {name} | " + " | ".join(_gap(per_image["grepq zero-shot LL"], per_image[name], proxies,
                                                    photo_rows)) + " |")
