@@ -1,8 +1,9 @@
 """grepq: no-reference image quality (GRepQ) as Beam pipelines.
 
 Also usable as Dataflow's ``--setup_file``: workers install this package with
-its dependencies. Exact versions for a reproducible environment are pinned in
-requirements.txt.
+its dependencies. The four top-level versions are pinned in requirements.txt
+and every resolved version in constraints.txt; scripts/install.sh installs
+with both (make, CI and the worker image alike).
 """
 from setuptools import find_packages, setup
 
@@ -17,12 +18,14 @@ setup(
         "apache-beam>=2.60",
         "torch>=2.1",
         "torchvision>=0.16",
-        "open_clip_torch>=2.24",
+        "open_clip_torch>=3.3,<3.4",  # hl_encoder re-runs its image towers (VisionTransformer._pool)
         "pyarrow>=14",
         "pandas>=2",
         "numpy>=1.24",
         "scipy>=1.10",
         "scikit-learn>=1.3",
+        "scikit-image>=0.19",  # grepq_core.distortions (make-training-set, train-ll)
+        "brisque>=0.2,<0.3",  # BRISQUE's trained SVR files, read by grepq_core.baselines (evaluate)
         "pillow>=10",
         "fsspec>=2023.6",
         "piq>=0.8",
@@ -31,7 +34,7 @@ setup(
     ],
     extras_require={
         "gcp": ["apache-beam[gcp]", "gcsfs", "google-cloud-storage"],
-        "test": ["pytest>=7", "pytest-timeout", "gcp-storage-emulator", "scikit-image", "gcsfs", "google-cloud-storage"],
+        "test": ["pytest>=7", "pytest-timeout", "gcp-storage-emulator", "gcsfs", "google-cloud-storage"],
     },
     entry_points={"console_scripts": ["grepq=pipelines.cli:main"]},
 )

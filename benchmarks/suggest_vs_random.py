@@ -4,12 +4,12 @@ A synthetic IQA set built offline: random crops of the holdout photos of
 `scripts/offline_photos.py` (never used to train the shipped LL model), each
 kept as the reference and distorted with random types and levels from the
 distortion registry. The label of an image is 100 x FSIM against its
-reference (METHOD.md uses FSIM as its annotator; here it stands in for MOS).
+reference (docs/method.md uses FSIM as its annotator; here it stands in for MOS).
 
 For each seed, a third of the crops (all their versions) is held out as the
 test set; a ridge (alpha by CV, as `grepq fit` does) is fitted on N labels
 chosen from the rest, either at random or by `suggest_labels`, and scored by
-SRCC on the same test set. METHOD.md's convention: report the median over
+SRCC on the same test set. docs/method.md's convention: report the median over
 10 splits.
 
     python scripts/offline_photos.py /tmp/photos
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from grepq_core.distortions import apply_distortion, list_distortions
-from grepq_core.extractor import EncoderSpec, Extractor, prepare_image
+from grepq_core.extractor import EncoderSpec, Extractor, image_views
 from grepq_core.fsim import fsim_matrix
 from grepq_core.imageio import load_image
 from grepq_core.metrics import srcc
@@ -75,11 +75,11 @@ def extract(images: list[np.ndarray], spec: EncoderSpec) -> tuple[np.ndarray, np
     rows = []
     for start in range(0, len(images), spec.batch_size):
         chunk = enumerate(images[start:start + spec.batch_size], start)
-        batch = [prepare_image(img, spec, str(i)) for i, img in chunk]
-        rows += extractor.extract(batch)
+        batch = [image_views(img, spec) for _, img in chunk]
+        rows += extractor.encode(batch)
     features = np.stack([r["ll_features"] for r in rows]).astype(np.float64)
     zero_shot = np.asarray([np.nan if r["zs_ll"] is None else r["zs_ll"] for r in rows])
-    return features, zero_shot, extractor.ll_identity
+    return features, zero_shot, extractor.encoders["ll"].identity
 
 
 def few_shot_srcc(features, labels, train, test, identity) -> float:

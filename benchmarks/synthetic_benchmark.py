@@ -6,7 +6,7 @@ distortion types drawn at random from the registry (grepq_core.distortions),
 each at `--levels` levels drawn at random from 1..5; the undistorted crop is
 the reference and is not part of the set. Every image is labelled
 100 x FSIM(reference, distorted) (grepq_core.fsim): FSIM is the annotator
-METHOD.md trains the LL encoder with, and stands in for MOS here, so the
+docs/method.md trains the LL encoder with, and stands in for MOS here, so the
 benchmark measures agreement with a full-reference metric, not with human
 opinion. group = the crop, so `split_by_group` keeps all versions of one
 crop on one side of a split; crops of the same photo can overlap in content.

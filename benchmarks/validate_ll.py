@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from grepq_core.baselines import brisque, niqe
 from grepq_core.distortions import apply_distortion, list_distortions
-from grepq_core.extractor import EncoderSpec, Extractor, ViewConfig, prepare_image
+from grepq_core.extractor import EncoderSpec, Extractor, ViewConfig, image_views
 from grepq_core.fsim import fsim_matrix
 from grepq_core.metrics import srcc
 
@@ -70,7 +70,7 @@ PROXIES = {"FSIM": lambda stack: fsim_matrix(stack)[0, 1:], "MS-SSIM": _piq(piq.
 
 
 def _ll_scores(model: Extractor, spec: EncoderSpec, images: np.ndarray) -> np.ndarray:
-    return np.array([row["zs_ll"] for row in model.extract([prepare_image(img, spec) for img in images])])
+    return np.array([row["zs_ll"] for row in model.encode([image_views(img, spec) for img in images])])
 
 
 def _pairs_ordered(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +183,7 @@ def main():
     rows = {name: {**dict(zip(figures, _all_figures(np.arange(len(kinds)), photo_of, per_image[name], proxies))),
                    "pairs_ordered_by_type": by_type[name]} for name in methods}
     print(f"{len(photos)} holdout photos x {len(types)} distortion types x {len(LEVELS)} levels "
-          f"= {len(kinds)} images; identity {model.ll_identity}")
+          f"= {len(kinds)} images; identity {model.encoders['ll'].identity}")
     print("| method | " + " | ".join(across) + " |")
     print("| --- |" + " --- |" * len(across))
     for name, row in rows.items():
@@ -209,7 +209,7 @@ def main():
                                                    photo_rows)) + " |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"identity": model.ll_identity, "images": len(kinds), "rows": rows}, f, indent=1)
+            json.dump({"identity": model.encoders["ll"].identity, "images": len(kinds), "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Classical blind baselines: NIQE, BRISQUE and BRISQUE's NSS features.
 
-Comparison rows for `grepq evaluate` and the model card (METHOD.md,
+Comparison rows for `grepq evaluate` and the model card (docs/method.md,
 "Evaluation conventions of the field"); GRepQ's LL zero-shot score is NIQE's
 recipe applied to learned features, so NIQE is its natural reference.
 

@@ -1,6 +1,6 @@
 """Label files and folder layouts of the standard IQA datasets.
 
-METHOD.md, "Evaluation conventions of the field": every loader returns one
+docs/method.md, "Evaluation conventions of the field": every loader returns one
 row per image with
 
 - ``path``: the absolute path (or URL, for an fsspec ``root``) of the image,
@@ -28,7 +28,6 @@ name, ..., mos_quality).
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 import posixpath
@@ -40,7 +39,7 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
-from grepq_core.errors import GrepqError
+from grepq_core.errors import GrepqError, did_you_mean
 
 __all__ = ["DATASETS", "load_dataset", "split_by_group"]
 
@@ -363,12 +362,10 @@ def load_dataset(name: str, root: str, labels: str | None = None,
     """
     key = _key(name)
     if key not in DATASETS:
-        close = difflib.get_close_matches(key, list(DATASETS), n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise GrepqError(f"unknown dataset {name!r}.{hint} Known: {', '.join(DATASETS)}")
+        raise GrepqError(f"unknown dataset {name!r}.{did_you_mean(key, DATASETS)} Known: {', '.join(DATASETS)}")
     loader = DATASETS[key]
     if lower_is_better and loader is not _load_csv:
-        raise GrepqError(f"--lower-is-better applies to the 'csv' dataset only: {name}'s score "
+        raise GrepqError(f"`lower_is_better` applies to the 'csv' dataset only: {name}'s score "
                          "direction is built in")
     try:
         frame = loader(root, labels)

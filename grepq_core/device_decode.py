@@ -1,13 +1,12 @@
-"""Decode JPEGs where the model runs, and cut the views there too.
+"""Decode JPEGs where the model runs.
 
 On a GPU worker, decoding and resizing on the CPU caps throughput far below
-what the encoders can do (shared/PERFORMANCE.md: 700-2,400 images/s on 16
+what the encoders can do (docs/performance.md: 700-2,400 images/s on 16
 cores against about 7,500 for the encoders). Here a batch of JPEG bytes is
 decoded with torchvision's `decode_jpeg` on the model's device (nvJPEG on
-CUDA, libjpeg-turbo on the CPU), upright by EXIF, and the same
-`prepare_views` functions as the CPU path cut the views from the decoded
-tensors. An image the device decoder rejects falls back to Pillow on the CPU
-alone; the batch never fails for it. Each item records its decoder.
+CUDA, libjpeg-turbo on the CPU), upright by EXIF. An image the device
+decoder rejects falls back to Pillow on the CPU alone; the batch never
+fails for it.
 """
 from __future__ import annotations
 
@@ -18,7 +17,12 @@ from grepq_core import views as V
 from grepq_core.errors import ImageError
 from grepq_core.imageio import decode_image
 
-__all__ = ["decode_items"]
+__all__ = ["decode_on_device", "device_decoder_name"]
+
+
+def device_decoder_name(device: torch.device) -> str:
+    """What a row's `decoder` column says for an image decoded on `device`."""
+    return "nvjpeg" if device.type == "cuda" else "libjpeg-turbo"
 
 
 def _device_decode_all(datas: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
@@ -35,32 +39,18 @@ def _device_decode_all(datas: list[torch.Tensor], device: torch.device) -> list[
         return out
 
 
-def decode_items(items: list, device: torch.device, prepare) -> dict[int, ImageError]:
-    """Decode every item holding `data` (JPEG bytes) and set its views with `prepare`.
-
-    `prepare(image_tensor) -> {view name: tensor}`. Returns {index: error}
-    for the items that no decoder could read.
-    """
-    todo = [i for i, it in enumerate(items) if it.data is not None]
-    if not todo:
-        return {}
-    datas = [torch.frombuffer(bytearray(items[i].data), dtype=torch.uint8) for i in todo]
-    decoded = _device_decode_all(datas, device)
-    name = "nvjpeg" if device.type == "cuda" else "libjpeg-turbo"
-    failed = {}
-    for i, image in zip(todo, decoded):
-        item = items[i]
-        if image is None:
-            try:
-                image = V.to_tensor(decode_image(item.data)).to(device)
-            except ImageError as e:
-                failed[i] = e
-                continue
-            item.decoder = "cpu"
-        else:
-            item.decoder = name
-        item.height, item.width = int(image.shape[-2]), int(image.shape[-1])
-        for view, tensor in prepare(image).items():
-            setattr(item, view, tensor)
-        item.data = None
-    return failed
+def decode_on_device(datas: list[bytes], device: torch.device) -> list[tuple[torch.Tensor, str] | ImageError]:
+    """Each image as (uint8 [3, H, W] on `device`, decoder name), or the `ImageError` no decoder got past."""
+    if not datas:
+        return []
+    decoded = _device_decode_all([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], device)
+    out = []
+    for data, image in zip(datas, decoded):
+        if image is not None:
+            out.append((image, device_decoder_name(device)))
+            continue
+        try:
+            out.append((V.to_tensor(decode_image(data)).to(device), "cpu"))
+        except ImageError as e:
+            out.append(e)
+    return out

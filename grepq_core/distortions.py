@@ -1,4 +1,4 @@
-"""Synthetic distortions with five graded levels (METHOD.md, "Training the LL
+"""Synthetic distortions with five graded levels (docs/method.md, "Training the LL
 encoder": the distortion bank).
 
 The bank follows KADID-10k (Lin, Hosu, Saupe, "KADID-10k: A Large-scale
@@ -35,7 +35,6 @@ Deviations from the KADID-10k generator:
 """
 from __future__ import annotations
 
-import difflib
 import io
 import warnings
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from scipy import ndimage
 from scipy.interpolate import PchipInterpolator
 from skimage import color
 
-from .errors import GrepqError
+from .errors import GrepqError, did_you_mean
 
 __all__ = [
     "DISTORTIONS",
@@ -106,10 +105,8 @@ def apply_distortion(img: np.ndarray, name: str, level: int, seed: int = 0) -> n
     """Distort ``img`` (HxWx3 uint8) with distortion ``name`` at ``level``
     (1 mildest .. 5 strongest); the same seed gives the same output."""
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise GrepqError(
-            f"Unknown distortion {name!r}.{hint} Valid names: {', '.join(list_distortions())}"
+            f"Unknown distortion {name!r}.{did_you_mean(name, _REGISTRY)} Valid names: {', '.join(list_distortions())}"
         )
     return _REGISTRY[name].fn(img, level, np.random.default_rng(seed))
 

@@ -6,7 +6,9 @@ be used; its short `reason` token (e.g. ``truncated``) is what a dead-letter
 row records, so a night's failures can be counted by kind.
 """
 
-__all__ = ["GrepqError", "ImageError", "WeightsUnavailable"]
+import difflib
+
+__all__ = ["GrepqError", "ImageError", "WeightsUnavailable", "did_you_mean"]
 
 
 class GrepqError(Exception):
@@ -22,10 +24,18 @@ class ImageError(GrepqError):
 
     `reason` is a short machine-readable token (``unreadable``, ``empty_file``,
     ``not_an_image``, ``truncated``, ``decompression_bomb``, ...); `detail`
-    is the underlying message for humans.
+    is the underlying message for humans; `stage` says where it happened
+    (``read``, ``decode``, ``prepare``).
     """
 
-    def __init__(self, reason: str, detail: str = ""):
+    def __init__(self, reason: str, detail: str = "", stage: str = "decode"):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.stage = stage
+
+
+def did_you_mean(name: str, choices, n: int = 3) -> str:
+    """' Did you mean a, b?' for the choices closest to `name`, or ''."""
+    close = difflib.get_close_matches(name, list(choices), n=n)
+    return f" Did you mean {', '.join(close)}?" if close else ""

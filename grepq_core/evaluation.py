@@ -1,6 +1,6 @@
 """The field's two evaluation protocols, as pure functions on scores and features.
 
-METHOD.md, "Evaluation conventions of the field" and "Data-efficient
+docs/method.md, "Evaluation conventions of the field" and "Data-efficient
 prediction":
 
 - zero-shot: one blind score per image, correlated (SRCC, PLCC after a

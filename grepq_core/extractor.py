@@ -1,10 +1,13 @@
-"""Both GRepQ pathways on one device: prepared views in, one feature row out.
+"""Every selected pathway on one device: decoded images in, one feature row each out.
 
-`prepare_views` turns a decoded image into the fixed-shape uint8 views of
-METHOD.md (LL fragments, the CLIP view, zero-shot patches); `Extractor` runs
-the encoders on batches of them and computes the zero-shot scores. The Beam
-ModelHandler (transforms/inference.py) is a thin shell around `Extractor`,
-and the benchmarks and the evaluation command use it directly.
+`image_views` cuts the uint8 views of docs/method.md ("Views") from a decoded
+image on the CPU; `Extractor.decode` decodes JPEG bytes on the model's
+device and cuts them there; `Extractor.encode` runs each pathway's encoder on
+batches of views and returns the feature columns. Failures are values, not
+rows: `decode` returns an `ImageError` for an image no decoder could read,
+and what to do with it (a dead letter, a skipped image) is the caller's.
+The Beam ModelHandler (transforms/inference.py), the evaluation command and
+the benchmarks are all thin shells around this class.
 
 Deviation from the reference: the reference feeds whole images at full
 resolution one at a time. The default here is the fixed-shape, batchable
@@ -15,40 +18,27 @@ the reference's full-resolution behaviour, one image per forward pass.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
-
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from grepq_core import pathways
 from grepq_core import views as V
-from grepq_core.device_decode import decode_items
+from grepq_core.device_decode import decode_on_device
 from grepq_core.devices import resolve_device
-from grepq_core.errors import GrepqError
-from grepq_core.hl_encoder import HLEncoder, build_hl_encoder
-from grepq_core.ll_encoder import LLEncoder, load_ll_encoder
-from grepq_core.pristine import PristineModel
-from grepq_core.shipped import SHIPPED_PRISTINE
-from grepq_core.zero_shot import combined_score, hl_score, ll_score, ll_score_identity
+from grepq_core.errors import GrepqError, ImageError, WeightsUnavailable
+from grepq_core.pathway import Encoder
+from grepq_core.zero_shot import combined_score
 
-__all__ = ["PATHWAYS", "ViewConfig", "EncoderSpec", "PreparedImage", "prepare_views", "Extractor", "parse_pathways"]
-
-PATHWAYS = ("ll", "hl")
-
-
-def parse_pathways(text: str) -> tuple[str, ...]:
-    """'ll,hl' -> ('ll', 'hl'), in canonical order; unknown names are an error."""
-    names = {p.strip().lower() for p in text.split(",") if p.strip()}
-    unknown = names - set(PATHWAYS)
-    if unknown or not names:
-        raise GrepqError(f"--pathways takes a comma-separated subset of {','.join(PATHWAYS)}; got {text!r}")
-    return tuple(p for p in PATHWAYS if p in names)
+__all__ = ["ViewConfig", "EncoderSpec", "Views", "image_views", "Extractor", "load_available"]
 
 
 @dataclass(frozen=True)
 class ViewConfig:
-    """How an image becomes model inputs (METHOD.md: views, zero-shot patches)."""
+    """How an image becomes model inputs (docs/method.md: views, zero-shot patches)."""
 
     ll_view: str = "fragments"  # "fragments" (7x7 grid of 32x32) or "full" (whole image)
     grid: int = 7
@@ -61,7 +51,7 @@ class ViewConfig:
 
     def __post_init__(self):
         if self.ll_view not in ("fragments", "full"):
-            raise GrepqError(f"ll_view must be 'fragments' or 'full', got {self.ll_view!r}")
+            raise GrepqError(f"`ll_view` must be 'fragments' or 'full', got {self.ll_view!r}")
 
     @property
     def min_side(self) -> int:
@@ -76,7 +66,7 @@ class EncoderSpec:
     Picklable, so a Beam worker can load the same models as the launcher.
     """
 
-    pathways: tuple[str, ...] = PATHWAYS
+    pathways: tuple[str, ...] = ("ll", "hl")
     ll_weights: str = "shipped"
     pristine: str | None = "shipped"  # None: no zero-shot LL score
     hl_model: str = "RN50"
@@ -88,97 +78,56 @@ class EncoderSpec:
 
 
 @dataclass
-class PreparedImage:
-    """One image's metadata and views (uint8 CHW arrays or tensors).
+class Views:
+    """One decoded image's size, the decoder that read it, and its views (uint8 CHW arrays or tensors)."""
 
-    An image for device decoding arrives with `data` (its JPEG bytes) and no
-    views; the `Extractor` decodes it and cuts the views on its device.
-    """
-
-    path: str
-    sha256: str
     width: int
     height: int
     decoder: str
-    ll: np.ndarray | torch.Tensor | None = None
-    hl: np.ndarray | torch.Tensor | None = None
-    patches: np.ndarray | torch.Tensor | None = None
-    data: bytes | None = None
+    tensors: dict
 
 
-def prepare_views(image: torch.Tensor, config: ViewConfig, pathways: tuple[str, ...]) -> dict:
-    """Cut every view the selected pathways need from one uint8 [3, H, W] image.
-
-    Works on any device; returns tensors on the image's device.
-    """
+def _cut(image: torch.Tensor, config: ViewConfig, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Every view the named pathways need from one upright uint8 [3, H, W] image, on its device."""
     image = V.ensure_min_size(image, config.min_side)
     out = {}
-    if "ll" in pathways:
-        if config.ll_view == "fragments":
-            out["ll"] = V.fragments(image, grid=config.grid, size=config.fragment)
-        else:
-            out["ll"] = image
-        if config.zero_shot:
-            out["patches"] = V.patches(image, size=config.patch_size, stride=config.patch_stride,
-                                       max_patches=config.max_patches)
-    if "hl" in pathways:
-        out["hl"] = V.clip_view(image, size=config.hl_size)
+    for name in names:
+        out.update(pathways.get(name).views(image, config))
     return out
 
 
-def prepare_image(pixels: np.ndarray, spec: EncoderSpec, path: str = "", sha256: str = "") -> PreparedImage:
-    """A decoded HxWx3 uint8 image with its views cut on the CPU, ready for `Extractor.extract`."""
-    item = PreparedImage(path, sha256, pixels.shape[1], pixels.shape[0], "cpu")
-    for name, view in prepare_views(V.to_tensor(pixels), spec.views, spec.pathways).items():
-        setattr(item, name, view.numpy())
-    return item
+def image_views(pixels: np.ndarray, spec: EncoderSpec, decoder: str = "cpu") -> Views:
+    """A decoded HxWx3 uint8 image with its views cut on the CPU, ready for `Extractor.encode`."""
+    tensors = _cut(V.to_tensor(pixels), spec.views, spec.pathways)
+    return Views(pixels.shape[1], pixels.shape[0], decoder, {k: v.numpy() for k, v in tensors.items()})
 
 
 class Extractor:
-    """Runs the selected encoders on batches of prepared images.
+    """Runs the selected pathways' encoders on batches of views.
 
     On CUDA it uses bf16 autocast and channels_last; on CPU plain fp32, which
-    is several times faster there (PERFORMANCE.md).
+    is several times faster there (docs/performance.md).
     """
 
-    def __init__(self, spec: EncoderSpec, ll: LLEncoder | None, ll_identity: str | None,
-                 hl: HLEncoder | None, hl_identity: str | None, pristine: PristineModel | None):
+    def __init__(self, spec: EncoderSpec, encoders: dict[str, Encoder]):
         self.spec = spec
         self.device = resolve_device(spec.device)
-        self.ll_identity, self.hl_identity = ll_identity, hl_identity
-        self.pristine = pristine
+        self.encoders = encoders
         # What each feature row records about the models that made it: rows equal here were made the same way.
-        self.identities = {"ll_identity": ll_identity, "hl_identity": hl_identity,
-                           "zs_ll_identity": pristine and ll_score_identity(pristine)}
+        self.identities = {column: None for column in pathways.columns()["identity"]}
+        for encoder in encoders.values():
+            self.identities.update(encoder.identities())
         fast = self.device.type == "cuda"
         self._autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=fast)
         self._memory_format = torch.channels_last if fast else torch.contiguous_format
-        self.ll = self._place(ll)
-        self.hl = self._place(hl)
+        for encoder in encoders.values():
+            encoder.module = encoder.module.to(self.device, memory_format=self._memory_format).eval()
         self._local = threading.local()
 
     @classmethod
     def load(cls, spec: EncoderSpec) -> "Extractor":
         """Load the weights `spec` names; fails before any image is read."""
-        ll = ll_id = hl = hl_id = pristine = None
-        if "ll" in spec.pathways:
-            ll, ll_id = load_ll_encoder(spec.ll_weights)
-            if spec.views.zero_shot and spec.pristine:
-                source = str(SHIPPED_PRISTINE) if spec.pristine == "shipped" else spec.pristine
-                pristine = PristineModel.load(source)
-                if pristine.encoder_identity != ll_id:
-                    raise GrepqError(
-                        f"pristine model {spec.pristine} was built with {pristine.encoder_identity}, "
-                        f"but the LL encoder is {ll_id}: pass the matching --pristine "
-                        "(grepq build-pristine makes one), or --pristine none")
-        if "hl" in spec.pathways:
-            hl, hl_id = build_hl_encoder(spec.hl_model, spec.hl_weights)
-        return cls(spec, ll, ll_id, hl, hl_id, pristine)
-
-    def _place(self, module):
-        if module is None:
-            return None
-        return module.to(self.device, memory_format=self._memory_format).eval()
+        return cls(spec, {name: pathways.get(name).load(spec) for name in spec.pathways})
 
     def _forward(self, model, x: torch.Tensor) -> list[np.ndarray]:
         """Run `model` in chunks of exactly `batch_size`, the last one zero-padded.
@@ -198,8 +147,8 @@ class Extractor:
             outputs.append([r[:n].float().cpu().numpy() for r in (result if isinstance(result, tuple) else (result,))])
         return [np.concatenate(parts) for parts in zip(*outputs)]
 
-    def _run_grouped(self, model, arrays: list[np.ndarray], mean, std) -> list:
-        """Per-item outputs, one forward pass per group of equal shapes.
+    def _run_grouped(self, model, arrays: list, normalization: V.Normalization) -> list:
+        """Per-item output tuples, one forward pass per group of equal shapes.
 
         The fixed-shape views form one group; full-resolution views go one
         shape at a time.
@@ -210,18 +159,10 @@ class Extractor:
             shapes.setdefault(tuple(a.shape), []).append(i)
         for idx in shapes.values():
             x = torch.stack([torch.as_tensor(arrays[i]).to(self.device, non_blocking=True) for i in idx])
-            parts = self._forward(model, V.normalize(x, mean, std))
+            parts = self._forward(model, normalization(x))
             for k, i in enumerate(idx):
                 out[i] = tuple(p[k] for p in parts)
         return out
-
-    def _ll_zero_shot(self, items: list[PreparedImage]) -> list[float]:
-        counts = [len(it.patches) for it in items]
-        feats = self._run_grouped(self.ll, [p for it in items for p in it.patches],
-                                  V.IMAGENET_MEAN, V.IMAGENET_STD)
-        flat = np.stack([f[0] for f in feats]).astype(np.float64)
-        bounds = np.cumsum([0] + counts)
-        return [ll_score(self.pristine, flat[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def _thread_stream(self):
         """On CUDA, a stream per calling thread; elsewhere nothing.
@@ -236,50 +177,66 @@ class Extractor:
             self._local.stream = torch.cuda.Stream(self.device)
         return torch.cuda.stream(self._local.stream)
 
-    def _prepare(self, image: torch.Tensor) -> dict:
-        return prepare_views(image, self.spec.views, self.spec.pathways)
+    @torch.inference_mode()
+    def decode(self, datas: list[bytes]) -> list[Views | ImageError]:
+        """JPEG bytes decoded on this device (Pillow fallback per image) with their views cut there."""
+        out = []
+        with self._thread_stream():
+            for result in decode_on_device(datas, self.device):
+                if isinstance(result, ImageError):
+                    out.append(result)
+                    continue
+                image, decoder = result
+                try:
+                    out.append(Views(int(image.shape[-1]), int(image.shape[-2]), decoder,
+                                     _cut(image, self.spec.views, self.spec.pathways)))
+                except ImageError as e:
+                    out.append(e)
+        return out
 
     @torch.inference_mode()
-    def extract(self, items: list[PreparedImage]) -> list[dict]:
-        """Feature rows (dicts in the features schema) for a batch, in order.
-
-        An item that could not be decoded here gives {"path", "dead_letter":
-        (stage, reason, detail)} instead of a row.
-        """
-        with self._thread_stream():
-            failed = decode_items(items, self.device, self._prepare)
-            good = [it for i, it in enumerate(items) if i not in failed]
-            rows = iter(self._rows(good) if good else [])
-        return [{"path": it.path, "dead_letter": ("decode", failed[i].reason, failed[i].detail)}
-                if i in failed else next(rows) for i, it in enumerate(items)]
-
-    def _rows(self, items: list[PreparedImage]) -> list[dict]:
-        n = len(items)
-        ll_feats = hl_out = [None] * n
-        zs_ll = [float("nan")] * n
-        zs_hl = [float("nan")] * n
-        with self._autocast:
-            if self.ll is not None:
-                ll_feats = [f[0] for f in self._run_grouped(self.ll, [it.ll for it in items],
-                                                            V.IMAGENET_MEAN, V.IMAGENET_STD)]
-                if self.pristine is not None:
-                    zs_ll = self._ll_zero_shot(items)
-            if self.hl is not None:
-                hl_out = self._run_grouped(self.hl, [it.hl for it in items], V.CLIP_MEAN, V.CLIP_STD)
-                zs_hl = [float(hl_score(cos[0], cos[1])) for _, cos in hl_out]
+    def encode(self, batch: list[Views]) -> list[dict]:
+        """The feature columns of each image, in order (everything of a row but path and sha256)."""
+        n = len(batch)
+        columns = {}
+        with self._thread_stream(), self._autocast:
+            views = [b.tensors for b in batch]
+            for name, pathway in pathways.PATHWAYS.items():
+                if name in self.encoders and n:
+                    feats, zs = self.encoders[name].encode(self._run_grouped, views)
+                    columns[pathway.features_column] = [f.astype(np.float32) for f in feats]
+                    columns[pathway.zero_shot_column] = zs
+                else:
+                    columns[pathway.features_column] = [None] * n
+                    columns[pathway.zero_shot_column] = [float("nan")] * n
+        combined = [p.zero_shot_column for p in pathways.PATHWAYS.values() if p.combined]
         rows = []
-        for i, it in enumerate(items):
-            rows.append({
-                "path": it.path, "sha256": it.sha256, "width": it.width, "height": it.height,
-                "decoder": it.decoder,
-                "ll_features": None if ll_feats[i] is None else ll_feats[i].astype(np.float32),
-                "hl_features": None if hl_out[i] is None else hl_out[i][0].astype(np.float32),
-                "zs_ll": _nullable(zs_ll[i]), "zs_hl": _nullable(zs_hl[i]),
-                "zs_combined": _nullable(combined_score(zs_ll[i], zs_hl[i])),
-                **self.identities,
-            })
+        for i, b in enumerate(batch):
+            row = {"width": b.width, "height": b.height, "decoder": b.decoder}
+            for column, values in columns.items():
+                row[column] = values[i] if column.endswith("_features") else _nullable(values[i])
+            row["zs_combined"] = _nullable(float(combined_score(*[columns[c][i] for c in combined])))
+            row.update(self.identities)
+            rows.append(row)
         return rows
 
 
 def _nullable(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
+
+
+def load_available(spec: EncoderSpec) -> tuple[Extractor, dict[str, str]]:
+    """An Extractor for the pathways whose weights load, and {pathway: why not} for the others.
+
+    Each pathway is loaded on its own so that one missing set of weights
+    does not hide the other; with none loaded this is an error.
+    """
+    loaded, missing = {}, {}
+    for name in spec.pathways:
+        try:
+            loaded[name] = pathways.get(name).load(spec)
+        except WeightsUnavailable as e:
+            missing[name] = str(e)
+    if not loaded:
+        raise GrepqError("no pathway could be loaded: " + "; ".join(f"{p}: {m}" for p, m in missing.items()))
+    return Extractor(dataclasses.replace(spec, pathways=tuple(loaded)), loaded), missing

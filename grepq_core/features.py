@@ -1,6 +1,7 @@
 """Feature rows -> the matrix the regressor sees, and what it was made of.
 
-A row carries `ll_features` and/or `hl_features` and the identities of the
+A row carries one feature block per pathway that ran (``ll_features``,
+``hl_features``, ...: grepq_core/pathways.py) and the identities of the
 encoders that produced them. The layout (which blocks, in which order, how
 wide) plus the identities are stored with a fitted regressor, so a model is
 never applied to features from other encoders.
@@ -11,20 +12,19 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from grepq_core import pathways
 from grepq_core.errors import GrepqError
 
-__all__ = ["BLOCKS", "feature_layout", "feature_matrix", "row_vector"]
-
-# feature block -> the identity column that says which encoder made it
-BLOCKS = {"ll": "ll_identity", "hl": "hl_identity"}
+__all__ = ["feature_layout", "feature_matrix", "row_vector"]
 
 
 def feature_layout(rows: Iterable[Mapping]) -> tuple[list[list], dict[str, str]]:
     """([[block, width], ...], {block: identity}) shared by all rows, or an error."""
     layout, identities = None, None
     for row in rows:
-        this_layout = [[b, len(row[f"{b}_features"])] for b in BLOCKS if row.get(f"{b}_features") is not None]
-        this_ids = {b: row[col] for b, col in BLOCKS.items() if row.get(f"{b}_features") is not None}
+        present = [p for p in pathways.PATHWAYS.values() if row.get(p.features_column) is not None]
+        this_layout = [[p.name, len(row[p.features_column])] for p in present]
+        this_ids = {p.name: row[p.identity_column] for p in present}
         if layout is None:
             layout, identities = this_layout, this_ids
         elif (this_layout, this_ids) != (layout, identities):
@@ -39,7 +39,7 @@ def row_vector(row: Mapping, layout: list[list]) -> np.ndarray:
     """One row's blocks concatenated in layout order (float64)."""
     parts = []
     for block, width in layout:
-        values = row.get(f"{block}_features")
+        values = row.get(pathways.get(block).features_column)
         if values is None or len(values) != width:
             raise GrepqError(f"{row.get('path')}: missing or wrong-width {block} features for layout {layout}")
         parts.append(np.asarray(values, dtype=np.float64))

@@ -1,6 +1,6 @@
 """The FSIM "annotator" matrix between the K versions of one photo.
 
-METHOD.md, "Training the LL encoder": the similarity matrix A (K x K) that
+docs/method.md, "Training the LL encoder": the similarity matrix A (K x K) that
 weights the quality-aware contrastive loss is FSIM (Zhang et al., "FSIM: A
 Feature Similarity Index for Image Quality Assessment", TIP 2011) between
 each pair of versions, with ones on the diagonal. It is FSIMc, the colour

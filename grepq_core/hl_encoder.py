@@ -1,6 +1,6 @@
 """The high-level (HL) encoder: CLIP's image tower and two frozen prompt embeddings.
 
-METHOD.md, "Two pathways" and "Zero-shot": the HL feature is the CLIP image
+docs/method.md, "Two pathways" and "Zero-shot": the HL feature is the CLIP image
 embedding (RN50 with OpenAI weights in the paper); the zero-shot HL score
 compares it with the text embeddings of "A good photo." and "A bad photo.".
 The prompts are embedded once when the encoder is built and kept as a frozen
@@ -9,12 +9,13 @@ buffer; the text tower is then dropped.
 Deviation from the reference code: to accept whole images of any size, the
 reference drops the attention pool's positional embedding; here it is
 interpolated (bicubic, antialiased, class token kept) to the input's token
-grid, which METHOD.md names as the cleaner equivalent. At the native size
+grid, which docs/method.md names as the cleaner equivalent. At the native size
 the output equals open_clip's own. The interpolated embedding is computed
 per call and never written back, so one encoder can serve many threads.
-The forward passes below re-run open_clip 3.3.0's `ModifiedResNet` and
-`VisionTransformer` pieces with that embedding; other towers (timm, Hugging
-Face) are refused.
+The forward passes below re-run open_clip 3.3's `ModifiedResNet` and
+`VisionTransformer` pieces with that embedding (including the private
+`VisionTransformer._pool`, which is why setup.py pins open_clip to 3.3.x);
+other towers (timm, Hugging Face) are refused.
 
 Weights come from an open_clip pretrained tag, a checkpoint file or URL
 (a full open_clip CLIP state dict, or what `save_hl_checkpoint` writes), or
@@ -22,10 +23,14 @@ nowhere (random init, for tests and benchmarks). A grepq HL checkpoint is a
 plain dict::
 
     {"format": "grepq-hl/1", "model": name, "visual_state_dict": {...},
-     "text_features": Tensor[2, D], "prompts": [good, bad], "meta": {...}}
+     "text_features": Tensor[2, D], "prompts": [good, bad],
+     "input": {"mean": [...], "std": [...]}, "meta": {...}}
+
+The input normalisation travels with the weights: open_clip's preprocess
+config of the pretrained tag, OpenAI's mean/std for a plain CLIP state dict
+(open_clip's default), and what a grepq HL checkpoint records.
 """
 
-import difflib
 import math
 import os
 from pathlib import Path
@@ -37,7 +42,8 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import VisionTransformer
 from torch import nn
 
-from grepq_core.errors import GrepqError, WeightsUnavailable
+from grepq_core.errors import GrepqError, WeightsUnavailable, did_you_mean
+from grepq_core.views import OPENAI_CLIP, Normalization
 from grepq_core.weights import load_checkpoint, parameters_digest, save_checkpoint
 
 __all__ = [
@@ -53,9 +59,10 @@ DEFAULT_PROMPTS = ("A good photo.", "A bad photo.")
 
 
 class HLEncoder(nn.Module):
-    """CLIP image tower + L2-normalised (good, bad) prompt embeddings; CLIP-normalised input of any size."""
+    """CLIP image tower + L2-normalised (good, bad) prompt embeddings; normalised input of any size."""
 
-    def __init__(self, visual: nn.Module, text_features: torch.Tensor, prompts: tuple[str, str]):
+    def __init__(self, visual: nn.Module, text_features: torch.Tensor, prompts: tuple[str, str],
+                 normalization: Normalization = OPENAI_CLIP):
         super().__init__()
         if not isinstance(visual, (ModifiedResNet, VisionTransformer)):
             raise GrepqError(
@@ -67,6 +74,7 @@ class HLEncoder(nn.Module):
             raise ValueError(f"text_features must be two L2-normalised rows, got norms {norms.tolist()}")
         self.visual = visual
         self.prompts = tuple(prompts)
+        self.normalization = normalization  # what the weights expect of uint8 pixels
         self.register_buffer("text_features", text_features.detach().float().clone())
 
     @property
@@ -161,9 +169,8 @@ def _register_model(model: str) -> str:
     if name not in known:
         if model.endswith(".json"):
             raise GrepqError(f"{model} is not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")
-        close = difflib.get_close_matches(name, known, n=5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise GrepqError(f"unknown open_clip model {name!r}.{hint} (or pass an open_clip model-config JSON path)")
+        raise GrepqError(f"unknown open_clip model {name!r}.{did_you_mean(name, known, n=5)} "
+                         "(or pass an open_clip model-config JSON path)")
     return name
 
 
@@ -173,11 +180,16 @@ def _is_tag_like(weights: str) -> bool:
 
 
 def _encoder_from_clip(clip: nn.Module, name: str, prompts: tuple[str, str]) -> HLEncoder:
-    """Embed the prompts with the full CLIP model once, then keep only its image tower."""
+    """Embed the prompts with the full CLIP model once, then keep only its image tower.
+
+    The input normalisation is open_clip's preprocess config for these weights.
+    """
     clip.eval()
     with torch.no_grad():
         text_features = clip.encode_text(open_clip.get_tokenizer(name)(list(prompts)), normalize=True)
-    return HLEncoder(clip.visual, text_features, prompts)
+    cfg = open_clip.get_model_preprocess_cfg(clip)
+    normalization = Normalization(tuple(cfg.get("mean", OPENAI_CLIP.mean)), tuple(cfg.get("std", OPENAI_CLIP.std)))
+    return HLEncoder(clip.visual, text_features, prompts, normalization)
 
 
 def _load_clip_state(clip: nn.Module, checkpoint: dict, uri: str) -> None:
@@ -199,7 +211,8 @@ def _encoder_from_hl_checkpoint(checkpoint: dict, name: str, prompts: tuple[str,
     visual = open_clip.create_model(name).visual
     try:
         visual.load_state_dict(checkpoint["visual_state_dict"])
-        return HLEncoder(visual, checkpoint["text_features"], prompts)
+        normalization = Normalization.from_dict(checkpoint["input"]) if "input" in checkpoint else OPENAI_CLIP
+        return HLEncoder(visual, checkpoint["text_features"], prompts, normalization)
     except (KeyError, RuntimeError, ValueError) as e:
         raise WeightsUnavailable(f"{uri} is a malformed grepq HL checkpoint: {e}") from e
 
@@ -227,7 +240,7 @@ def build_hl_encoder(
         except Exception as e:  # open_clip wraps network and hub failures in several types
             raise WeightsUnavailable(
                 f"could not fetch open_clip weights {name}/{weights}: {e}. Without network access pass "
-                "--hl-weights PATH_OR_URL (a local or fsspec checkpoint), or use --pathways ll to skip the HL pathway"
+                "`hl_weights` PATH_OR_URL (a local or fsspec checkpoint), or use `pathways` ll to skip the HL pathway"
             ) from e
         encoder, source = _encoder_from_clip(clip, name, prompts), weights
     elif _is_tag_like(weights):
@@ -257,6 +270,7 @@ def save_hl_checkpoint(encoder: HLEncoder, path: str, model: str, meta: dict | N
             "visual_state_dict": encoder.visual.state_dict(),
             "text_features": encoder.text_features,
             "prompts": list(encoder.prompts),
+            "input": encoder.normalization.as_dict(),
             "meta": meta or {},
         },
         path,

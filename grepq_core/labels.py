@@ -34,22 +34,42 @@ class LabelSet:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_labels(uri: str, lower_is_better: bool = False) -> LabelSet:
+def _read_frame(uri: str) -> pd.DataFrame:
+    """Every cell as the exact string written: no type guessing, no newline translation.
+
+    `newline=""` lets the CSV parser see a quoted \\r or \\n inside a path
+    instead of the text layer rewriting it; `utf-8-sig` drops a spreadsheet's
+    byte-order mark so the first column name still matches.
+    """
     try:
-        with fsspec.open(uri, "r", encoding="utf-8") as f:
-            frame = pd.read_csv(f, dtype={"path": str}, keep_default_na=False, na_values=[""])
+        with fsspec.open(uri, "r", encoding="utf-8-sig", newline="") as f:
+            return pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""])
     except FileNotFoundError:
         raise GrepqError(f"label file {uri} does not exist") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise GrepqError(f"label file {uri} is not a readable CSV: {e}") from None
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    missing = {"path", "score"} - set(frame.columns)
+
+
+def _match_columns(frame: pd.DataFrame, uri: str) -> pd.DataFrame:
+    """Column names compared loosely (case, surrounding spaces); the values are left alone."""
+    names = [str(c).strip().lower() for c in frame.columns]
+    for wanted in ("path", "score"):
+        if names.count(wanted) > 1:
+            raise GrepqError(f"label file {uri} has {names.count(wanted)} columns named {wanted!r}; keep one")
+    frame.columns = names
+    missing = {"path", "score"} - set(names)
     if missing:
-        raise GrepqError(f"label file {uri} lacks column(s) {sorted(missing)}; it has {list(frame.columns)} "
+        raise GrepqError(f"label file {uri} lacks column(s) {sorted(missing)}; it has {names} "
                          "(expected: path, score)")
+    return frame
+
+
+def read_labels(uri: str, lower_is_better: bool = False) -> LabelSet:
+    """Scores by path exactly as written in the CSV (a path's spaces, \\r or \\n are part of it)."""
+    frame = _match_columns(_read_frame(uri), uri)
     warnings = []
-    frame["path"] = frame["path"].fillna("").astype(str).str.strip()
-    no_path = frame["path"] == ""
+    frame["path"] = frame["path"].fillna("")
+    no_path = frame["path"].str.strip() == ""
     numeric = pd.to_numeric(frame["score"], errors="coerce")
     unusable = no_path | ~np.isfinite(numeric.to_numpy(dtype=float))
     if unusable.any():

@@ -1,6 +1,6 @@
 """The low-level (LL) encoder: a ResNet-18 trunk and a small MLP head.
 
-METHOD.md, "Two pathways": ResNet-18 from random initialisation (no
+docs/method.md, "Two pathways": ResNet-18 from random initialisation (no
 ImageNet weights), global average pool (512 values), then an MLP head
 512 -> 512 -> ReLU -> 128; the 128-d head output is the LL feature. The trunk
 keeps torchvision's layer names and initialisation, so at width 64 it is
@@ -11,10 +11,12 @@ tests; their head's hidden size follows the pooled size as in the paper.
 Checkpoints are plain dicts, readable with ``torch.load(weights_only=True)``::
 
     {"format": "grepq-ll/1", "arch": name, "config": {...},
-     "state_dict": {...}, "meta": {...}}
+     "state_dict": {...}, "input": {"mean": [...], "std": [...]}, "meta": {...}}
+
+`input` is the normalisation the weights were trained with; checkpoints
+without it (grepq's earlier ones) were trained on ImageNet-normalised input.
 """
 
-import difflib
 import json
 from collections import OrderedDict
 from pathlib import Path
@@ -24,7 +26,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from grepq_core import shipped
-from grepq_core.errors import GrepqError, WeightsUnavailable
+from grepq_core.views import IMAGENET, Normalization
+from grepq_core.errors import GrepqError, WeightsUnavailable, did_you_mean
 from grepq_core.weights import load_checkpoint, parameters_digest, save_checkpoint
 
 __all__ = [
@@ -41,11 +44,13 @@ _ARCHITECTURES_FILE = Path(__file__).resolve().parent / "configs" / "ll_encoders
 
 
 class LLEncoder(nn.Module):
-    """ResNet-18 trunk (BasicBlock x [2, 2, 2, 2]) + MLP head; ImageNet-normalised input of any size."""
+    """ResNet-18 trunk (BasicBlock x [2, 2, 2, 2]) + MLP head; normalised input of any size."""
 
-    def __init__(self, width: int = 64, hidden: int = 512, feature_dim: int = 128):
+    def __init__(self, width: int = 64, hidden: int = 512, feature_dim: int = 128,
+                 normalization: Normalization = IMAGENET):
         super().__init__()
         self.config = {"width": width, "hidden": hidden, "feature_dim": feature_dim}
+        self.normalization = normalization  # what the weights expect of uint8 pixels
         self.trunk = _resnet18_trunk(width)
         self.head = nn.Sequential(
             nn.Linear(8 * width, hidden),
@@ -103,9 +108,8 @@ def _architectures() -> dict:
 def _architecture_config(arch: str) -> dict:
     architectures = _architectures()
     if arch not in architectures:
-        close = difflib.get_close_matches(arch, architectures, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise GrepqError(f"unknown LL architecture {arch!r}.{hint} Valid: {', '.join(architectures)}")
+        raise GrepqError(f"unknown LL architecture {arch!r}.{did_you_mean(arch, architectures)} "
+                         f"Valid: {', '.join(architectures)}")
     return architectures[arch]
 
 
@@ -129,6 +133,7 @@ def save_ll_checkpoint(encoder: LLEncoder, path: str, arch: str, meta: dict | No
             "arch": arch,
             "config": dict(encoder.config),
             "state_dict": encoder.state_dict(),
+            "input": encoder.normalization.as_dict(),
             "meta": meta or {},
         },
         path,
@@ -141,16 +146,20 @@ def load_ll_encoder(source: str) -> tuple[LLEncoder, str]:
         if not shipped.SHIPPED_LL.exists():
             raise WeightsUnavailable(
                 f"no LL encoder ships with this install ({shipped.SHIPPED_LL} is missing): "
-                "pass --ll-weights PATH_OR_URL or train one with `grepq train-ll`"
+                "pass `ll_weights` PATH_OR_URL or train one with `grepq train-ll`"
             )
         source = str(shipped.SHIPPED_LL)
     checkpoint = load_checkpoint(source)
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise WeightsUnavailable(f"{source} is not a grepq LL checkpoint (format {checkpoint.get('format')!r})")
+    missing = [k for k in ("arch", "config", "state_dict") if k not in checkpoint]
+    if missing:
+        raise WeightsUnavailable(f"{source} is a grepq LL checkpoint without {', '.join(missing)}")
     try:
-        encoder = LLEncoder(**checkpoint["config"])
+        normalization = Normalization.from_dict(checkpoint["input"]) if "input" in checkpoint else IMAGENET
+        encoder = LLEncoder(**checkpoint["config"], normalization=normalization)
         encoder.load_state_dict(checkpoint["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise WeightsUnavailable(f"{source} is a malformed grepq LL checkpoint: {e}") from e
     encoder.eval()
     return encoder, f"ll:{checkpoint['arch']}@{parameters_digest(encoder)}"

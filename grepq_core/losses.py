@@ -1,6 +1,6 @@
 """The two training losses of GRepQ.
 
-METHOD.md, "Training the LL encoder" (QACL) and "Fine-tuning the HL encoder"
+docs/method.md, "Training the LL encoder" (QACL) and "Fine-tuning the HL encoder"
 (GCL). Both follow the authors' reference code (``losses.py``,
 ``train_hlm.py``); the formulas below are exactly what is computed.
 

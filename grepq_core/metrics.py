@@ -1,4 +1,4 @@
-"""Agreement between predicted quality and MOS (METHOD.md, "Evaluation conventions").
+"""Agreement between predicted quality and MOS (docs/method.md, "Evaluation conventions").
 
 SRCC and KRCC are rank correlations. PLCC and RMSE are measured after mapping
 the predictions onto the MOS scale with the monotonic 4-parameter logistic

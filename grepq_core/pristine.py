@@ -1,4 +1,4 @@
-"""The pristine model of the zero-shot LL score (METHOD.md, "Zero-shot").
+"""The pristine model of the zero-shot LL score (docs/method.md, "Zero-shot").
 
 From pristine photos, keep the sharpest and then the most colourful
 non-overlapping 96x96 patches; the LL features of the kept patches give the
@@ -82,7 +82,7 @@ def colourfulness(rgb: np.ndarray) -> float:
     sqrt(sd_rg^2 + sd_yb^2) + sqrt(mean_rg^2 + mean_yb^2), with
     rg = |R - G| and yb = |(R + G) / 2 - B|. The paper (Hasler and
     Suesstrunk, 2003) weights the second term by 0.3 and takes no absolute
-    values; METHOD.md and the GRepQ reference use this form, and the
+    values; docs/method.md and the GRepQ reference use this form, and the
     pristine patches it selects define what the shipped model calls
     pristine, so we follow the reference.
     """

@@ -1,6 +1,6 @@
 """One self-contained HTML page that shows what a scoring run did.
 
-Not part of METHOD.md: a way to look at grepq's outputs (scores, the
+Not part of docs/method.md: a way to look at grepq's outputs (scores, the
 keep / reject split, the zero-shot scores of both pathways, dead letters,
 and the parameters behind them) without writing any code. Everything the
 page shows is inlined: plots as PNG and thumbnails as JPEG data URIs, CSS in
@@ -22,6 +22,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
+
+from grepq_core import pathways
 
 __all__ = ["SECTIONS", "ReportInputs", "decile_rows", "keep_threshold", "thumbnail_jpeg", "render_report"]
 
@@ -225,9 +227,9 @@ def _parameters(inputs: ReportInputs, threshold: float | None) -> str:
     scores = inputs.scores
     kept = int(_kept(scores).sum())
     rows = [("output", inputs.source)]
-    for pathway in ("ll", "hl"):
-        found = (inputs.identities or {}).get(pathway) or []
-        rows.append((f"{pathway.upper()} encoder", ", ".join(found) if found else
+    for name in pathways.names():
+        found = (inputs.identities or {}).get(name) or []
+        rows.append((f"{pathways.get(name).title or name} encoder", ", ".join(found) if found else
                      "did not run" if inputs.identities is not None else _NO_FEATURES))
     rows += [("scorer", ", ".join(sorted(scores["scorer"].dropna().unique())) or "n/a"),
              ("threshold", _threshold_text(threshold, given=inputs.threshold is not None)),

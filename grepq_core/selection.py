@@ -1,6 +1,6 @@
 """Which images to label first, for a ridge fit on a few labels.
 
-METHOD.md, "Data-efficient prediction": the ridge regressor is fitted on tens
+docs/method.md, "Data-efficient prediction": the ridge regressor is fitted on tens
 of labelled images, and the paper draws those at random. With so few labels,
 which images get them matters: labels on near-duplicates teach the ridge one
 thing twice, and a random draw can miss a whole region of the collection.

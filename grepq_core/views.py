@@ -1,16 +1,16 @@
 """Fixed-shape model inputs cut from one decoded image, as uint8 tensors.
 
-METHOD.md, "Training the LL encoder" (views) and "Zero-shot": the LL encoder
+docs/method.md, "Training the LL encoder" (views) and "Zero-shot": the LL encoder
 sees FAST-VQA fragments (a 7x7 grid of 32x32 crops at native resolution,
 stitched to 224x224); the HL encoder sees a CLIP view (shortest side resized
 to 224, bicubic, centre crop); the zero-shot LL score uses 96x96 patches at
 stride 48. Everything here is torch indexing and `interpolate` on tensors of
 shape ``[..., 3, H, W]``, so one code path serves CPU workers and GPU batches
-(PERFORMANCE.md: past about 1,000 images/s the views belong on the GPU).
+(docs/performance.md: past about 1,000 images/s the views belong on the GPU).
 
 Deviations from the reference code: views stay uint8 until `normalize`, so
 they are cheap to batch and move; the zero-shot patch list is capped to an
-evenly spaced subset (`patches(max_patches=32)`, PERFORMANCE.md: all patches
+evenly spaced subset (`patches(max_patches=32)`, docs/performance.md: all patches
 cost about 50x the fragment path; ``max_patches=None`` restores the
 reference's full set); CLIP resizing uses torch's antialiased bicubic on the
 tensor rather than Pillow's, within about one grey level of it.
@@ -20,11 +20,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dataclasses import dataclass
+
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "Normalization",
+    "IMAGENET",
+    "OPENAI_CLIP",
     "clip_view",
     "ensure_min_size",
     "fragment_positions",
@@ -41,6 +46,36 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+@dataclass(frozen=True)
+class Normalization:
+    """How uint8 pixels become an encoder's float input: ``(x / 255 - mean) / std``.
+
+    It travels with the weights (an LL checkpoint, open_clip's preprocess
+    config of the chosen HL weights); ``mean=(0, 0, 0), std=(1, 1, 1)`` is
+    plain [0, 1] input.
+    """
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return normalize(x, self.mean, self.std)
+
+    def as_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalization":
+        mean, std = tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"])
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"input normalisation needs 3 means and 3 positive stds, got {d}")
+        return cls(mean, std)
+
+
+IMAGENET = Normalization(IMAGENET_MEAN, IMAGENET_STD)
+OPENAI_CLIP = Normalization(CLIP_MEAN, CLIP_STD)
+
+
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 array to a contiguous 3xHxW uint8 tensor (one copy)."""
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
@@ -48,19 +83,46 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(img.transpose(2, 0, 1), order="C"))
 
 
-def ensure_min_size(img: torch.Tensor, min_side: int) -> torch.Tensor:
+# Pixels an upscaled image may have: about what a 6000x4000 photo takes as it is.
+# Only images with an extreme aspect ratio (about 800:1 at min_side 224) reach it.
+MAX_UPSCALED_PIXELS = 40_000_000
+
+
+def ensure_min_size(img: torch.Tensor, min_side: int, max_pixels: int = MAX_UPSCALED_PIXELS) -> torch.Tensor:
     """Upscale (bicubic, aspect kept) so the shorter side is at least `min_side`.
 
     Fragments and patches need a minimum size; smaller images are enlarged
     rather than rejected. Images already large enough are returned as is.
+    Raises ImageError ``extreme_aspect_ratio`` (see `upscaled_size`) rather
+    than allocate more than `max_pixels`.
     """
     height, width = img.shape[-2:]
+    new_height, new_width = upscaled_size(height, width, min_side, max_pixels)
+    return _resize(img, new_height, new_width)
+
+
+def upscaled_size(height: int, width: int, min_side: int, max_pixels: int = MAX_UPSCALED_PIXELS) -> tuple[int, int]:
+    """The (height, width) `ensure_min_size` gives an image of this size, checked against `max_pixels`.
+
+    A 1x10000 strip would become 224x2,240,000 (gigabytes as float), so an
+    upscale above `max_pixels` raises ImageError ``extreme_aspect_ratio``
+    instead. Callers that know the size from a header can check before decoding.
+    """
     short = min(height, width)
     if short >= min_side:
-        return img
+        return height, width
     new_height = -(-height * min_side // short)  # ceil in integers: no float round-up
     new_width = -(-width * min_side // short)
-    return _resize(img, new_height, new_width)
+    if new_height * new_width > max_pixels:
+        from grepq_core.errors import ImageError
+
+        raise ImageError(
+            "extreme_aspect_ratio",
+            f"{width}x{height} would be upscaled to {new_width}x{new_height} "
+            f"({new_height * new_width} pixels, more than {max_pixels}) for a short side of {min_side}",
+            stage="prepare",
+        )
+    return new_height, new_width
 
 
 def fragment_positions(

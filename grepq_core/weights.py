@@ -1,6 +1,6 @@
 """The one place encoder weights are read, written and fingerprinted.
 
-METHOD.md, "Two pathways": both encoders are networks whose weights come from
+docs/method.md, "Two pathways": both encoders are networks whose weights come from
 somewhere (a shipped file, a training run, open_clip's pretrained tags).
 Every weight file goes through `load_checkpoint`, which only ever calls
 ``torch.load(weights_only=True)`` (or reads safetensors), so a crafted pickle

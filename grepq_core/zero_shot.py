@@ -1,4 +1,4 @@
-"""Completely blind quality scores (METHOD.md, "Zero-shot").
+"""Completely blind quality scores (docs/method.md, "Zero-shot").
 
 - LL: the NIQE-style distance d between a test image's patch-feature Gaussian
   and the pristine model's, squashed to score_LL = 1 - sigmoid(d / 100).
@@ -9,7 +9,7 @@ Deviations from the reference code: the distance solves a linear system
 instead of forming the inverse, and a test image with a single patch gets a
 zero covariance (the reference's unbiased estimate divides by zero there).
 The LL score also shrinks the pooled covariance towards a multiple of the
-identity (`LL_SHRINKAGE`) before adding METHOD.md's 0.001 ridge: a fixed
+identity (`LL_SHRINKAGE`) before adding docs/method.md's 0.001 ridge: a fixed
 ridge assumes a feature scale, and the shipped encoder's pristine covariance
 has eigenvalues down to 1e-6, so directions the pristine patches barely
 use dominated d. Shrinkage scales with the features; its effect on held-out
@@ -99,10 +99,13 @@ def hl_score(cos_good, cos_bad, gain: float = 10.0):
     return expit(gain * (np.asarray(cos_good, dtype=np.float64) - np.asarray(cos_bad, dtype=np.float64)))
 
 
-def combined_score(ll, hl):
-    """score_LL + score_HL; scalars or arrays, elementwise.
+def combined_score(*scores):
+    """score_LL + score_HL (the sum of the combined pathways' scores); scalars or arrays, elementwise.
 
-    The combined score needs both pathways: where either is NaN (a pathway
-    was not run) the result is NaN, never the other score alone.
+    The combined score needs every term: where any is NaN (a pathway was not
+    run) the result is NaN, never the sum of the others.
     """
-    return np.asarray(ll, dtype=np.float64) + np.asarray(hl, dtype=np.float64)
+    total = np.asarray(scores[0], dtype=np.float64)
+    for score in scores[1:]:
+        total = total + np.asarray(score, dtype=np.float64)
+    return total

@@ -3,7 +3,7 @@
     per photo: decode -> sharpest, then most colourful 96x96 patches -> LL features
     all features -> mean and covariance -> PRISTINE.npz
 
-METHOD.md, "Zero-shot". The model records the identity of the LL encoder
+docs/method.md, "Zero-shot". The model records the identity of the LL encoder
 whose features it holds; use it with that encoder only. Plain Python: the
 input is a few hundred photos.
 """
@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from grepq_core import views as V
 from grepq_core.errors import GrepqError, ImageError
 from grepq_core.imageio import load_image
 from grepq_core.ll_encoder import load_ll_encoder
@@ -57,7 +56,7 @@ def build_pristine(
         patches = torch.from_numpy(select_pristine_patches(img, patch, sharpness_frac, colour_frac))
         with torch.inference_mode():
             for chunk in patches.permute(0, 3, 1, 2).split(batch):
-                x = V.normalize(chunk.to(target), V.IMAGENET_MEAN, V.IMAGENET_STD)
+                x = encoder.normalization(chunk.to(target))
                 features.append(encoder(x).float().cpu().numpy())
     if skipped:
         log.warning("skipped %d of %d photos that could not be decoded", skipped, len(images))

@@ -10,6 +10,7 @@ import logging
 import sys
 
 from grepq_core.errors import GrepqError
+from pipelines.options import flag_message
 
 __all__ = ["main", "COMMANDS"]
 
@@ -27,12 +28,6 @@ COMMANDS = {
     "suggest-labels": ("pipelines.suggest_labels", "which images to label first (a CSV to fill in)"),
     "evaluate": ("pipelines.evaluate", "SRCC/PLCC/KRCC on an IQA dataset, zero-shot and few-shot, with baselines"),
 }
-
-
-def _labels_alias(argv: list[str]) -> list[str]:
-    """`--labels X` is grepq's label file (Beam's own --labels are Dataflow job labels)."""
-    return ["--label-csv" + a[len("--labels"):] if a == "--labels" or a.startswith("--labels=") else a
-            for a in argv]
 
 
 def main(argv=None) -> int:
@@ -53,13 +48,13 @@ def main(argv=None) -> int:
     if "-h" in rest or "--help" in rest:
         module.arg_parser().print_help()
         return 0
-    if "--label-csv" in module.arg_parser().format_help():
-        rest = _labels_alias(rest)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         module.run(rest)
+    except SystemExit as e:  # argparse has printed the usage and the error
+        return e.code
     except GrepqError as e:
-        print(f"grepq {name}: error: {e}", file=sys.stderr)
+        print(f"grepq {name}: error: {flag_message(str(e), module.arg_parser())}", file=sys.stderr)
         return 2
     return 0
 

@@ -9,23 +9,15 @@ from __future__ import annotations
 
 import logging
 
-import apache_beam as beam
-
 from grepq_core.errors import GrepqError
-from grepq_core.features import feature_layout, feature_matrix
-from grepq_core.labels import LabelSet, join_labels, read_labels
-from grepq_core.regressor import fit_ridge
-from pipelines.options import GrepqOptions, help_parser, require
-from transforms.schema import FEATURES_DIR
-from transforms.write import shard_glob
+from pipelines.options import command_parser, parse
 
-__all__ = ["run", "arg_parser", "fit_rows"]
+__all__ = ["run", "arg_parser", "build", "fit_rows"]
 
 log = logging.getLogger(__name__)
-_COLUMNS = ["path", "ll_features", "hl_features", "ll_identity", "hl_identity"]
 
 
-def _label_keys(labels: LabelSet) -> tuple[set, set]:
+def _label_keys(labels) -> tuple[set, set]:
     keys = set(labels.scores)
     return keys, {k.replace("\\", "/").rsplit("/", 1)[-1] for k in keys}
 
@@ -35,8 +27,12 @@ def _may_be_labelled(row, keys) -> bool:
     return row["path"] in paths or row["path"].rsplit("/", 1)[-1] in names
 
 
-def fit_rows(rows: list[dict], labels: LabelSet, alphas, folds: int, output: str):
+def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str):
     """Join, validate, fit and save; returns the model (runs on one worker)."""
+    from grepq_core.features import feature_layout, feature_matrix
+    from grepq_core.labels import join_labels
+    from grepq_core.regressor import fit_ridge
+
     by_path = {r["path"]: r for r in rows}
     matched, warnings = join_labels(labels, list(by_path))
     for w in warnings:
@@ -54,23 +50,33 @@ def fit_rows(rows: list[dict], labels: LabelSet, alphas, folds: int, output: str
     return model
 
 
-def build(p: beam.Pipeline, opts: GrepqOptions, features: str, output: str):
-    labels = read_labels(opts.label_csv, lower_is_better=opts.lower_is_better)
+def build(p, args, features: str, output: str):
+    import apache_beam as beam
+
+    from grepq_core import pathways
+    from grepq_core.labels import read_labels
+    from transforms import store
+    from transforms.sinks import ParquetSink
+
+    labels = read_labels(args.labels, lower_is_better=args.lower_is_better)
     keys = _label_keys(labels)
-    alphas = [float(a) for a in opts.alphas.split(",")]
+    alphas = [float(a) for a in args.alphas.split(",")]
+    columns = ["path", *pathways.columns()["features"],
+               *(pathways.get(n).identity_column for n in pathways.names())]
     (p
-     | "Read" >> beam.io.ReadFromParquet(shard_glob(features, FEATURES_DIR), columns=_COLUMNS)
+     | "Read" >> ParquetSink(features, store.FEATURES_DIR, store.features_schema()).read(columns=columns)
      | "Labelled" >> beam.Filter(_may_be_labelled, keys)
      | "Gather" >> beam.combiners.ToList()
-     | "Fit" >> beam.Map(fit_rows, labels, alphas, opts.folds, output))
+     | "Fit" >> beam.Map(fit_rows, labels, alphas, args.folds, output))
 
 
 def run(argv=None, test_pipeline=None):
-    options = GrepqOptions(argv)
-    require(options, "features", "label_csv", "output")
+    import apache_beam as beam
+
+    args, options = parse(arg_parser(), argv)
     with (test_pipeline or beam.Pipeline(options=options)) as p:
-        build(p, options, options.features, options.output)
+        build(p, args, args.features, args.output)
 
 
 def arg_parser():
-    return help_parser("fit", __doc__.strip().splitlines()[0], ("io", "fit"))
+    return command_parser("fit", __doc__.strip().splitlines()[0])

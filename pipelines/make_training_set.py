@@ -8,7 +8,7 @@ A photo that cannot be read, decoded, distorted or written is logged,
 counted (Beam counter ``grepq:training_photos_skipped``) and listed in
 PREFIX/skipped-*.jsonl; it never fails the job.
 
-Its own flags are split off with ``parse_known_args``; all other flags go to
+Its own flags are parsed first; every other flag must be one of Beam's and goes to
 Beam (--runner, --project, ...).
 """
 from __future__ import annotations
@@ -21,12 +21,11 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from grepq_core.devices import resolve_device
 from grepq_core.distortions import list_distortions
-from grepq_core.errors import GrepqError, ImageError
-from grepq_core.imageio import decode_image
+from grepq_core.errors import GrepqError
+from grepq_core.imageio import decode_image, read_bytes
 from grepq_core.training.data import (
     INDEX,
     RECORDS_DIR,
@@ -37,7 +36,9 @@ from grepq_core.training.data import (
     make_record,
     record_filename,
 )
-from transforms.read import MatchImages, dead_letter, open_input, text_path
+from pipelines.options import parse
+from transforms import dead_letters
+from transforms.read import MatchImages
 
 __all__ = ["run", "arg_parser", "build", "spec_from_args"]
 
@@ -47,11 +48,10 @@ _NAMESPACE = "grepq"
 
 def _skip(counter, path: str, stage: str, error: Exception):
     """Log and count one unusable photo; its row for PREFIX/skipped-*.jsonl."""
-    reason, detail = ((error.reason, error.detail) if isinstance(error, ImageError)
-                      else ("error", f"{type(error).__name__}: {error}"))
-    log.warning("skipped %s at %s: %s %s", path, stage, reason, detail)
+    row = dead_letters.from_error(path, error, stage)
+    log.warning("skipped %s at %s: %s %s", row["path"], row["stage"], row["reason"], row["detail"])
     counter.inc()
-    return beam.pvalue.TaggedOutput(SKIPPED, dead_letter(path, stage, reason, detail))
+    return beam.pvalue.TaggedOutput(SKIPPED, row)
 
 
 class _Read(beam.DoFn):
@@ -63,10 +63,9 @@ class _Read(beam.DoFn):
     def process(self, path: str):
         stage = "read"
         try:
-            with open_input(path) as f:
-                data = f.read()
+            data = read_bytes(path)
             stage = "decode"
-            yield text_path(path), decode_image(data)
+            yield dead_letters.text_path(path), decode_image(data)
         except Exception as e:  # noqa: BLE001 - one photo must never fail the job
             yield _skip(self._skipped, path, stage, e)
 
@@ -164,9 +163,9 @@ def arg_parser() -> argparse.ArgumentParser:
 
 
 def run(argv=None, test_pipeline=None):
-    args, beam_args = arg_parser().parse_known_args(argv)
+    args, options = parse(arg_parser(), argv)
     spec = spec_from_args(args)
     log.info("%d versions per photo (%d of %d distortion types x levels %s), %dx%d", spec.num_versions,
              spec.per_image, len(spec.distortions), list(spec.levels), spec.size, spec.size)
-    with (test_pipeline or beam.Pipeline(options=PipelineOptions(beam_args))) as p:
+    with (test_pipeline or beam.Pipeline(options=options)) as p:
         build(p, args.input, args.output, spec, args.device)

@@ -1,24 +1,33 @@
-"""grepq's flags, as one Beam `PipelineOptions` subclass.
+"""Each command's own flags, and Beam's options for everything else.
 
-All grepq flags live in `GrepqOptions`, so they travel with the pipeline's
-options to Dataflow workers and show in the job's UI; every other flag
-(--runner, --project, --region, --temp_location, --sdk_container_image,
---dataflow_service_options, --experiments, ...) is Beam's. The flags are
-grouped so that each subcommand's --help shows only its own groups.
+A command's parser holds only the flags that command reads, so `grepq CMD
+--help` lists exactly those, with their defaults. Whatever the parser does
+not know goes to Beam (--runner, --project, --region, --temp_location,
+--sdk_container_image, ...), after a check that it is one of Beam's own
+options: a mistyped grepq flag stops the command ("unknown flag --ouput,
+did you mean --output?") instead of being dropped with a warning.
 
-Beam already owns `--labels` (Dataflow job labels), so the label file is
-`--label-csv` here; the `grepq` command accepts `--labels` for it.
+grepq_core's errors name settings by field (`ll_weights`); `flag_message`
+turns those into this command's flags (--ll-weights), so a flag is renamed
+here and nowhere else. This module imports neither Beam nor torch at load
+time, so --help stays fast.
 """
 from __future__ import annotations
 
 import argparse
+import re
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from grepq_core.errors import GrepqError, did_you_mean
 
-from grepq_core.errors import GrepqError
-from grepq_core.extractor import EncoderSpec, ViewConfig, parse_pathways
+__all__ = ["DEFAULT_RUNNER", "COMMAND_FLAGS", "command_parser", "parse", "beam_options", "encoder_spec",
+           "flag_message", "require"]
 
-__all__ = ["GrepqOptions", "FLAG_GROUPS", "help_parser", "encoder_spec", "require"]
+# The runner a command uses when --runner is not given: Beam's in-process
+# FnApiRunner, which every grepq pipeline runs on. (Beam's DirectRunner would
+# first try to download and start Prism, a runner grepq is not tested on.)
+DEFAULT_RUNNER = "FnApiRunner"
+_EPILOG = ("Any other flag must be one of Beam's, e.g. --runner DataflowRunner --project P --region R "
+           f"--temp_location gs://... (docs/dataflow.md). Without --runner: {DEFAULT_RUNNER}, in this process.")
 
 
 def _none_or_int(text: str) -> int | None:
@@ -29,37 +38,37 @@ def _none_or_str(text: str) -> str | None:
     return None if text.lower() == "none" else text
 
 
-def _io_flags(parser):
-    g = parser.add_argument_group("input and output")
-    g.add_argument("--input", action="append", help="glob of images (local or gs://); repeatable")
-    g.add_argument("--output", help="output directory (local or gs://)")
-    g.add_argument("--features", help="an extract run's output directory")
-    g.add_argument("--model", help="regressor JSON written by `grepq fit`")
-    g.add_argument("--incremental", action="store_true",
+def _input(p):
+    p.add_argument("--input", action="append", required=True,
+                   help="glob of images (local or gs://); repeatable")
+
+
+def _extract_output(p):
+    p.add_argument("--output", required=True, help="output folder (local or gs://) for features and dead letters")
+    p.add_argument("--incremental", action="store_true",
                    help="extract only images whose path and content are new under --output")
 
 
-def _encoder_flags(parser):
-    g = parser.add_argument_group("encoders")
-    g.add_argument("--pathways", default="ll,hl", help="comma-separated subset of ll,hl (default both)")
-    g.add_argument("--ll-weights", default="shipped",
-                   help="LL encoder checkpoint: 'shipped' (default), a path or an fsspec URL")
+def _encoders(p):
+    g = p.add_argument_group("encoders")
+    g.add_argument("--pathways", default="ll,hl", help="comma-separated subset of the pathways (ll, hl)")
+    g.add_argument("--ll-weights", default="shipped", help="LL encoder checkpoint: 'shipped', a path or an fsspec URL")
     g.add_argument("--pristine", default="shipped", type=_none_or_str,
                    help="pristine model .npz for the zero-shot LL score: 'shipped', a path/URL, or 'none'")
     g.add_argument("--hl-model", default="RN50", help="open_clip architecture name or model-config JSON path")
     g.add_argument("--hl-weights", default="openai", type=_none_or_str,
-                   help="open_clip pretrained tag (default openai), a checkpoint path/URL, or 'none' (random)")
+                   help="open_clip pretrained tag, a checkpoint path/URL, or 'none' (random)")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     g.add_argument("--decode", default="auto", choices=("auto", "gpu", "cpu"),
                    help="gpu: JPEGs decoded in batches where the model runs (nvJPEG on CUDA); "
-                   "cpu: Pillow in the read stage; auto (default): gpu when CUDA is present")
+                   "cpu: Pillow in the read stage; auto: gpu when CUDA is present")
     g.add_argument("--batch-size", type=int, default=32, help="images per model batch")
     g.add_argument("--large-model", action="store_true",
                    help="one model per worker machine shared by its processes (GPU workers)")
 
 
-def _view_flags(parser):
-    g = parser.add_argument_group("views")
+def _views(p):
+    g = p.add_argument_group("views")
     g.add_argument("--ll-view", default="fragments", choices=("fragments", "full"),
                    help="fragments: 7x7 grid of 32x32 crops (batched); full: whole image (reference)")
     g.add_argument("--hl-size", type=_none_or_int, default=224, help="CLIP view size, or 'native'")
@@ -68,58 +77,125 @@ def _view_flags(parser):
     g.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot LL patches")
 
 
-def _fit_flags(parser):
-    g = parser.add_argument_group("fitting")
-    g.add_argument("--label-csv", help="CSV with columns path (or file name) and score; "
-                   "the grepq command also takes it as --labels")
+def _features(p):
+    p.add_argument("--features", required=True, help="an extract run's output folder")
+
+
+def _labels(p):
+    g = p.add_argument_group("fitting")
+    g.add_argument("--labels", required=True, help="CSV with columns path (or file name) and score")
     g.add_argument("--lower-is-better", action="store_true", help="scores are DMOS (lower is better)")
     g.add_argument("--alphas", default="0.1,1,10,100", help="ridge alphas to choose from by CV")
     g.add_argument("--folds", type=int, default=5, help="cross-validation folds")
-    g.add_argument("--model-output", help="where `grepq run` writes the fitted model (default OUTPUT/model.json)")
 
 
-def _score_flags(parser):
-    g = parser.add_argument_group("scoring")
+def _scoring(p):
+    g = p.add_argument_group("scoring")
     g.add_argument("--keep-above", type=float, help="keep images scoring above this")
     g.add_argument("--keep-top-fraction", type=float, help="keep this fraction of best-scoring images")
-    g.add_argument("--scale", help="LOW,HIGH: also write a `calibrated` score on this scale (needs --model), "
+    g.add_argument("--scale", help="LOW,HIGH: also write a `calibrated` score on this scale (needs a model), "
                    "the training labels' range mapped onto it, e.g. 1,5 or 0,100")
 
 
-FLAG_GROUPS = {"io": _io_flags, "encoders": _encoder_flags, "views": _view_flags,
-               "fit": _fit_flags, "score": _score_flags}
+def _fit_output(p):
+    p.add_argument("--output", required=True, help="the model file to write (JSON; path or fsspec URL)")
 
 
-class GrepqOptions(PipelineOptions):
-    """Every grepq flag; see FLAG_GROUPS for which subcommand uses which."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        for add in FLAG_GROUPS.values():
-            add(parser)
+def _score_io(p):
+    p.add_argument("--model", help="regressor JSON written by `grepq fit` (default: zero-shot scores)")
+    p.add_argument("--output", required=True, help="output folder for scores/, keep.txt and reject.txt")
 
 
-def help_parser(command: str, description: str, groups: tuple[str, ...]) -> argparse.ArgumentParser:
-    """What `grepq COMMAND --help` shows: that command's flag groups only."""
-    parser = argparse.ArgumentParser(prog=f"grepq {command}", description=description, epilog=(
-        "Any other flag goes to Beam, e.g. --runner DataflowRunner --project P --region R "
-        "--temp_location gs://... (docs/dataflow.md)."))
-    for group in groups:
-        FLAG_GROUPS[group](parser)
+def _run_io(p):
+    _input(p)
+    _extract_output(p)
+    p.add_argument("--labels", help="label CSV: fit a ridge regressor on it (default: zero-shot scores)")
+    p.add_argument("--lower-is-better", action="store_true", help="label scores are DMOS (lower is better)")
+    p.add_argument("--alphas", default="0.1,1,10,100", help="ridge alphas to choose from by CV")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    p.add_argument("--model", help="an existing regressor JSON instead of --labels")
+    p.add_argument("--model-output", help="where the fitted model goes (default OUTPUT/model.json)")
+
+
+COMMAND_FLAGS = {
+    "extract": (_input, _extract_output, _encoders, _views),
+    "fit": (_features, _labels, _fit_output),
+    "score": (_features, _score_io, _scoring),
+    "run": (_run_io, _encoders, _views, _scoring),
+}
+
+
+def command_parser(command: str, description: str) -> argparse.ArgumentParser:
+    """The parser of one Beam command: its own flags only, defaults shown."""
+    parser = argparse.ArgumentParser(prog=f"grepq {command}", description=description, epilog=_EPILOG,
+                                     allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for add in COMMAND_FLAGS[command]:
+        add(parser)
     return parser
 
 
-def require(opts: GrepqOptions, *names: str):
-    """Stop with a clear message when a subcommand's required flag is missing."""
-    missing = [n for n in names if not getattr(opts, n)]
+def _beam_flags() -> set[str]:
+    """Every flag of every Beam PipelineOptions class (the ones Beam would parse)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    parser = argparse.ArgumentParser(add_help=False)
+    seen, todo = set(), [PipelineOptions]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                todo.append(sub)
+                sub._add_argparse_args(parser)
+    return {s for action in parser._actions for s in action.option_strings}
+
+
+def _check_beam_args(rest: list[str], parser: argparse.ArgumentParser) -> None:
+    beam = _beam_flags()
+    ours = {s for action in parser._actions for s in action.option_strings}
+    for arg in rest:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("-") and flag not in beam:
+            close = did_you_mean(flag, ours) or did_you_mean(flag, beam)
+            raise GrepqError(f"unknown flag {flag}.{close}")
+
+
+def beam_options(rest: list[str]):
+    """Beam's PipelineOptions for the flags grepq does not own, with the default runner when none is given."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    if not any(a == "--runner" or a.startswith("--runner=") for a in rest):
+        rest = [*rest, f"--runner={DEFAULT_RUNNER}"]
+    return PipelineOptions(rest)
+
+
+def parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, object]:
+    """(this command's flags, Beam's PipelineOptions for the rest); an unknown flag is an error."""
+    args, rest = parser.parse_known_args(argv)
+    _check_beam_args(rest, parser)
+    return args, beam_options(rest)
+
+
+def require(args, *names: str):
+    """Stop with a clear message when a required setting is missing."""
+    missing = [n for n in names if not getattr(args, n, None)]
     if missing:
-        raise GrepqError("missing " + ", ".join("--" + n.replace("_", "-") for n in missing))
+        raise GrepqError("missing " + ", ".join(f"`{n}`" for n in missing))
 
 
-def encoder_spec(opts: GrepqOptions) -> EncoderSpec:
+def encoder_spec(args):
     """The models and views the flags select."""
-    views = ViewConfig(ll_view=opts.ll_view, hl_size=opts.hl_size, max_patches=opts.max_patches,
-                       zero_shot=not opts.no_zero_shot)
-    return EncoderSpec(pathways=parse_pathways(opts.pathways), ll_weights=opts.ll_weights,
-                       pristine=opts.pristine, hl_model=opts.hl_model, hl_weights=opts.hl_weights,
-                       device=opts.device, decode=opts.decode, batch_size=opts.batch_size, views=views)
+    from grepq_core.extractor import EncoderSpec, ViewConfig
+    from grepq_core.pathways import parse_pathways
+
+    views = ViewConfig(ll_view=args.ll_view, hl_size=args.hl_size, max_patches=args.max_patches,
+                       zero_shot=not args.no_zero_shot)
+    return EncoderSpec(pathways=parse_pathways(args.pathways), ll_weights=args.ll_weights,
+                       pristine=args.pristine, hl_model=args.hl_model, hl_weights=args.hl_weights,
+                       device=args.device, decode=args.decode, batch_size=args.batch_size, views=views)
+
+
+def flag_message(text: str, parser: argparse.ArgumentParser | None) -> str:
+    """A core message with its `field` names replaced by the parser's flags (--field-name)."""
+    flags = {a.dest: a.option_strings[0] for a in (parser._actions if parser else []) if a.option_strings}
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: flags.get(m.group(1), m.group(0)), text)

@@ -15,12 +15,12 @@ import logging
 import fsspec
 import pyarrow.compute as pc
 
+from grepq_core import pathways
 from grepq_core.errors import GrepqError, ImageError
 from grepq_core.imageio import load_image
 from grepq_core.regressor import load_ridge
 from grepq_core.report import ReportInputs, decile_rows, render_report, thumbnail_jpeg
-from transforms.schema import DEAD_LETTERS, DEAD_LETTERS_DIR, FEATURES, FEATURES_DIR, SCORES, SCORES_DIR
-from transforms.write import read_table
+from transforms import store
 
 __all__ = ["run", "arg_parser", "build_inputs"]
 
@@ -30,10 +30,12 @@ _RIDGE_PREFIX = "ridge:"
 
 def _identities(features: str) -> dict[str, list[str]] | None:
     """Encoder identities per pathway in the feature rows; None when there are no feature rows."""
-    table = read_table(features, FEATURES_DIR, columns=["ll_identity", "hl_identity"], schema=FEATURES)
+    columns = {name: pathways.get(name).identity_column for name in pathways.names()}
+    table = store.read_table(features, store.FEATURES_DIR, columns=list(columns.values()),
+                             schema=store.features_schema())
     if table.num_rows == 0:
         return None
-    return {p: sorted(v for v in pc.unique(table[f"{p}_identity"]).to_pylist() if v) for p in ("ll", "hl")}
+    return {name: sorted(v for v in pc.unique(table[c]).to_pylist() if v) for name, c in columns.items()}
 
 
 def _model_record(scorers, model: str | None) -> dict | None:
@@ -64,13 +66,13 @@ def build_inputs(scores_dir: str, features_dir: str | None = None, model: str | 
                  threshold: float | None = None, thumbnail_size: int = 160) -> ReportInputs:
     """Read everything the page shows from a run's output directories."""
     features_dir = features_dir or scores_dir
-    scores = read_table(scores_dir, SCORES_DIR, schema=SCORES).to_pandas()
+    scores = store.read_table(scores_dir, store.SCORES_DIR, schema=store.scores_schema()).to_pandas()
     if scores.empty:
-        raise GrepqError(f"no scores under {scores_dir}/{SCORES_DIR}: run `grepq score` or `grepq run` first, "
-                         "or pass the directory it wrote as --scores")
+        raise GrepqError(f"no scores under {scores_dir}/{store.SCORES_DIR}: run `grepq score` or `grepq run` first, "
+                         "or pass the directory it wrote as `scores`")
     return ReportInputs(
         scores=scores,
-        dead_letters=read_table(features_dir, DEAD_LETTERS_DIR, schema=DEAD_LETTERS).to_pandas(),
+        dead_letters=store.read_table(features_dir, store.DEAD_LETTERS_DIR, schema=store.DEAD_LETTERS).to_pandas(),
         identities=_identities(features_dir),
         model=_model_record(scores["scorer"].dropna().unique(), model),
         thumbnails=_thumbnails(decile_rows(scores)["path"], thumbnail_size),

@@ -6,30 +6,30 @@ reject.txt, and report.html.
 """
 from __future__ import annotations
 
-import apache_beam as beam
-
-from pipelines import extract, fit, report, score
-from pipelines.options import GrepqOptions, help_parser, require
+from pipelines.options import command_parser, parse
 
 __all__ = ["run", "arg_parser"]
 
 
 def run(argv=None):
-    options = GrepqOptions(argv)
-    require(options, "input", "output")
-    out = options.output.rstrip("/")
-    extract.run(argv)
-    model = options.model
-    if options.label_csv:
-        model = options.model_output or f"{out}/model.json"
+    import apache_beam as beam
+
+    from pipelines import extract, fit, report, score
+
+    args, options = parse(arg_parser(), argv)
+    out = args.output.rstrip("/")
+    extract.execute(args, options)
+    model = args.model
+    if args.labels:
+        model = args.model_output or f"{out}/model.json"
         with beam.Pipeline(options=options) as p:
-            fit.build(p, options, out, model)
+            fit.build(p, args, out, model)
     with beam.Pipeline(options=options) as p:
-        score.build(p, options, out, model, out)
+        score.build(p, args, out, model, out)
     print(f"scores: {out}/scores/  keep list: {out}/keep.txt  reject list: {out}/reject.txt")
-    threshold = [] if options.keep_above is None else ["--threshold", str(options.keep_above)]
+    threshold = [] if args.keep_above is None else ["--threshold", str(args.keep_above)]
     report.run(["--scores", out, "--output", f"{out}/report.html", *threshold])
 
 
 def arg_parser():
-    return help_parser("run", __doc__.strip().splitlines()[0], ("io", "encoders", "views", "fit", "score"))
+    return command_parser("run", __doc__.strip().splitlines()[0])

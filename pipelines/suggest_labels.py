@@ -17,22 +17,21 @@ import fsspec
 import numpy as np
 import pandas as pd
 
+from grepq_core import pathways
 from grepq_core.errors import GrepqError
 from grepq_core.features import feature_layout, feature_matrix
 from grepq_core.labels import join_labels, read_labels
 from grepq_core.selection import suggest_labels
-from transforms.schema import FEATURES, FEATURES_DIR
-from transforms.write import read_table
+from transforms import store
 
 __all__ = ["run", "arg_parser"]
 
 log = logging.getLogger(__name__)
-_COLUMNS = ["path", "ll_features", "hl_features", "ll_identity", "hl_identity", "zs_combined", "zs_ll", "zs_hl"]
 
 
 def _zero_shot(frame: pd.DataFrame) -> tuple[np.ndarray | None, str | None]:
-    """The zero-shot score the scorer would use (combined, else LL, else HL) and its column."""
-    for column in ("zs_combined", "zs_ll", "zs_hl"):
+    """The zero-shot score the scorer would use (combined, else each pathway's in turn) and its column."""
+    for column in ("zs_combined", *pathways.columns()["zero_shot"]):
         values = frame[column].to_numpy(dtype=np.float64)
         if np.isfinite(values).any():
             return values, column
@@ -60,10 +59,12 @@ def _candidates(n_rows: int, keep: np.ndarray, cap: int, seed: int) -> np.ndarra
 
 def run(argv=None):
     args = arg_parser().parse_args(argv)
-    table = read_table(args.features, FEATURES_DIR, columns=_COLUMNS, schema=FEATURES)
+    cols = pathways.columns()
+    columns = ["path", *cols["features"], *cols["identity"], "zs_combined", *cols["zero_shot"]]
+    table = store.read_table(args.features, store.FEATURES_DIR, columns=columns, schema=store.features_schema())
     if table.num_rows == 0:
-        raise GrepqError(f"no feature rows under {args.features}/{FEATURES_DIR}: run `grepq extract` first, "
-                         "or pass the directory it wrote as --features")
+        raise GrepqError(f"no feature rows under {args.features}/{store.FEATURES_DIR}: run `grepq extract` "
+                         "first, or pass the directory it wrote as `features`")
     paths = table.column("path").to_pylist()
     excluded = _excluded(args.exclude, paths)
     labelled_rows = np.flatnonzero([p in excluded for p in paths])

@@ -1,4 +1,4 @@
-"""`grepq train-hl`: pristine photos -> a fine-tuned HL (CLIP) image tower (GCL, METHOD.md).
+"""`grepq train-hl`: pristine photos -> a fine-tuned HL (CLIP) image tower (GCL, docs/method.md).
 
     decode + CLIP view -> per step: pseudo-labels, low/high groups, GCL, Adam -> checkpoint + log
 

@@ -1,4 +1,4 @@
-"""`grepq train-ll`: a training set -> an LL encoder checkpoint (QACL, METHOD.md).
+"""`grepq train-ll`: a training set -> an LL encoder checkpoint (QACL, docs/method.md).
 
     read index -> per step: load records, cut views, QACL, AdamW -> checkpoint + log
 

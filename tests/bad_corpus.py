@@ -2,9 +2,17 @@
 
 `make_bad_corpus(directory)` writes the files below and returns
 ``{path: expected}``, where expected is ``"ok"`` (decodes to a usable RGB
-image) or the `ImageError` reason `grepq_core.imageio.load_image` must raise.
-Content comes from scikit-image's bundled photos where it matters. Creation
-takes about a second.
+image) or the `ImageError` reason the image must be dead-lettered with.
+`expected_stage(expected)` names the stage that raises it: ``read``
+(`grepq_core.imageio.read_bytes`), ``decode`` (`decode_image`) or
+``prepare`` (`grepq_core.views.ensure_min_size` at `MIN_SIDE`, after a
+successful `load_image`). Content comes from scikit-image's bundled photos
+where it matters. Creation takes about a second; nothing is large on disk
+(oversized.jpg is sparse).
+
+Reading fifo.jpg or dev_zero.jpg with anything but `read_bytes` blocks
+forever or fills memory, so every test that reads the corpus needs a timeout
+(pytest.ini sets one; tests/test_imageio.py uses 60 s).
 
 | file | expected | what it is |
 | --- | --- | --- |
@@ -18,6 +26,13 @@ takes about a second.
 | bomb_warning.png | decompression_bomb | PNG declaring 10000x10000 (between 1x and 2x the limit, where Pillow only warns) |
 | directory.jpg | unreadable | a directory |
 | symlink_loop.jpg | unreadable | a symlink to itself (left out where symlinks are refused) |
+| broken_symlink.jpg | unreadable | a symlink to a file that does not exist (left out where symlinks are refused) |
+| fifo.jpg | not_a_regular_file | a named pipe with no writer (left out where FIFOs are refused) |
+| dev_zero.jpg | not_a_regular_file | a symlink to /dev/zero, endless (left out where there is none) |
+| oversized.jpg | too_large | a sparse file of `OVERSIZED_BYTES` (300 MiB, above the 256 MiB default cap), no disk used |
+| jpeg_12bit.jpg | unsupported_format | a baseline JPEG whose SOF0 declares 12-bit samples, as a 12-bit JPEG looks to Pillow |
+| heif.heic | unsupported_format | an ISO BMFF file with major brand ``heic`` (Pillow has no HEIF plugin) |
+| extreme_aspect_10000x1.png | extreme_aspect_ratio | a 10000x1 strip: 30 KB, but 224x2,240,000 once upscaled |
 | cmyk.jpg | ok | coffee saved as a CMYK JPEG |
 | grey16.png | ok | camera x 257 as a 16-bit greyscale PNG (must decode back to camera) |
 | gradient16.png | ok | 16-bit horizontal ramp 0..65535, 64x256 |
@@ -32,6 +47,7 @@ takes about a second.
 | large_6000x4000.jpg | ok | 6000x4000 colour gradient (24 MP) |
 | non_utf8_<0xff>.jpg | ok | chelsea under a file name that is not valid UTF-8 (left out where the filesystem refuses it) |
 | duplicate_a.jpg, duplicate_b.jpg | ok | the same coffee JPEG bytes under two names |
+| a::b.jpg, x#y.jpg, q?.jpg, [br].jpg, st*r.jpg | ok | names fsspec would parse as URL chaining, fragment, query or glob; each holds its own `ODD_NAMES` photo |
 """
 
 import io
@@ -44,10 +60,27 @@ import numpy as np
 import skimage.data
 from PIL import Image
 
-__all__ = ["KIND_NAMES", "ONE_PIXEL_RGB", "TRANSPARENT_BOX", "make_bad_corpus"]
+__all__ = [
+    "KIND_NAMES",
+    "MIN_SIDE",
+    "ODD_NAMES",
+    "ONE_PIXEL_RGB",
+    "OVERSIZED_BYTES",
+    "TRANSPARENT_BOX",
+    "expected_stage",
+    "make_bad_corpus",
+]
 
 TRANSPARENT_BOX = 64
 ONE_PIXEL_RGB = (10, 200, 30)
+OVERSIZED_BYTES = 300 * 2**20
+MIN_SIDE = 224  # the views' default short side, which prepare-stage reasons assume
+# File names that are not what a URL parser sees, each with the skimage photo it holds.
+ODD_NAMES = {"a::b.jpg": "chelsea", "x#y.jpg": "immunohistochemistry", "q?.jpg": "astronaut", "[br].jpg": "camera",
+             "st*r.jpg": "rocket"}
+
+_READ_REASONS = {"unreadable", "not_a_regular_file", "too_large", "empty_file"}
+_PREPARE_REASONS = {"extreme_aspect_ratio"}
 
 
 class _Unsupported(Exception):
@@ -67,6 +100,13 @@ def make_bad_corpus(directory: Path) -> dict[str, str]:
             continue
         expected[str(path)] = outcome
     return expected
+
+
+def expected_stage(expected: str) -> str | None:
+    """The stage that dead-letters an image with this expected outcome (None for "ok")."""
+    if expected == "ok":
+        return None
+    return "read" if expected in _READ_REASONS else "prepare" if expected in _PREPARE_REASONS else "decode"
 
 
 def _encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -110,6 +150,58 @@ def _symlink_loop(path: Path) -> None:
         os.symlink(path.name, path)
     except (OSError, NotImplementedError) as exc:
         raise _Unsupported(str(exc)) from exc
+
+
+def _symlink_to(target: str):
+    """A writer making a symlink to `target` (left out where symlinks or the target are missing)."""
+
+    def write(path: Path) -> None:
+        if target.startswith("/") and not os.path.exists(target):
+            raise _Unsupported(f"no {target}")
+        try:
+            os.symlink(target, path)
+        except (OSError, NotImplementedError) as exc:
+            raise _Unsupported(str(exc)) from exc
+
+    return write
+
+
+def _fifo(path: Path) -> None:
+    try:
+        os.mkfifo(path)
+    except (OSError, AttributeError) as exc:  # AttributeError: no mkfifo on this platform
+        raise _Unsupported(str(exc)) from exc
+
+
+def _sparse(path: Path) -> None:
+    """OVERSIZED_BYTES of zeros that occupy no disk blocks."""
+    with open(path, "wb") as f:
+        f.truncate(OVERSIZED_BYTES)
+
+
+def _jpeg_12bit() -> bytes:
+    """Pillow's baseline JPEG with the SOF0 precision byte set to 12, as Pillow sees a 12-bit JPEG."""
+    data = bytearray(_encode(Image.fromarray(skimage.data.coffee()), "JPEG", quality=90))
+    sof = data.index(b"\xff\xc0")
+    assert data[sof + 4] == 8, "SOF0 precision byte not where expected"
+    data[sof + 4] = 12
+    return bytes(data)
+
+
+def _heif_header() -> bytes:
+    """An ftyp box with HEIF's major brand (how an iPhone HEIC photo starts), then filler."""
+    brands = b"heic" + b"\x00\x00\x00\x00" + b"mif1heic"
+    return struct.pack(">I", 8 + len(brands)) + b"ftyp" + brands + bytes(256)
+
+
+def _strip(path: Path) -> None:
+    """A 10000x1 RGB strip of seeded noise (about 30 KB as PNG)."""
+    noise = np.random.default_rng(1).integers(0, 256, (1, 10000, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path)
+
+
+def _odd_name(path: Path) -> None:
+    _save(lambda: Image.fromarray(getattr(skimage.data, ODD_NAMES[path.name])()), quality=90)(path)
 
 
 def _non_utf8_name(path: Path) -> None:
@@ -187,6 +279,13 @@ _KINDS = {
     "bomb_warning.png": ("decompression_bomb", _bytes(_png_header_only(10000, 10000))),
     "directory.jpg": ("unreadable", lambda path: path.mkdir()),
     "symlink_loop.jpg": ("unreadable", _symlink_loop),
+    "broken_symlink.jpg": ("unreadable", _symlink_to("no_such_file.jpg")),
+    "fifo.jpg": ("not_a_regular_file", _fifo),
+    "dev_zero.jpg": ("not_a_regular_file", _symlink_to("/dev/zero")),
+    "oversized.jpg": ("too_large", _sparse),
+    "jpeg_12bit.jpg": ("unsupported_format", _bytes(_jpeg_12bit)),
+    "heif.heic": ("unsupported_format", _bytes(_heif_header)),
+    "extreme_aspect_10000x1.png": ("extreme_aspect_ratio", _strip),
     "cmyk.jpg": ("ok", _save(lambda: Image.fromarray(skimage.data.coffee()).convert("CMYK"), quality=95)),
     "grey16.png": ("ok", _grey16),
     "gradient16.png": ("ok", _gradient16),
@@ -202,6 +301,7 @@ _KINDS = {
     os.fsdecode(b"non_utf8_\xff.jpg"): ("ok", _non_utf8_name),
     "duplicate_a.jpg": ("ok", _coffee_jpeg),
     "duplicate_b.jpg": ("ok", _coffee_jpeg),
+    **{name: ("ok", _odd_name) for name in ODD_NAMES},
 }
 
 KIND_NAMES = tuple(_KINDS)

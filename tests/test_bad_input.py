@@ -5,8 +5,8 @@ import pytest
 
 from bad_corpus import make_bad_corpus
 from pipelines import extract
-from transforms.read import text_path
-from transforms.write import read_table
+from transforms.dead_letters import text_path
+from transforms.store import read_table
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,11 @@ import pytest
 from PIL import Image
 
 from conftest import photo
-from grepq_core.extractor import EncoderSpec, Extractor, PreparedImage, prepare_image
+from grepq_core.errors import ImageError
+from grepq_core.extractor import EncoderSpec, Extractor, image_views
 from grepq_core.imageio import decode_image, is_plain_jpeg
 from pipelines import extract
-from transforms.write import read_table
+from transforms.store import read_table
 
 SIZES = [(1024, 768), (640, 480), (300, 451), (180, 120)]
 
@@ -32,22 +33,15 @@ def extractor(tiny_models):
     return Extractor.load(spec)
 
 
-def _cpu_item(path, spec):
-    return prepare_image(decode_image(path.read_bytes()), spec, str(path))
-
-
-def _device_item(path):
-    return PreparedImage(str(path), "", 0, 0, "pending", data=path.read_bytes())
-
-
 def test_device_views_and_features_match_the_cpu_path(jpegs, extractor):
-    cpu = [_cpu_item(p, extractor.spec) for p in jpegs]
-    device = [_device_item(p) for p in jpegs]
-    cpu_rows, device_rows = extractor.extract(cpu), extractor.extract(device)
+    cpu = [image_views(decode_image(p.read_bytes()), extractor.spec) for p in jpegs]
+    device = extractor.decode([p.read_bytes() for p in jpegs])
+    cpu_rows, device_rows = extractor.encode(cpu), extractor.encode(device)
     for c, d, cr, dr in zip(cpu, device, cpu_rows, device_rows):
         assert (d.width, d.height) == (c.width, c.height)
-        for view in ("ll", "hl", "patches"):
-            assert np.array_equal(np.asarray(getattr(d, view)), getattr(c, view)), view
+        assert set(d.tensors) == set(c.tensors) == {"ll", "ll_patches", "hl"}
+        for view in c.tensors:
+            assert np.array_equal(np.asarray(d.tensors[view]), c.tensors[view]), view
         assert dr["decoder"] == "libjpeg-turbo" and cr["decoder"] == "cpu"
         np.testing.assert_allclose(dr["ll_features"], cr["ll_features"], rtol=0, atol=1e-5)
         np.testing.assert_allclose(dr["hl_features"], cr["hl_features"], rtol=0, atol=1e-5)
@@ -65,12 +59,12 @@ def test_cmyk_and_png_are_not_sent_to_the_device_decoder(tmp_path):
 
 
 def test_a_bad_jpeg_in_a_device_batch_is_dead_lettered_alone(jpegs, extractor):
-    data = jpegs[0].read_bytes()
-    items = [_device_item(p) for p in jpegs]
-    items.insert(1, PreparedImage("cut.jpg", "", 0, 0, "pending", data=data[: len(data) // 2]))
-    rows = extractor.extract(items)
-    assert rows[1] == {"path": "cut.jpg", "dead_letter": ("decode", "truncated", rows[1]["dead_letter"][2])}
-    assert all("ll_features" in r for i, r in enumerate(rows) if i != 1)
+    datas = [p.read_bytes() for p in jpegs]
+    datas.insert(1, datas[0][: len(datas[0]) // 2])
+    decoded = extractor.decode(datas)
+    assert isinstance(decoded[1], ImageError) and (decoded[1].stage, decoded[1].reason) == ("decode", "truncated")
+    rows = extractor.encode([d for i, d in enumerate(decoded) if i != 1])
+    assert len(rows) == len(jpegs) and all(r["ll_features"] is not None for r in rows)
 
 
 def test_pipeline_with_gpu_decode_scores_mixed_formats(jpegs, model_flags, tmp_path):

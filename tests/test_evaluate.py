@@ -10,7 +10,7 @@ from PIL import Image, ImageFilter
 from grepq_core import evaluation as E
 from grepq_core.datasets import load_dataset
 from grepq_core.extractor import Extractor
-from pipelines import evaluate
+from pipelines import evaluate, evaluate_data
 
 BLUR_RADII = (0, 1, 2, 4)
 ZERO_SHOT = {"grepq LL (zs_ll)", "grepq HL (zs_hl)", "grepq LL+HL (zs_combined)", "NIQE", "BRISQUE"}
@@ -107,9 +107,9 @@ def test_cache_is_reused_and_only_for_the_same_encoders(first_run, dataset, mode
         raise AssertionError("recomputed a cached image")
 
     for name in ("niqe", "brisque", "nss_features"):
-        monkeypatch.setattr(evaluate, name, fail)
+        monkeypatch.setattr(evaluate_data, name, fail)
     with monkeypatch.context() as m:
-        m.setattr(Extractor, "extract", fail)
+        m.setattr(Extractor, "encode", fail)
         again = evaluate.run(_flags(dataset, cache, tmp_path / "again", model_flags))
     assert _shards(cache) == before
     assert _results(again) == _results(report)

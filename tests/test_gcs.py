@@ -7,7 +7,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from pipelines import extract
-from transforms.write import read_table
+from transforms.store import read_table
 
 
 def _free_port() -> int:

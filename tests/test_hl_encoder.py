@@ -222,4 +222,4 @@ def test_openai_weights_offline_say_what_to_do(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("WeightsUnavailable:")
-    assert "--hl-weights PATH_OR_URL" in done.stdout and "--pathways ll" in done.stdout
+    assert "`hl_weights` PATH_OR_URL" in done.stdout and "`pathways` ll" in done.stdout

@@ -1,7 +1,13 @@
 """grepq_core.imageio on the bad-input corpus and through fsspec."""
 
 import io
+import json
 import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
 import time
 import warnings
 
@@ -9,11 +15,31 @@ import fsspec
 import numpy as np
 import pytest
 import skimage.data
-from PIL import Image
+from PIL import Image, features
 
-from tests.bad_corpus import KIND_NAMES, ONE_PIXEL_RGB, TRANSPARENT_BOX, make_bad_corpus
+from tests.bad_corpus import (
+    KIND_NAMES,
+    MIN_SIDE,
+    ODD_NAMES,
+    ONE_PIXEL_RGB,
+    OVERSIZED_BYTES,
+    TRANSPARENT_BOX,
+    expected_stage,
+    make_bad_corpus,
+)
 from grepq_core.errors import ImageError
-from grepq_core.imageio import decode_image, load_image, read_bytes
+from grepq_core.imageio import (
+    DEFAULT_MAX_BYTES,
+    decode_image,
+    is_local_path,
+    is_plain_jpeg,
+    load_image,
+    read_bytes,
+)
+from grepq_core.views import ensure_min_size, to_tensor
+
+# A memory address as an object's default repr shows it; never in a detail.
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +63,14 @@ def _encode(array: np.ndarray, fmt: str, **options) -> bytes:
     return buffer.getvalue()
 
 
+def _load_and_prepare(path: str) -> np.ndarray:
+    """What the pipeline does to one file up to its views: read, decode, upscale to MIN_SIDE."""
+    image = load_image(path)
+    ensure_min_size(to_tensor(image), MIN_SIDE)
+    return image
+
+
+@pytest.mark.timeout(60)  # fifo.jpg and dev_zero.jpg hang or never end if read blindly
 @pytest.mark.parametrize("name", KIND_NAMES)
 def test_each_corpus_file_meets_its_expectation(corpus, name):
     directory, expected = corpus
@@ -44,13 +78,43 @@ def test_each_corpus_file_meets_its_expectation(corpus, name):
     if path not in expected:
         pytest.skip(f"{name!r}: this filesystem cannot hold it")
     if expected[path] == "ok":
-        image = load_image(path)
+        image = _load_and_prepare(path)
         assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
         assert min(image.shape[:2]) >= 1
     else:
         with pytest.raises(ImageError) as caught:
-            load_image(path)
-        assert caught.value.reason == expected[path]
+            _load_and_prepare(path)
+        assert (caught.value.reason, caught.value.stage) == (expected[path], expected_stage(expected[path]))
+        assert not _ADDRESS.search(caught.value.detail), caught.value.detail
+
+
+@pytest.mark.timeout(60)
+def test_details_are_the_same_in_another_process(corpus):
+    """Dead-letter rows of identical runs are identical: no memory address or other per-process text."""
+    directory, expected = corpus
+    bad = sorted(p for p, outcome in expected.items() if outcome != "ok")
+    script = textwrap.dedent("""
+        import json, sys
+        from grepq_core.errors import ImageError
+        from grepq_core.imageio import load_image
+        from grepq_core.views import ensure_min_size, to_tensor
+        out = {}
+        for path in json.loads(sys.argv[1]):
+            try:
+                ensure_min_size(to_tensor(load_image(path)), int(sys.argv[2]))
+            except ImageError as e:
+                out[path] = [e.reason, e.detail]
+        print(json.dumps(out))
+    """)
+
+    def run() -> dict:
+        done = subprocess.run([sys.executable, "-c", script, json.dumps(bad), str(MIN_SIDE)],
+                              capture_output=True, text=True, check=True, timeout=50)
+        return json.loads(done.stdout)
+
+    first = run()
+    assert sorted(first) == bad
+    assert run() == first
 
 
 def test_exif_orientation_is_applied(corpus):
@@ -187,7 +251,251 @@ def test_forbidden_file_is_unreadable(tmp_path):
     assert caught.value.reason == "unreadable"
 
 
-def test_empty_bytes_are_an_empty_file():
+def test_empty_file_is_found_by_read_bytes(tmp_path):
+    (tmp_path / "empty.jpg").touch()
     with pytest.raises(ImageError) as caught:
-        decode_image(b"")
+        read_bytes(str(tmp_path / "empty.jpg"))
+    assert (caught.value.reason, caught.value.stage) == ("empty_file", "read")
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    started = time.perf_counter()
+    with pytest.raises(ImageError) as caught:
+        read_bytes(str(fifo))
+    assert caught.value.reason == "not_a_regular_file" and "FIFO" in caught.value.detail
+    assert time.perf_counter() - started < 1
+
+
+@pytest.mark.timeout(60)
+def test_devices_and_sockets_are_refused(tmp_path):
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(tmp_path / "sock.jpg"))
+        for name, kind in (("zero.jpg", "character device"), ("sock.jpg", "socket")):
+            with pytest.raises(ImageError) as caught:
+                read_bytes(str(tmp_path / name))
+            assert caught.value.reason == "not_a_regular_file" and kind in caught.value.detail
+    finally:
+        server.close()
+
+
+def test_broken_symlink_is_unreadable(tmp_path):
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    with pytest.raises(ImageError) as caught:
+        read_bytes(str(tmp_path / "dangling.jpg"))
+    assert caught.value.reason == "unreadable" and caught.value.stage == "read"
+
+
+def test_a_symlink_to_a_regular_file_is_read(tmp_path):
+    (tmp_path / "real.jpg").write_bytes(b"real bytes")
+    (tmp_path / "link.jpg").symlink_to("real.jpg")
+    assert read_bytes(str(tmp_path / "link.jpg")) == b"real bytes"
+
+
+def test_oversized_file_is_refused_before_reading(tmp_path, monkeypatch):
+    assert OVERSIZED_BYTES > DEFAULT_MAX_BYTES == 256 * 2**20
+    sparse = tmp_path / "sparse.jpg"
+    with open(sparse, "wb") as f:
+        f.truncate(OVERSIZED_BYTES)
+    opened = []
+    monkeypatch.setattr("grepq_core.imageio.open", lambda *a, **k: opened.append(a), raising=False)
+    with pytest.raises(ImageError) as caught:
+        read_bytes(str(sparse))
+    assert caught.value.reason == "too_large" and str(OVERSIZED_BYTES) in caught.value.detail
+    assert not opened
+
+
+def test_max_bytes_is_configurable_and_inclusive(tmp_path):
+    path = tmp_path / "ten.jpg"
+    path.write_bytes(b"0123456789")
+    assert read_bytes(str(path), max_bytes=10) == b"0123456789"
+    with pytest.raises(ImageError) as caught:
+        read_bytes(str(path), max_bytes=9)
+    assert caught.value.reason == "too_large"
+
+
+class _GrowingFile(io.BytesIO):
+    """A file whose stat size (`size`) lags behind what it holds, as one still being written."""
+
+    def __init__(self, data: bytes, size: int):
+        super().__init__(data)
+        self.size = size
+
+
+def test_a_file_that_grows_past_the_cap_is_refused_after_at_most_cap_plus_one_bytes():
+    from grepq_core.imageio import _read_capped
+
+    growing = _GrowingFile(b"x" * 100, size=4)
+    with pytest.raises(ImageError) as caught:
+        _read_capped(growing, "growing.jpg", 50, growing.size)
+    assert caught.value.reason == "too_large"
+    assert growing.tell() == 51
+    still_small = _GrowingFile(b"x" * 30, size=4)
+    assert _read_capped(still_small, "growing.jpg", 50, still_small.size) == b"x" * 30
+
+
+def test_remote_files_over_the_cap_are_refused():
+    memory = fsspec.filesystem("memory")
+    root = "memory://grepq-test-imageio-cap"
+    try:
+        memory.pipe(f"{root}/big.jpg", b"x" * 100)
+        with pytest.raises(ImageError) as caught:
+            read_bytes(f"{root}/big.jpg", max_bytes=99)
+        assert caught.value.reason == "too_large"
+        assert read_bytes(f"{root}/big.jpg", max_bytes=100) == b"x" * 100
+    finally:
+        memory.rm(root, recursive=True)
+
+
+@pytest.mark.parametrize("name", ["a::b.jpg", "x#y.jpg", "q?.jpg", "[br].jpg", "st*r.jpg", "file:x.jpg"])
+def test_local_names_are_not_parsed_as_urls(tmp_path, name):
+    # Decoys: what a URL parser would read instead (a::b chains to "a"; # and ? cut the name; [] and * glob).
+    for decoy in ("a", "b.jpg", "x", "q", "b", "br.jpg", "str.jpg", "x.jpg"):
+        (tmp_path / decoy).write_bytes(b"decoy " + decoy.encode())
+    path = tmp_path / name
+    path.write_bytes(b"own bytes of " + name.encode())
+    assert read_bytes(str(path)) == path.read_bytes()
+    assert read_bytes(os.fsencode(path)) == path.read_bytes()
+
+
+def test_a_file_named_like_a_url_chain_gives_its_own_image(corpus):
+    directory, _ = corpus
+    for name, photo in ODD_NAMES.items():
+        image = _load(corpus, name)
+        expected = decode_image((directory / name).read_bytes())
+        assert (image == expected).all()
+        reference = getattr(skimage.data, photo)()
+        reference = reference if reference.ndim == 3 else np.dstack([reference] * 3)
+        assert image.shape == reference.shape and _mean_abs_diff(image, reference) < 4, name
+
+
+def test_non_utf8_names_are_read_as_bytes_and_reported_as_text(tmp_path):
+    raw = os.fsencode(tmp_path) + b"/caf\xe9.jpg"
+    try:
+        with open(raw, "wb"):
+            pass
+    except OSError:
+        pytest.skip("this filesystem refuses non-UTF-8 names")
+    with pytest.raises(ImageError) as caught:
+        read_bytes(raw)
     assert caught.value.reason == "empty_file"
+    assert caught.value.detail.encode("utf-8").endswith(b"caf\\xe9.jpg: 0 bytes")
+
+
+def test_what_counts_as_local():
+    assert is_local_path("/data/a::b.jpg") and is_local_path("photos/x#y.jpg") and is_local_path(b"/d/\xff.jpg")
+    assert is_local_path("file:///data/a.jpg") and is_local_path(b"file:///data/a.jpg")
+    assert not is_local_path("gs://bucket/a.jpg") and not is_local_path("simplecache::gs://bucket/a.jpg")
+
+
+def _jpeg_with_precision(bits: int, sof: int = 0xC0) -> bytes:
+    data = bytearray(_encode(skimage.data.coffee(), "JPEG", quality=90))
+    start = data.index(b"\xff\xc0")
+    data[start + 1], data[start + 4] = sof, bits
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("bits", "sof"), [(12, 0xC0), (12, 0xC1), (12, 0xC3), (16, 0xC3)])
+def test_12_and_16_bit_jpegs_are_an_unsupported_format(bits, sof):
+    with pytest.raises(ImageError) as caught:
+        decode_image(_jpeg_with_precision(bits, sof))
+    assert caught.value.reason == "unsupported_format" and f"{bits}-bit JPEG" in caught.value.detail
+    with pytest.raises(ImageError) as caught:
+        is_plain_jpeg(_jpeg_with_precision(bits, sof))
+    assert caught.value.reason == "unsupported_format"
+
+
+def _ftyp(brand: bytes) -> bytes:
+    return b"\x00\x00\x00\x18ftyp" + brand + b"\x00\x00\x00\x00mif1" + brand + bytes(200)
+
+
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [(_ftyp(b"heic"), "HEIF"), (_ftyp(b"hevc"), "HEIF"), (b"\xff\x0a" + bytes(200), "JPEG XL"),
+     (b"\x00\x00\x00\x0cJXL \r\n\x87\n" + bytes(200), "JPEG XL")],
+    ids=["heic", "hevc", "jxl-codestream", "jxl-container"],
+)
+def test_signatures_of_formats_pillow_lacks_are_unsupported(data, name):
+    with pytest.raises(ImageError) as caught:
+        decode_image(data)
+    assert caught.value.reason == "unsupported_format" and caught.value.detail.startswith(name)
+
+
+def test_avif_is_unsupported_only_without_its_codec(monkeypatch):
+    data = _ftyp(b"avif")
+    with pytest.raises(ImageError) as caught:
+        decode_image(data)
+    assert caught.value.reason == ("not_an_image" if features.check("avif") else "unsupported_format")
+    monkeypatch.setattr("PIL.features.check", lambda feature: False)
+    with pytest.raises(ImageError) as caught:
+        decode_image(data)
+    assert caught.value.reason == "unsupported_format" and caught.value.detail.startswith("AVIF")
+
+
+def test_a_missing_decoder_is_an_unsupported_format(monkeypatch):
+    data = _encode(skimage.data.coffee(), "PNG")
+
+    def no_decoder(mode, decoder_name, args, extra=()):
+        raise OSError(f"decoder {decoder_name} not available")
+
+    monkeypatch.setattr(Image, "_getdecoder", no_decoder)
+    with pytest.raises(ImageError) as caught:
+        decode_image(data)
+    assert (caught.value.reason, caught.value.detail) == ("unsupported_format", "decoder zip not available")
+
+
+def test_a_jpeg_signature_alone_is_not_an_unsupported_format():
+    with pytest.raises(ImageError) as caught:
+        decode_image(b"\xff\xd8\xff" + np.random.default_rng(2).bytes(300))
+    assert caught.value.reason != "unsupported_format"
+
+
+def test_not_an_image_detail_has_no_memory_address():
+    details = set()
+    for _ in range(2):
+        with pytest.raises(ImageError) as caught:
+            decode_image(b"not an image at all")
+        details.add(caught.value.detail)
+    assert details == {"cannot identify image file"}
+
+
+def test_max_pixels_refuses_before_decoding():
+    data = _encode(skimage.data.coffee(), "PNG")  # 400x600
+    assert decode_image(data, max_pixels=400 * 600).shape == (400, 600, 3)
+    with pytest.raises(ImageError) as caught:
+        decode_image(data, max_pixels=400 * 600 - 1)
+    assert caught.value.reason == "decompression_bomb" and "600x400" in caught.value.detail
+
+
+_STRIP_MEMORY = textwrap.dedent("""
+    import resource, sys
+    from grepq_core.errors import ImageError
+    from grepq_core.imageio import load_image
+    from grepq_core.views import ensure_min_size, to_tensor
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    image = to_tensor(load_image(sys.argv[1]))
+    try:
+        ensure_min_size(image, 224)
+        reason = "ok"
+    except ImageError as e:
+        reason = e.reason
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    print(reason, grown_mb)
+""")
+
+
+@pytest.mark.timeout(120)
+def test_extreme_aspect_strip_is_refused_in_bounded_memory(corpus):
+    """10000x1 used to be upscaled to 224x2,240,000 and reach 8.5 GB resident."""
+    directory, _ = corpus
+    path = directory / "extreme_aspect_10000x1.png"
+    assert path.stat().st_size < 100_000
+    done = subprocess.run([sys.executable, "-c", _STRIP_MEMORY, str(path)],
+                          capture_output=True, text=True, check=True, timeout=100)
+    reason, grown_mb = done.stdout.split()
+    assert reason == "extreme_aspect_ratio"
+    assert float(grown_mb) < 600  # peak resident growth past the imports (torch alone is ~600 MB)

@@ -12,7 +12,7 @@ import pytest
 
 from grepq_core.errors import GrepqError
 from pipelines import extract, score
-from transforms.write import read_table
+from transforms.store import read_table
 
 
 def _rows(out):
@@ -63,13 +63,13 @@ def test_incremental_run_over_shards_of_an_older_version_is_refused(photos_dir, 
     extract.run(flags)
     (shard,) = (tmp_path / "features").glob("*.parquet")
     pq.write_table(pq.read_table(shard).drop_columns(["zs_ll_identity"]), shard)
-    with pytest.raises(GrepqError, match="older grepq.*zs_ll_identity.*new --output"):
+    with pytest.raises(GrepqError, match="older grepq.*zs_ll_identity.*new `output`"):
         extract.run([*flags, "--incremental"])
 
 
 def test_rerun_without_incremental_refuses_to_mix_outputs(photos_dir, model_flags, tmp_path):
     extract.run(["--input", str(photos_dir / "*.png"), "--output", str(tmp_path), *model_flags])
-    with pytest.raises(GrepqError, match="--incremental"):
+    with pytest.raises(GrepqError, match="`incremental`"):
         extract.run(["--input", str(photos_dir / "*.png"), "--output", str(tmp_path), *model_flags])
 
 

@@ -1,4 +1,6 @@
 """Label files: every problem is reported with counts; fit refuses too few rows."""
+import csv
+
 import pytest
 
 from grepq_core.errors import GrepqError
@@ -48,13 +50,47 @@ def test_ambiguous_file_name_is_an_error(tmp_path):
         join_labels(read_labels(_csv(tmp_path, "path,score\nimg_00.jpg,1\n")), FEATURES)
 
 
+ODD_PATHS = ["a .jpg", "b\r.jpg", "c\n.jpg", " d.jpg", "e\r\n.jpg", "007", "f,\"g\".jpg"]
+
+
+def _csv_module_file(tmp_path, rows, header=("path", "score"), encoding="utf-8"):
+    """A label file as Python's csv module writes it (quoting fields with \\r, \\n, commas, quotes)."""
+    path = tmp_path / "labels.csv"
+    with open(path, "w", newline="", encoding=encoding) as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+def test_paths_keep_spaces_and_line_breaks_exactly_as_written(tmp_path):
+    labels = read_labels(_csv_module_file(tmp_path, [(p, i) for i, p in enumerate(ODD_PATHS)]))
+    assert labels.scores == {p: float(i) for i, p in enumerate(ODD_PATHS)} and not labels.warnings
+    features = [f"/data/{p}" for p in ODD_PATHS] + ["/data/a.jpg", "/data/b.jpg", "/data/c.jpg", "/data/d.jpg"]
+    matched, warnings = join_labels(labels, features)
+    assert matched == {f"/data/{p}": float(i) for i, p in enumerate(ODD_PATHS)} and not warnings
+
+
+def test_blank_paths_are_skipped_but_not_stripped(tmp_path):
+    labels = read_labels(_csv_module_file(tmp_path, [("  ", 1), ("\t", 2), ("x.jpg ", 3)]))
+    assert labels.scores == {"x.jpg ": 3.0}
+    assert any("2 of 3 label rows have no path" in w for w in labels.warnings)
+
+
+def test_column_names_match_loosely(tmp_path):
+    path = _csv_module_file(tmp_path, [(" a.jpg", "3")], header=(" Path ", "SCORE"), encoding="utf-8-sig")
+    assert read_labels(path).scores == {" a.jpg": 3.0}
+    with pytest.raises(GrepqError, match="2 columns named 'path'"):
+        read_labels(_csv_module_file(tmp_path, [("a.jpg", "b.jpg", 3)], header=("path", "Path", "score")))
+
+
 def test_fit_refuses_fewer_rows_than_the_minimum(extracted_small, tmp_path):
     from pipelines import fit
 
     out, paths = extracted_small
     rows = "\n".join(f"{p},{i}" for i, p in enumerate(paths[: MIN_TRAIN_ROWS - 1]))
     with pytest.raises(Exception, match=f"at least {MIN_TRAIN_ROWS} labelled rows, got {MIN_TRAIN_ROWS - 1}"):
-        fit.run(["--features", str(out), "--label-csv", _csv(tmp_path, "path,score\n" + rows),
+        fit.run(["--features", str(out), "--labels", _csv(tmp_path, "path,score\n" + rows),
                  "--output", str(tmp_path / "model.json")])
     assert not (tmp_path / "model.json").exists()
 

@@ -120,7 +120,7 @@ def test_missing_shipped_weights_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(shipped, "SHIPPED_LL", tmp_path / "absent" / "ll_encoder.pt")
     with pytest.raises(WeightsUnavailable) as info:
         load_ll_encoder("shipped")
-    assert "--ll-weights PATH_OR_URL" in str(info.value)
+    assert "`ll_weights` PATH_OR_URL" in str(info.value)
     assert "grepq train-ll" in str(info.value)
 
 

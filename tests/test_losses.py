@@ -27,7 +27,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def _qacl_by_hand(f: np.ndarray, g: np.ndarray, A: np.ndarray, tau: float) -> float:
-    """METHOD.md's QACL, one photo, one term at a time."""
+    """docs/method.md's QACL, one photo, one term at a time."""
     total = 0.0
     for b in range(f.shape[0]):
         k = f.shape[1]

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image, ImageFilter
 
 from pipelines import extract, fit, score
-from transforms.schema import FEATURES
-from transforms.write import read_table
+from transforms.store import features_schema
+from transforms.store import read_table
 
 
 def _extract(inputs, out, model_flags, *extra):
@@ -55,7 +55,7 @@ def test_every_input_ends_in_exactly_one_output(corpus, extracted):
 def test_feature_rows_follow_the_schema(extracted):
     out, rows, _ = extracted
     table = read_table(str(out), "features")
-    assert table.schema.equals(FEATURES)
+    assert table.schema.equals(features_schema())
     files = list((out / "features").glob("*.parquet"))
     assert sum(pq.read_metadata(f).num_rows for f in files) == len(rows)
     assert rows.ll_features.map(len).eq(128).all()
@@ -82,7 +82,7 @@ def test_fit_then_score_ranks_sharp_above_blurred(extracted, tmp_path):
     labels = pd.DataFrame({"path": names, "score": np.where(names.str.startswith("sharp_"), 80.0, 20.0)})
     labels.to_csv(tmp_path / "labels.csv", index=False)
     model = tmp_path / "model.json"
-    fit.run(["--features", str(out), "--label-csv", str(tmp_path / "labels.csv"), "--output", str(model)])
+    fit.run(["--features", str(out), "--labels", str(tmp_path / "labels.csv"), "--output", str(model)])
     score.run(["--features", str(out), "--model", str(model), "--output", str(tmp_path / "scored"),
                "--keep-top-fraction", "0.5", "--scale", "1,5"])
     scores = read_table(str(tmp_path / "scored"), "scores").to_pandas()

@@ -120,3 +120,79 @@ def test_too_few_labels_and_bad_inputs_are_errors():
     with pytest.raises(GrepqError, match="NaN or infinity"):
         fit_ridge(X_bad, y, LAYOUT, IDS)
     assert fit_ridge(X[:MIN_TRAIN_ROWS], y[:MIN_TRAIN_ROWS], LAYOUT, IDS).n_train == MIN_TRAIN_ROWS
+
+
+def _strict_json(path) -> dict:
+    def refuse(constant):
+        raise AssertionError(f"{constant} in a saved model")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.mark.parametrize("factor", [1e300, -1e300, 1e-300, 1e-315], ids=["1e300", "-1e300", "1e-300", "denormal"])
+def test_label_scale_changes_nothing_but_the_scale(tmp_path, factor):
+    """Targets are standardised inside the fit: 1e300 or denormal labels fit exactly like 1-5 MOS."""
+    X, y = _signal_data(6, 40, noise=0.3)
+    base = fit_ridge(X, y, LAYOUT, IDS)
+    scaled = fit_ridge(X, y * factor, LAYOUT, IDS)
+    assert scaled.alpha == base.alpha and scaled.cv["srcc"] == base.cv["srcc"]
+    assert scaled.cv["plcc"] == pytest.approx(base.cv["plcc"], abs=1e-6)
+    rtol = 1e-7 if abs(factor) < 1e-307 else 1e-12  # a denormal keeps fewer digits
+    np.testing.assert_allclose(scaled.predict(X) / factor, base.predict(X), rtol=rtol, atol=rtol)
+    path = tmp_path / "ridge.json"
+    scaled.save(str(path))
+    assert _strict_json(path)["label_range"] == sorted([y.min() * factor, y.max() * factor])
+    np.testing.assert_array_equal(load_ridge(str(path)).predict(X), scaled.predict(X))
+
+
+@pytest.mark.parametrize("labels", ["near float max", "plus-minus 1e300", "tiny spread"])
+def test_extreme_labels_fit_and_save_as_strict_json(tmp_path, labels):
+    X, y = _signal_data(7, 40, noise=0.3)
+    y = {"near float max": y / np.abs(y).max() * 1e308,
+         "plus-minus 1e300": np.sign(y) * 1e300,
+         "tiny spread": 1 + 1e-12 * y}[labels]
+    model = fit_ridge(X, y, LAYOUT, IDS)
+    assert np.isfinite(model.predict(X)).all() and model.cv["srcc"] > 0.5
+    model.save(str(tmp_path / "ridge.json"))
+    _strict_json(tmp_path / "ridge.json")
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.full(30, 3.0), "all 30 labels are 3: ridge needs labels that differ"),
+    (np.zeros(30), "all 30 labels are 0"),
+    (np.r_[np.full(29, 3.0), np.nan], "all 29 labels are 3"),
+    (np.r_[np.arange(29.0), np.inf], "1 label\\(s\\) are infinite"),
+    (np.r_[np.arange(29.0), -np.inf], "1 label\\(s\\) are infinite"),
+])
+def test_degenerate_labels_are_refused(labels, message):
+    X, _ = _signal_data(8, 30, noise=0.2)
+    with pytest.raises(GrepqError, match=message):
+        fit_ridge(X, labels, LAYOUT, IDS)
+
+
+def test_features_too_large_to_scale_and_bad_alphas_are_refused():
+    X, y = _signal_data(9, 30, noise=0.2)
+    with pytest.raises(GrepqError, match="not encoder features"):
+        fit_ridge(X * 1e200, y, LAYOUT, IDS)
+    for alphas in ([], [-1.0], [float("nan")], [1.0, float("inf")]):
+        with pytest.raises(GrepqError, match="alphas must be finite"):
+            fit_ridge(X, y, LAYOUT, IDS, alphas=alphas)
+
+
+def test_a_fit_that_overflows_is_refused_not_saved(monkeypatch):
+    """Whatever the cause, a fit with a non-finite number in it never becomes a model."""
+    from grepq_core import regressor
+
+    X, y = _signal_data(10, 30, noise=0.2)
+    real = regressor._TargetScale.unit
+    monkeypatch.setattr(regressor._TargetScale, "unit", property(lambda self: real.fget(self) * 1e308))
+    with pytest.raises(GrepqError, match="the ridge fit is unusable \\(field coef\\[0\\] must be finite"):
+        fit_ridge(X, y, LAYOUT, IDS)
+
+
+def test_by_alpha_reports_rmse_in_label_units():
+    X, y = _signal_data(11, 40, noise=0.3)
+    model = fit_ridge(X, y * 10, LAYOUT, IDS)
+    small = fit_ridge(X, y, LAYOUT, IDS)
+    for (_, _, rmse_big), (_, _, rmse) in zip(model.cv["by_alpha"], small.cv["by_alpha"]):
+        assert rmse_big == pytest.approx(10 * rmse)

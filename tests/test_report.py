@@ -10,7 +10,7 @@ from PIL import Image, ImageFilter
 
 from grepq_core.report import SECTIONS, ReportInputs, decile_rows, render_report
 from pipelines import report, run_all, score
-from transforms.write import read_table
+from transforms.store import read_table
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BROKEN = {"empty.jpg": "empty_file", "notes.jpg": "not_an_image", "x<b>&y.jpg": "not_an_image"}
@@ -38,7 +38,7 @@ def run_dir(tmp_path_factory, photos_dir, model_flags):
     labels.to_csv(root / "labels.csv", index=False)
     out = tmp_path_factory.mktemp("report_out")
     run_all.run(["--input", str(root / "*.jpg"), "--output", str(out), *model_flags, "--batch-size", "4",
-                 "--label-csv", str(root / "labels.csv"), "--keep-top-fraction", "0.5"])
+                 "--labels", str(root / "labels.csv"), "--keep-top-fraction", "0.5"])
     (root / "blur_chelsea.jpg").unlink()  # its thumbnail must be skipped, not crash the report
     return out
 

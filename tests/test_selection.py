@@ -7,7 +7,7 @@ from PIL import Image, ImageFilter
 from grepq_core.regressor import load_ridge
 from grepq_core.selection import project_features, suggest_labels
 from pipelines import extract, fit, suggest_labels as suggest_cli
-from transforms.write import read_table
+from transforms.store import read_table
 
 
 def _scored_rows(n=400, dims=64, seed=0):
@@ -116,7 +116,7 @@ def test_suggested_csv_is_a_label_file_once_filled_in(extracted, tmp_path):
     assert len(filled) == len(rows) - 2
     filled["score"] = np.where(filled.path.str.contains("/sharp_"), 80.0, 20.0)
     filled.to_csv(tmp_path / "all.csv", index=False)
-    fit.run(["--features", str(extracted), "--label-csv", str(tmp_path / "all.csv"),
+    fit.run(["--features", str(extracted), "--labels", str(tmp_path / "all.csv"),
              "--output", str(tmp_path / "model.json")])
     assert load_ridge(str(tmp_path / "model.json")).n_train == len(rows) - 2
 

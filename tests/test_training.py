@@ -153,7 +153,7 @@ def test_init_fine_tunes_existing_weights(training_set, tmp_path):
     assert load_ll_encoder(str(tmp_path / "tuned.pt"))[1] != load_ll_encoder(trained)[1]  # it trained on
     assert load_checkpoint(str(tmp_path / "tuned.pt"))["meta"]["config"]["init"] == trained
 
-    with pytest.raises(GrepqError, match="resnet18-w8 encoder; --arch is resnet18-w16"):
+    with pytest.raises(GrepqError, match="resnet18-w8 encoder; `arch` is resnet18-w16"):
         train_ll(prefix, str(tmp_path / "other.pt"), LLTrainConfig(arch="resnet18-w16", init=trained), device="cpu")
     Path(trained).unlink()  # a resumed run takes its weights from its own checkpoint, not from --init
     train_ll(prefix, str(tmp_path / "tuned.pt"), tuned_config, device="cpu", resume=str(tmp_path / "tuned.pt"))
@@ -179,7 +179,7 @@ def test_several_training_sets_train_as_one(training_set, tmp_path):
 
     make_training_set.run(["--input", str(photos / "astronaut.jpg"), "--output", wider, "--per-image", "3",
                            "--levels", "2,4", "--size", "224"])
-    with pytest.raises(GrepqError, match="same --per-image, --levels and --size"):
+    with pytest.raises(GrepqError, match="same `per_image`, `levels` and `size`"):
         train_ll([prefix, wider], str(tmp_path / "mixed.pt"), _TINY, device="cpu")
 
 

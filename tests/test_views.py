@@ -11,12 +11,14 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
+from grepq_core.errors import ImageError
 from grepq_core.imageio import decode_image
 from grepq_core.views import (
     CLIP_MEAN,
     CLIP_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    MAX_UPSCALED_PIXELS,
     clip_view,
     ensure_min_size,
     fragment_positions,
@@ -24,6 +26,7 @@ from grepq_core.views import (
     normalize,
     patches,
     to_tensor,
+    upscaled_size,
 )
 from tests.conftest import DEVICES
 
@@ -86,6 +89,29 @@ def test_ensure_min_size_keeps_content_and_large_images():
     # shrinking the upscaled image back gives the small one again, up to interpolation error
     back = torch.nn.functional.interpolate(up[None].float(), size=(64, 64), mode="area")[0]
     assert (back - small.float()).abs().mean() < 8
+
+
+@pytest.mark.parametrize(("shape", "upscaled"), [((1, 10000), (224, 2240000)), ((4000, 1), (896000, 224))])
+def test_ensure_min_size_refuses_extreme_aspect_ratios_before_allocating(shape, upscaled):
+    img = torch.zeros(3, *shape, dtype=torch.uint8)
+    with pytest.raises(ImageError) as caught:
+        ensure_min_size(img, 224)
+    assert (caught.value.reason, caught.value.stage) == ("extreme_aspect_ratio", "prepare")
+    assert f"{shape[1]}x{shape[0]}" in caught.value.detail
+    assert f"{upscaled[1]}x{upscaled[0]}" in caught.value.detail
+
+
+def test_upscale_cap_is_inclusive_and_spares_images_that_need_no_upscaling():
+    assert MAX_UPSCALED_PIXELS == 40_000_000
+    assert upscaled_size(1, 797, 224) == (224, 178528)  # 39,990,272 pixels: allowed
+    with pytest.raises(ImageError):
+        upscaled_size(1, 798, 224)  # 40,040,448 pixels
+    assert upscaled_size(10, 20, 224, max_pixels=224 * 448) == (224, 448)
+    with pytest.raises(ImageError):
+        upscaled_size(10, 20, 224, max_pixels=224 * 448 - 1)
+    huge = torch.zeros(1, 1, 1, dtype=torch.uint8).expand(3, 224, 200_000)  # 44.8 MP, already tall enough
+    assert ensure_min_size(huge, 224) is huge
+    assert ensure_min_size(torch.zeros(2, 3, 1, 60, dtype=torch.uint8), 224).shape == (2, 3, 224, 13440)
 
 
 def test_fragment_positions_are_centred_in_their_cells_by_default():

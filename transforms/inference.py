@@ -1,26 +1,28 @@
-"""Beam RunInference plumbing: one `Extractor` per worker process.
+"""Beam RunInference plumbing: one `Extractor` per worker process, images keyed by path.
 
 `GrepqModelHandler` is the whole contract Beam needs (`load_model`,
-`run_inference`); grepq_core.extractor does the work. Beam's model manager
-shares the loaded model across the threads of a process, so a worker holds
-one copy of each encoder, not one per thread.
+`run_inference`); grepq_core.extractor does the work. It is wrapped in
+Beam's `KeyedModelHandler`, so each prediction comes back with its image's
+path. Beam's model manager shares the loaded model across the threads of a
+process, so a worker holds one copy of each encoder, not one per thread.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
-from grepq_core.extractor import EncoderSpec, Extractor, PreparedImage
-from transforms import counters
-from transforms.read import dead_letter
+from grepq_core.errors import ImageError
+from grepq_core.extractor import EncoderSpec, Extractor, Views
+from transforms import counters, dead_letters
+from transforms.read import ImageRecord
 
 __all__ = ["GrepqModelHandler", "ExtractFeatures"]
 
 
-class GrepqModelHandler(ModelHandler[PreparedImage, dict, Extractor]):
-    """Batches of prepared images in, feature rows (dicts) out."""
+class GrepqModelHandler(ModelHandler[ImageRecord, "dict | ImageError", Extractor]):
+    """Batches of image records in; per image a feature row (without its path) or the `ImageError`."""
 
     def __init__(self, spec: EncoderSpec, large_model: bool = False):
         # Full batches: the model pads short ones to this size anyway (see Extractor._forward).
@@ -30,49 +32,54 @@ class GrepqModelHandler(ModelHandler[PreparedImage, dict, Extractor]):
     def load_model(self) -> Extractor:
         return Extractor.load(self._spec)
 
-    def run_inference(self, batch: Sequence[PreparedImage], model: Extractor,
+    def run_inference(self, batch: Sequence[ImageRecord], model: Extractor,
                       inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
-        rows = model.extract(list(batch))
-        return [PredictionResult(item.path, row) for item, row in zip(batch, rows)]
+        results: list = [r.payload for r in batch]
+        encoded = [i for i, r in enumerate(batch) if isinstance(r.payload, bytes)]
+        for i, decoded in zip(encoded, model.decode([batch[i].payload for i in encoded])):
+            results[i] = decoded
+        ready = [i for i, r in enumerate(results) if isinstance(r, Views)]
+        for i, row in zip(ready, model.encode([results[i] for i in ready])):
+            results[i] = {"sha256": batch[i].sha256, **row}
+        return [PredictionResult(record, result) for record, result in zip(batch, results)]
 
-    def get_num_bytes(self, batch: Sequence[PreparedImage]) -> int:
-        return sum(len(it.data or b"") + sum(getattr(v, "nbytes", 0) for v in (it.ll, it.hl, it.patches))
-                   for it in batch)
+    def get_num_bytes(self, batch: Sequence[ImageRecord]) -> int:
+        return sum(r.num_bytes() for r in batch)
 
     def get_metrics_namespace(self) -> str:
-        return "grepq"
+        return counters.NAMESPACE
 
 
-def _split_dead(row: dict):
-    """Rows go on; an image the model stage could not decode becomes a dead letter."""
-    if "dead_letter" in row:
+def _split(keyed):
+    """A row goes on with its path; an image the model stage could not decode becomes a dead letter."""
+    path, result = keyed
+    if isinstance(result.inference, ImageError):
         counters.DEAD.inc()
-        yield beam.pvalue.TaggedOutput("dead", dead_letter(row["path"], *row["dead_letter"]))
+        yield beam.pvalue.TaggedOutput(dead_letters.TAG, dead_letters.from_error(path, result.inference, "decode"))
     else:
         counters.SCORED.inc()
-        yield row
+        yield {"path": path, **result.inference}
 
 
-def _failed_batch_rows(failure) -> list[dict]:
+def _failed_batch(failure) -> list[dict]:
     batch, error = failure
     counters.DEAD.inc(len(batch))
-    return [dead_letter(item.path, "inference", "inference_error", repr(error)) for item in batch]
+    return [dead_letters.dead_letter(path, "inference", "inference_error", repr(error)) for path, _ in batch]
 
 
 class ExtractFeatures(beam.PTransform):
-    """PreparedImage -> feature row; a failing batch becomes dead letters, not a failed job.
+    """(path, ImageRecord) -> feature row; a failing batch becomes dead letters, not a failed job.
 
     Returns (rows, dead_letters).
     """
 
     def __init__(self, handler: GrepqModelHandler):
         super().__init__()
-        self._handler = handler
+        self._handler = KeyedModelHandler(handler)
 
-    def expand(self, prepared):
-        results, failed = prepared | "RunInference" >> RunInference(self._handler).with_exception_handling()
-        split = (results | "Row" >> beam.Map(lambda r: r.inference)
-                 | "SplitDead" >> beam.FlatMap(_split_dead).with_outputs("dead", main="rows"))
-        failed_batches = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch_rows)
-        dead = (split.dead, failed_batches) | "Dead" >> beam.Flatten()
+    def expand(self, records):
+        results, failed = records | "RunInference" >> RunInference(self._handler).with_exception_handling()
+        split = results | "Split" >> beam.FlatMap(_split).with_outputs(dead_letters.TAG, main="rows")
+        failed_batches = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch)
+        dead = (split[dead_letters.TAG], failed_batches) | "Dead" >> beam.Flatten()
         return split.rows, dead

@@ -1,33 +1,43 @@
-"""Find images, read their bytes, decode them and cut the model views.
+"""Find images, read their bytes, hash them, and decode them or leave them for the model's device.
 
-Every matched file leaves this stage exactly once: as a `PreparedImage` on
-the main output, or as a dead-letter row (path, stage, reason, detail) on
-the `DEAD` output. Nothing here raises for a bad image.
+Every matched file leaves this stage exactly once: as ``(path, ImageRecord)``
+on the main output, keyed by its path as Beam's `KeyedModelHandler` expects,
+or as a dead-letter row on the `dead_letters.TAG` output. Nothing here
+raises for a bad image.
 """
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
+from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.io import fileio
-from apache_beam.io.filesystems import FileSystems
 
-from grepq_core.errors import ImageError
-from grepq_core.extractor import EncoderSpec, PreparedImage, prepare_image
-from grepq_core.imageio import decode_image, is_plain_jpeg
-from transforms import counters
+from grepq_core.devices import decodes_on_device
+from grepq_core.extractor import EncoderSpec, Views
+from grepq_core.inputs import prepare, read_and_hash
+from transforms import counters, dead_letters
+from transforms.dead_letters import text_path
 
-__all__ = ["DEAD", "MatchImages", "ReadAndPrepare", "dead_letter", "open_input", "text_path"]
-
-DEAD = "dead_letters"
+__all__ = ["ImageRecord", "MatchImages", "ReadAndPrepare"]
 
 
-def text_path(path: str | bytes) -> str:
-    """A path as valid UTF-8 text: undecodable bytes in file names become \\xNN escapes."""
-    raw = path if isinstance(path, bytes) else path.encode("utf-8", "surrogateescape")
-    return raw.decode("utf-8", "backslashreplace")
+@dataclass
+class ImageRecord:
+    """What travels from the read stage to the model stage for one image.
+
+    `payload` is the image's views when it was decoded here, or its JPEG
+    bytes when the model's device decodes it with its batch.
+    """
+
+    sha256: str
+    payload: Views | bytes
+
+    def num_bytes(self) -> int:
+        if isinstance(self.payload, bytes):
+            return len(self.payload)
+        return sum(getattr(v, "nbytes", 0) for v in self.payload.tensors.values())
 
 
 def _beam_safe(path: str) -> str | bytes:
@@ -39,21 +49,11 @@ def _beam_safe(path: str) -> str | bytes:
         return os.fsencode(path)
 
 
-def open_input(path: str | bytes):
-    """Open a matched input for reading: a Beam filesystem path, or a local path given as bytes."""
-    return open(path, "rb") if isinstance(path, bytes) else FileSystems.open(path, compression_type="uncompressed")
-
-
-def dead_letter(path: str, stage: str, reason: str, detail: str = "") -> dict:
-    """One row of the dead-letter schema."""
-    return {"path": text_path(path), "stage": stage, "reason": reason, "detail": detail[:500]}
-
-
 def _is_local(pattern: str) -> bool:
     return "://" not in pattern or pattern.startswith("file://")
 
 
-def _glob_local(pattern: str) -> list[str]:
+def _glob_local(pattern: str) -> list[str | bytes]:
     """Local files matching `pattern` (** recursive), broken and looping links included.
 
     Beam's local listing silently drops entries it cannot stat, which would
@@ -81,47 +81,27 @@ class MatchImages(beam.PTransform):
 
 
 class ReadAndPrepare(beam.DoFn):
-    """path -> PreparedImage, or a dead letter naming the stage that failed.
-
-    With device decoding, a plain JPEG leaves here as bytes and is decoded
-    with its batch where the model runs; everything else is decoded here.
-    """
+    """path -> (path, ImageRecord), or a dead letter naming the stage that failed."""
 
     def __init__(self, spec: EncoderSpec):
         self._spec = spec
         self._device_decode = False
 
     def setup(self):
-        import torch
-
-        self._device_decode = self._spec.decode == "gpu" or (
-            self._spec.decode == "auto" and torch.cuda.is_available())
+        self._device_decode = decodes_on_device(self._spec.decode)
 
     def process(self, path: str | bytes, known: dict | None = None):
-        """`known` maps path -> sha256 of rows already extracted by the same encoders."""
+        """`known` maps path -> sha256 of rows already extracted by the same models."""
         stage = "read"
         try:
-            with open_input(path) as f:
-                data = f.read()
-            if not data:
-                raise ImageError("empty_file", "0 bytes")
+            data, digest = read_and_hash(path)
             counters.READ.inc()
-            digest = hashlib.sha256(data).hexdigest()
-            if known is not None and known.get(text_path(path)) == digest:
+            key = text_path(path)
+            if known is not None and known.get(key) == digest:
                 counters.SKIPPED.inc()
                 return
-            stage = "decode"
-            if self._device_decode and is_plain_jpeg(data):
-                yield PreparedImage(path=text_path(path), sha256=digest, width=0, height=0,
-                                    decoder="pending", data=data)
-                return
-            pixels = decode_image(data)
             stage = "prepare"
-            yield prepare_image(pixels, self._spec, text_path(path), digest)
-        except ImageError as e:
-            counters.DEAD.inc()
-            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(path, stage, e.reason, e.detail))
+            yield key, ImageRecord(digest, prepare(data, self._spec, self._device_decode))
         except Exception as e:  # noqa: BLE001 - one image must never fail the job
             counters.DEAD.inc()
-            reason = "unreadable" if stage == "read" else "error"
-            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(path, stage, reason, f"{type(e).__name__}: {e}"))
+            yield beam.pvalue.TaggedOutput(dead_letters.TAG, dead_letters.from_error(path, e, stage))

@@ -10,6 +10,7 @@ import math
 import apache_beam as beam
 import numpy as np
 
+from grepq_core import pathways
 from grepq_core.features import row_vector
 from grepq_core.regressor import load_ridge
 
@@ -17,7 +18,8 @@ __all__ = ["ScoreRows", "zero_shot_score", "KeepThreshold"]
 
 
 def zero_shot_score(row: dict) -> tuple[float | None, str]:
-    for column in ("zs_combined", "zs_ll", "zs_hl"):
+    """The combined zero-shot score when every combined pathway ran, else the first pathway's that did."""
+    for column in ("zs_combined", *pathways.columns()["zero_shot"]):
         value = row.get(column)
         if value is not None and math.isfinite(value):
             return value, f"zero-shot:{column[3:]}"
@@ -42,7 +44,7 @@ class ScoreRows(beam.DoFn):
         if self._model is None:
             score, scorer = zero_shot_score(row)
         else:
-            identities = tuple((b, row[f"{b}_identity"]) for b, _ in self._model.layout)
+            identities = tuple((b, row[pathways.get(b).identity_column]) for b, _ in self._model.layout)
             if identities not in self._checked:
                 self._model.check_features(identities=dict(identities))
                 self._checked.add(identities)
@@ -50,9 +52,9 @@ class ScoreRows(beam.DoFn):
             scorer = f"ridge:{self._uri}"
             if self._scale:
                 calibrated = float(self._model.calibrate(np.array([score]), *self._scale)[0])
+        zero_shot = {c: row.get(c) for c in (*pathways.columns()["zero_shot"], "zs_combined")}
         yield {"path": row["path"], "sha256": row["sha256"], "score": score, "calibrated": calibrated,
-               "scorer": scorer, "keep": None,
-               "zs_ll": row.get("zs_ll"), "zs_hl": row.get("zs_hl"), "zs_combined": row.get("zs_combined")}
+               "scorer": scorer, "keep": None, **zero_shot}
 
 
 class KeepThreshold(beam.PTransform):

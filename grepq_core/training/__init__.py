@@ -1,4 +1,4 @@
-"""Training both GRepQ pathways (METHOD.md, "Training the LL encoder" and "Fine-tuning the HL encoder").
+"""Training both GRepQ pathways (docs/method.md, "Training the LL encoder" and "Fine-tuning the HL encoder").
 
 - data.py: the QACL training set (K versions + FSIM matrix per photo) and its storage;
 - ll.py: QACL training of the LL encoder, with checkpoints and resume;

@@ -1,6 +1,6 @@
 """Training-set storage: the K versions of each pristine photo and their FSIM matrix.
 
-METHOD.md, "Training the LL encoder": every unlabelled pristine photo gives K
+docs/method.md, "Training the LL encoder": every unlabelled pristine photo gives K
 versions, the reference plus synthetic distortions [4 types x 2 levels +
 reference = 9], and A, the K x K FSIM matrix between them. `make_record`
 builds one photo's record; `grepq make-training-set` runs it over a
@@ -26,7 +26,6 @@ and computes FSIM on every read; choices made here instead:
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import io
 import json
@@ -39,7 +38,7 @@ import torch
 
 from grepq_core import views as V
 from grepq_core.distortions import NUM_LEVELS, apply_distortion, list_distortions
-from grepq_core.errors import GrepqError
+from grepq_core.errors import GrepqError, did_you_mean
 from grepq_core.npz import read_tagged_npz
 from grepq_core.fsim import fsim_matrix
 
@@ -89,19 +88,17 @@ class TrainingSetSpec:
         known = set(list_distortions())
         for name in self.distortions:
             if name not in known:
-                close = difflib.get_close_matches(name, known, n=3)
-                hint = f" Did you mean {', '.join(close)}?" if close else ""
-                raise GrepqError(f"--distortions: unknown distortion {name!r}.{hint} "
+                raise GrepqError(f"`distortions`: unknown distortion {name!r}.{did_you_mean(name, known)} "
                                  f"Valid: all, or any of {', '.join(sorted(known))}")
         if len(set(self.distortions)) != len(self.distortions):
-            raise GrepqError(f"--distortions lists a name twice: {', '.join(self.distortions)}")
+            raise GrepqError(f"`distortions` lists a name twice: {', '.join(self.distortions)}")
         if not self.levels or any(not 1 <= level <= NUM_LEVELS for level in self.levels):
-            raise GrepqError(f"--levels takes levels between 1 and {NUM_LEVELS}, got {list(self.levels)}")
+            raise GrepqError(f"`levels` takes levels between 1 and {NUM_LEVELS}, got {list(self.levels)}")
         if not 1 <= self.per_image <= len(self.distortions):
-            raise GrepqError(f"--per-image must be between 1 and the {len(self.distortions)} distortions given, "
+            raise GrepqError(f"`per_image` must be between 1 and the {len(self.distortions)} distortions given, "
                              f"got {self.per_image}")
         if self.size < _MIN_SIZE:
-            raise GrepqError(f"--size must be at least {_MIN_SIZE} (one 7x7 grid of 32x32 fragments), got {self.size}")
+            raise GrepqError(f"`size` must be at least {_MIN_SIZE} (one 7x7 grid of 32x32 fragments), got {self.size}")
 
     @property
     def num_versions(self) -> int:
@@ -204,5 +201,5 @@ def list_images(patterns: list[str]) -> list[str]:
         protocol = pattern.split("://", 1)[0] + "://" if "://" in pattern else ""
         found.update(protocol + p for p in fs.glob(path) if fs.isfile(p))
     if not found:
-        raise GrepqError(f"no files match --input {' '.join(patterns)}")
+        raise GrepqError(f"no files match `input` {' '.join(patterns)}")
     return sorted(found)

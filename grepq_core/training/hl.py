@@ -1,6 +1,6 @@
 """Fine-tuning the HL encoder with the group contrastive loss (GCL).
 
-METHOD.md, "Fine-tuning the HL encoder". Each step takes a batch of
+docs/method.md, "Fine-tuning the HL encoder". Each step takes a batch of
 pristine photos (CLIP view: shortest side to 224, centre crop), embeds them
 with the image tower being trained, and:
 
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HLTrainConfig:
-    """What defines a GCL run; METHOD.md's and the reference's settings are the defaults."""
+    """What defines a GCL run; docs/method.md's and the reference's settings are the defaults."""
 
     model: str = "RN50"
     weights: str | None = "openai"
@@ -68,10 +68,10 @@ class HLTrainConfig:
 
     def __post_init__(self):
         if self.batch // self.tau_g < 2:
-            raise GrepqError(f"--batch / --tau-g must be at least 2 (groups of two or more), "
+            raise GrepqError(f"`batch` / `tau_g` must be at least 2 (groups of two or more), "
                              f"got {self.batch} / {self.tau_g}")
         if self.epochs < 1 or self.warmup_epochs < 0:
-            raise GrepqError("--epochs must be at least 1 and --warmup-epochs at least 0")
+            raise GrepqError("`epochs` must be at least 1 and `warmup_epochs` at least 0")
 
 
 class _ClipViews(Dataset):
@@ -98,14 +98,14 @@ def load_clip_views(paths: list[str], size: int = 224, workers: int = 0) -> torc
     if len(views) < len(paths):
         log.warning("skipped %d of %d images that could not be decoded", len(paths) - len(views), len(paths))
     if not views:
-        raise GrepqError("none of the --input images could be decoded")
+        raise GrepqError("none of the `input` images could be decoded")
     return torch.stack(views)
 
 
 def gcl_batch_loss(encoder: HLEncoder, head: ProjectionHead, views: torch.Tensor,
                    config: HLTrainConfig) -> torch.Tensor:
     """GCL of one batch of CLIP views ``[N, 3, S, S]`` uint8 on the encoder's device."""
-    x = V.normalize(views, V.CLIP_MEAN, V.CLIP_STD)
+    x = encoder.normalization(views)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=views.device.type == "cuda"):
         embedding = encoder.encode_image(x).float()
     q = prompt_pseudo_labels(embedding.detach(), encoder.text_features, config.label_temperature)
@@ -135,7 +135,7 @@ def train_hl(
     views = load_clip_views(images, config.size, workers)
     per_epoch = len(views) // config.batch
     if per_epoch == 0:
-        raise GrepqError(f"--batch {config.batch} is larger than the {len(views)} usable photos")
+        raise GrepqError(f"`batch` {config.batch} is larger than the {len(views)} usable photos")
     total = config.epochs * per_epoch
     stop = total if max_steps is None else min(total, max_steps)
     warmup = config.warmup_epochs * per_epoch

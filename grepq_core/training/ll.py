@@ -1,6 +1,6 @@
 """Training the LL encoder with the quality-aware contrastive loss (QACL).
 
-METHOD.md, "Training the LL encoder". Each step takes a batch of photos from
+docs/method.md, "Training the LL encoder". Each step takes a batch of photos from
 a training set (data.py), each with K versions and their FSIM matrix A:
 
 - anchor view: fragments of all K versions at one set of random positions;
@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LLTrainConfig:
-    """What defines a QACL run; METHOD.md's settings are the defaults."""
+    """What defines a QACL run; docs/method.md's settings are the defaults."""
 
     arch: str = "resnet18"
     epochs: int = 15
@@ -85,7 +85,7 @@ class LLTrainConfig:
 
     def __post_init__(self):
         if min(self.epochs, self.batch, self.grid, self.fragment) < 1:
-            raise GrepqError(f"--epochs, --batch, --grid and --fragment must be at least 1, "
+            raise GrepqError(f"`epochs`, `batch`, `grid` and `fragment` must be at least 1, "
                              f"got {self.epochs}, {self.batch}, {self.grid} and {self.fragment}")
 
 
@@ -97,7 +97,7 @@ def sibling_path(checkpoint: str, suffix: str) -> str:
 def qacl_views(versions: torch.Tensor, generator: torch.Generator,
                grid: int = 7, fragment: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """Anchor and flipped second view of ``[B, K, 3, H, W]`` uint8 versions, each ``[B, K, 3, gf, gf]``
-    for a `grid` g of `fragment` f crops (7 of 32: 224x224, METHOD.md).
+    for a `grid` g of `fragment` f crops (7 of 32: 224x224, docs/method.md).
 
     Positions and flips are drawn on the CPU `generator`, so the views do not
     depend on the device `versions` lives on.
@@ -134,7 +134,7 @@ def qacl_batch_loss(
     features = []
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
         for view in (anchor, second):
-            x = V.normalize(view.flatten(0, 1), V.IMAGENET_MEAN, V.IMAGENET_STD)
+            x = encoder.normalization(view.flatten(0, 1))
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             features.append(encoder(x).float().view(batch, k, -1))
@@ -148,7 +148,7 @@ class _Records(Dataset):
         shapes = {(len(r["names"]), *r["size"]) for _, r in rows}
         if len(shapes) != 1:
             raise GrepqError(f"the training records mix different K or size {sorted(shapes)}: "
-                             "make every training set with the same --per-image, --levels and --size")
+                             "make every training set with the same `per_image`, `levels` and `size`")
         self.rows = rows
 
     def __len__(self):
@@ -186,7 +186,7 @@ def _start_from(encoder: LLEncoder, config: LLTrainConfig) -> None:
     start, identity = load_ll_encoder(config.init)
     arch = identity.removeprefix("ll:").split("@")[0]
     if arch != config.arch:
-        raise GrepqError(f"--init {config.init} is a {arch} encoder; --arch is {config.arch}")
+        raise GrepqError(f"`init` {config.init} is a {arch} encoder; `arch` is {config.arch}")
     encoder.load_state_dict(start.state_dict())
     log.info("starting from %s (%s)", config.init, identity)
 
@@ -200,10 +200,10 @@ def _restore(resume: str, encoder, optimizer, scheduler, config: LLTrainConfig, 
     saved = {**asdict(LLTrainConfig()), **state["config"]}  # options added since the run take their defaults
     changed = {k: (saved[k], v) for k, v in asdict(config).items() if saved[k] != v}
     if changed:
-        raise GrepqError("--resume continues a run with the same settings; these differ (checkpoint, now): "
+        raise GrepqError("`resume` continues a run with the same settings; these differ (checkpoint, now): "
                          + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
     if state["records"] != n_records:
-        raise GrepqError(f"--resume: the checkpoint was trained on {state['records']} records, --data has {n_records}")
+        raise GrepqError(f"`resume`: the checkpoint was trained on {state['records']} records, `data` has {n_records}")
     encoder.load_state_dict(checkpoint["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

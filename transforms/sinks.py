@@ -1,0 +1,70 @@
+"""Sinks: where a kind of rows goes, behind one small protocol.
+
+A sink writes a PCollection of row dicts from a pipeline, reads them back
+for the next stage (in a pipeline or in-process), and writes a few rows
+in-process (the evaluation cache). Parquet is the one implementation; a
+BigQuery or WebDataset sink would be one more class with these methods.
+
+Parquet shards go through Beam's file sinks, which write each shard to a
+temporary directory and rename it into place only when the whole write
+succeeds, so a run killed part-way leaves no partial Parquet where a later
+stage would read it.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import apache_beam as beam
+import pyarrow as pa
+
+from transforms import store
+
+__all__ = ["Sink", "ParquetSink"]
+
+
+class Sink(Protocol):
+    def exists(self) -> bool:
+        """Whether earlier runs wrote rows here."""
+
+    def write(self, run: str) -> beam.PTransform:
+        """Rows (dicts in the sink's schema) -> stored, named after `run`."""
+
+    def read(self, columns: list[str] | None = None) -> beam.PTransform:
+        """PBegin -> the stored rows as dicts."""
+
+    def read_table(self, columns: list[str] | None = None) -> pa.Table:
+        """The stored rows, in-process."""
+
+    def write_rows(self, rows: list[dict], run: str) -> None:
+        """A few rows, in-process, all or nothing."""
+
+
+class ParquetSink:
+    """Rows of one kind as Parquet shards OUTPUT/KIND/RUN-*.parquet.
+
+    Each run names its shards after itself, so an incremental run adds files
+    beside the earlier ones instead of replacing them.
+    """
+
+    def __init__(self, output: str, kind: str, schema: pa.Schema):
+        self.output, self.kind, self.schema = output, kind, schema
+
+    def exists(self) -> bool:
+        return store.has_shards(self.output, self.kind)
+
+    def shard_columns(self) -> list[tuple[str, list[str]]]:
+        return store.shard_columns(self.output, self.kind)
+
+    def write(self, run: str) -> beam.PTransform:
+        return beam.io.WriteToParquet(f"{store.output_path(self.output, self.kind)}/{run}", self.schema,
+                                      file_name_suffix=".parquet")
+
+    def read(self, columns: list[str] | None = None) -> beam.PTransform:
+        return beam.io.ReadFromParquet(store.shard_glob(self.output, self.kind), columns=columns)
+
+    def read_table(self, columns: list[str] | None = None) -> pa.Table:
+        return store.read_table(self.output, self.kind, columns=columns, schema=self.schema)
+
+    def write_rows(self, rows: list[dict], run: str) -> None:
+        if rows:
+            store.write_shard(self.output, self.kind, rows, self.schema, run)

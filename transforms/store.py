@@ -1,0 +1,127 @@
+"""Where a run's rows live and what they look like: layout, schemas, identities, atomic shards.
+
+Beam-free, so the pipelines, the evaluation cache, the report and the tests
+all read and write outputs the same way:
+
+    OUTPUT/features/RUN-*.parquet      one row per scored image
+    OUTPUT/dead_letters/RUN-*.parquet  one row per image that could not be scored
+    OUTPUT/scores/RUN-*.parquet        `grepq score`
+    OUTPUT/baselines/*.parquet         `grepq evaluate`'s cache of classical metrics
+
+The feature schema follows the pathway registry (grepq_core/pathways.py);
+the identity columns in each row say which encoders, and which pristine
+model and distance settings, produced it, and rows are only ever compared or
+mixed when those agree (`same_models`).
+"""
+from __future__ import annotations
+
+import fsspec
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from grepq_core import pathways
+
+__all__ = ["FEATURES_DIR", "DEAD_LETTERS_DIR", "SCORES_DIR", "BASELINES_DIR", "DEAD_LETTERS",
+           "BASELINES", "features_schema", "scores_schema", "identity_columns", "same_models", "model_sets", "output_path",
+           "shard_glob", "shards", "shard_columns", "has_shards", "read_table", "write_shard"]
+
+FEATURES_DIR = "features"
+DEAD_LETTERS_DIR = "dead_letters"
+SCORES_DIR = "scores"
+BASELINES_DIR = "baselines"
+
+DEAD_LETTERS = pa.schema([
+    ("path", pa.string()),
+    ("stage", pa.string()),
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+])
+
+BASELINES = pa.schema([
+    ("path", pa.string()),
+    ("sha256", pa.string()),
+    ("niqe", pa.float64()),
+    ("brisque", pa.float64()),
+    ("nss", pa.list_(pa.float64())),
+])
+
+
+def features_schema() -> pa.Schema:
+    """The feature rows' schema for the registered pathways (built-in: ll, hl)."""
+    cols = pathways.columns()
+    return pa.schema(
+        [("path", pa.string()), ("sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+         ("decoder", pa.string())]
+        + [(c, pa.list_(pa.float32())) for c in cols["features"]]
+        + [(c, pa.float64()) for c in cols["zero_shot"]] + [("zs_combined", pa.float64())]
+        + [(c, pa.string()) for c in cols["identity"]])
+
+
+def scores_schema() -> pa.Schema:
+    """`grepq score`'s rows: the score, how it was made, the keep flag, and the zero-shot scores beside it."""
+    return pa.schema(
+        [("path", pa.string()), ("sha256", pa.string()), ("score", pa.float64()), ("calibrated", pa.float64()),
+         ("scorer", pa.string()), ("keep", pa.bool_())]
+        + [(c, pa.float64()) for c in pathways.columns()["zero_shot"]] + [("zs_combined", pa.float64())])
+
+
+def identity_columns() -> list[str]:
+    """The columns that say how a row was made; rows equal in all of them are comparable."""
+    return pathways.columns()["identity"]
+
+
+def same_models(row: dict, identities: dict) -> bool:
+    """Whether `row` was made by exactly the models `identities` names."""
+    return all(row.get(k) == v for k, v in identities.items())
+
+
+def model_sets(table: pa.Table) -> list[dict]:
+    """The distinct sets of identities among a feature table's rows."""
+    columns = [c for c in identity_columns() if c in table.column_names]
+    return table.select(columns).group_by(columns).aggregate([]).to_pylist()
+
+
+def output_path(output: str, kind: str) -> str:
+    """Where rows of one kind (features, dead_letters, scores, baselines) go under an output."""
+    return f"{output.rstrip('/')}/{kind}"
+
+
+def shard_glob(output: str, kind: str) -> str:
+    return f"{output_path(output, kind)}/*.parquet"
+
+
+def shards(output: str, kind: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+    fs, root = fsspec.core.url_to_fs(output_path(output, kind))
+    return fs, sorted(fs.glob(f"{root}/*.parquet"))
+
+
+def shard_columns(output: str, kind: str) -> list[tuple[str, list[str]]]:
+    """(shard, its column names) for every shard of one kind; reads only the footers."""
+    fs, files = shards(output, kind)
+    out = []
+    for f in files:
+        with fs.open(f, "rb") as handle:
+            out.append((f, pq.read_schema(handle).names))
+    return out
+
+
+def has_shards(output: str, kind: str) -> bool:
+    """Whether a completed run already wrote rows of this kind under `output`."""
+    return bool(shards(output, kind)[1])
+
+
+def read_table(output: str, kind: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
+    """All shards of one kind as one table (small outputs, reports, caches, tests)."""
+    fs, files = shards(output, kind)
+    return ds.dataset(files, format="parquet", filesystem=fs, schema=schema).to_table(columns=columns)
+
+
+def write_shard(output: str, kind: str, rows: list[dict], schema: pa.Schema, name: str) -> str:
+    """Write `rows` as OUTPUT/KIND/NAME.parquet, renamed into place once complete; returns its path."""
+    fs, folder = fsspec.core.url_to_fs(output_path(output, kind))
+    fs.makedirs(folder, exist_ok=True)
+    final = f"{folder}/{name}.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), final + ".tmp", filesystem=fs)
+    fs.mv(final + ".tmp", final)
+    return final
