@@ -1,16 +1,15 @@
 # Two commands for a fresh machine: `make demo` (the main job on the bundled
-# sample corpus) and `make test`. Both build .venv first.
+# sample corpus) and `make test`. Both build .venv first, with the install
+# recipe that the Dataflow worker image uses too (scripts/install.sh).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean constraints
 
-$(BIN)/grepq: requirements.txt setup.py
+$(BIN)/grepq: requirements.txt constraints.txt setup.py scripts/install.sh
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.txt -e '.[gcp,test]'
-	$(BIN)/pip install -q --no-deps brisque==0.2.0  # BRISQUE's trained model files only
+	bash scripts/install.sh --editable $(BIN)/python gcp,test
 	touch $@
 
 install: $(BIN)/grepq
@@ -21,6 +20,14 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q tests
+
+# After changing requirements.txt or setup.py's dependencies: edit or drop the
+# lines of constraints.txt that conflict, `make install`, then `make
+# constraints` re-pins constraints.txt to exactly what resolved in .venv.
+constraints: install
+	{ sed -n '/^#/p;/^#/!q' constraints.txt; $(BIN)/pip freeze --all --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	touch $(BIN)/grepq
 
 clean:
 	rm -rf $(VENV) demo_out

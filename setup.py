@@ -23,6 +23,7 @@ setup(
         "pandas>=2",
         "numpy>=1.24",
         "scipy>=1.10",
+        "h5py>=3.8",  # the reference pristine patches (HDF5), grepq_core.pristine
         "scikit-learn>=1.3",
         "scikit-image>=0.19",  # grepq_core.distortions (make-training-set, train-ll)
         "brisque>=0.2,<0.3",  # BRISQUE's trained SVR files, read by grepq_core.baselines (evaluate)

@@ -8,7 +8,7 @@ the reference and is not part of the set. Every image is labelled
 100 x FSIM(reference, distorted) (grepq_core.fsim): FSIM is the annotator
 docs/method.md trains the LL encoder with, and stands in for MOS here, so the
 benchmark measures agreement with a full-reference metric, not with human
-opinion. group = the crop, so `split_by_group` keeps all versions of one
+opinion. group = the crop, so `evaluation.content_split` keeps all versions of one
 crop on one side of a split; crops of the same photo can overlap in content.
 
 Writes OUTPUT/images/*.png and OUTPUT/labels.csv (path, score, group, plus

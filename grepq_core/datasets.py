@@ -7,7 +7,7 @@ row per image with
 - ``score``: higher is better; a DMOS (lower is better) is negated,
 - ``group``: the reference content the image was made from, for datasets
   where several images share one (LIVE, CSIQ, TID2013, KADID-10k, PIPAL),
-  else the image's own file name, so `split_by_group` never puts one
+  else the image's own file name, so `evaluation.content_split` never puts one
   content on both sides of a split.
 
 Each loader's docstring states the files it expects under ``root``; a
@@ -41,7 +41,7 @@ import scipy.io
 
 from grepq_core.errors import GrepqError, did_you_mean
 
-__all__ = ["DATASETS", "load_dataset", "split_by_group"]
+__all__ = ["DATASETS", "load_dataset"]
 
 _LIVE_FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
 # CSIQ dst_type (case and spaces ignored) -> (folder under dst_imgs, tag in the file name)
@@ -375,34 +375,3 @@ def load_dataset(name: str, root: str, labels: str | None = None,
     if lower_is_better:
         frame["score"] = -frame["score"]
     return frame
-
-
-def split_by_group(df: pd.DataFrame, n_train: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row positions (train, test): n_train training images, no group on both sides.
-
-    Groups are taken whole, in a seeded random order, until n_train images
-    are reached. If the last group drawn would overshoot, a random subset of
-    it completes the training set exactly and its other images are left out
-    of both sides (with large groups, e.g. TID2013's 120 images per content
-    and n_train = 50, training is then 50 images of one content). All groups
-    never drawn form the test set. With one image per group this is a plain
-    random split. Both arrays are sorted.
-    """
-    groups = df["group"].astype(str).to_numpy()
-    if not 0 < n_train < len(groups):
-        raise GrepqError(f"n_train must be between 1 and {len(groups) - 1} for {len(groups)} images, "
-                         f"got {n_train}")
-    rng = np.random.default_rng(seed)
-    unique = np.unique(groups)
-    train, used = [], set()
-    for g in rng.permutation(unique):
-        members = np.flatnonzero(groups == g)
-        need = n_train - len(train)
-        train.extend(members if len(members) <= need else rng.choice(members, need, replace=False))
-        used.add(g)
-        if len(train) == n_train:
-            break
-    test = np.flatnonzero(~np.isin(groups, list(used)))
-    if len(test) == 0:
-        raise GrepqError(f"n_train={n_train} uses every group: no content is left for testing")
-    return np.sort(np.asarray(train, dtype=np.int64)), test

@@ -31,7 +31,7 @@ from grepq_core.device_decode import decode_on_device
 from grepq_core.devices import resolve_device
 from grepq_core.errors import GrepqError, ImageError, WeightsUnavailable
 from grepq_core.pathway import Encoder
-from grepq_core.zero_shot import combined_score
+from grepq_core.zero_shot import LL_SHRINKAGE, combined_score
 
 __all__ = ["ViewConfig", "EncoderSpec", "Views", "image_views", "Extractor", "load_available"]
 
@@ -55,7 +55,13 @@ class ViewConfig:
 
     @property
     def min_side(self) -> int:
-        """Smaller images are upscaled to this shortest side before any view."""
+        """Smaller images are upscaled to this shortest side before any view.
+
+        Fragments need a 7x7 grid of 32 (224); whole-image views only need
+        one zero-shot patch (96), and the CLIP tower its 32x downsampling.
+        """
+        if self.ll_view == "full":
+            return self.patch_size
         return max(self.grid * self.fragment, self.patch_size if self.zero_shot else 0)
 
 
@@ -75,6 +81,10 @@ class EncoderSpec:
     decode: str = "auto"  # "gpu": JPEGs decoded on the model's device; "cpu": Pillow; "auto": gpu on CUDA
     batch_size: int = 32
     views: ViewConfig = field(default_factory=ViewConfig)
+    profile: str = "fast"  # recorded in every row; `profiles.spec_for` sets the fields below
+    hl_visual_weights: str | None = None  # replaces the image tower of `hl_weights` (the reference HL model)
+    hl_positional: str = "interpolate"  # "omit": the attention pool's positional embedding left out
+    ll_shrinkage: float = LL_SHRINKAGE  # zero-shot LL distance's covariance shrinkage (0: docs/method.md's)
 
 
 @dataclass
@@ -115,6 +125,7 @@ class Extractor:
         self.encoders = encoders
         # What each feature row records about the models that made it: rows equal here were made the same way.
         self.identities = {column: None for column in pathways.columns()["identity"]}
+        self.identities["profile"] = spec.profile
         for encoder in encoders.values():
             self.identities.update(encoder.identities())
         fast = self.device.type == "cuda"
@@ -129,14 +140,13 @@ class Extractor:
         """Load the weights `spec` names; fails before any image is read."""
         return cls(spec, {name: pathways.get(name).load(spec) for name in spec.pathways})
 
-    def _forward(self, model, x: torch.Tensor) -> list[np.ndarray]:
-        """Run `model` in chunks of exactly `batch_size`, the last one zero-padded.
+    def _forward(self, model, x: torch.Tensor, size: int) -> list[np.ndarray]:
+        """Run `model` in chunks of exactly `size`, the last one zero-padded.
 
         Kernels pick their blocking by batch size, so a row's values would
         otherwise depend on which images shared its batch; a fixed size
         makes every row byte-identical across runs however Beam batches.
         """
-        size = self.spec.batch_size
         outputs = []
         for start in range(0, len(x), size):
             chunk = x[start:start + size]
@@ -147,11 +157,12 @@ class Extractor:
             outputs.append([r[:n].float().cpu().numpy() for r in (result if isinstance(result, tuple) else (result,))])
         return [np.concatenate(parts) for parts in zip(*outputs)]
 
-    def _run_grouped(self, model, arrays: list, normalization: V.Normalization) -> list:
+    def _run_grouped(self, model, arrays: list, normalization: V.Normalization, fixed_shape: bool = True) -> list:
         """Per-item output tuples, one forward pass per group of equal shapes.
 
-        The fixed-shape views form one group; full-resolution views go one
-        shape at a time.
+        Fixed-shape views form one group, run in chunks of the batch size;
+        native-resolution views (`fixed_shape` False) go one image at a
+        time, as the reference runs them, instead of padding each to a batch.
         """
         out: list = [None] * len(arrays)
         shapes: dict[tuple, list[int]] = {}
@@ -159,7 +170,7 @@ class Extractor:
             shapes.setdefault(tuple(a.shape), []).append(i)
         for idx in shapes.values():
             x = torch.stack([torch.as_tensor(arrays[i]).to(self.device, non_blocking=True) for i in idx])
-            parts = self._forward(model, normalization(x))
+            parts = self._forward(model, normalization(x), self.spec.batch_size if fixed_shape else 1)
             for k, i in enumerate(idx):
                 out[i] = tuple(p[k] for p in parts)
         return out

@@ -9,7 +9,8 @@ buffer; the text tower is then dropped.
 Deviation from the reference code: to accept whole images of any size, the
 reference drops the attention pool's positional embedding; here it is
 interpolated (bicubic, antialiased, class token kept) to the input's token
-grid, which docs/method.md names as the cleaner equivalent. At the native size
+grid, which docs/method.md names as the cleaner equivalent
+(``positional="omit"`` leaves it out, as the reference does). At the native size
 the output equals open_clip's own. The interpolated embedding is computed
 per call and never written back, so one encoder can serve many threads.
 The forward passes below re-run open_clip 3.3's `ModifiedResNet` and
@@ -62,7 +63,7 @@ class HLEncoder(nn.Module):
     """CLIP image tower + L2-normalised (good, bad) prompt embeddings; normalised input of any size."""
 
     def __init__(self, visual: nn.Module, text_features: torch.Tensor, prompts: tuple[str, str],
-                 normalization: Normalization = OPENAI_CLIP):
+                 normalization: Normalization = OPENAI_CLIP, positional: str = "interpolate"):
         super().__init__()
         if not isinstance(visual, (ModifiedResNet, VisionTransformer)):
             raise GrepqError(
@@ -75,6 +76,7 @@ class HLEncoder(nn.Module):
         self.visual = visual
         self.prompts = tuple(prompts)
         self.normalization = normalization  # what the weights expect of uint8 pixels
+        self.positional = _checked_positional(positional)
         self.register_buffer("text_features", text_features.detach().float().clone())
 
     @property
@@ -85,15 +87,22 @@ class HLEncoder(nn.Module):
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` -> ``[B, D]`` raw (unnormalised) image embedding, any H, W."""
+        omit = self.positional == "omit"
         if isinstance(self.visual, ModifiedResNet):
-            return _resnet_embedding(self.visual, x)
-        return _vit_embedding(self.visual, x)
+            return _resnet_embedding(self.visual, x, omit)
+        return _vit_embedding(self.visual, x, omit)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(embedding ``[B, D]``, cosine similarity with (good, bad) ``[B, 2]``)."""
         embedding = self.encode_image(x)
         cosine = F.normalize(embedding, dim=-1) @ self.text_features.to(embedding.dtype).T
         return embedding, cosine
+
+
+def _checked_positional(positional: str) -> str:
+    if positional not in ("interpolate", "omit"):
+        raise GrepqError(f"`hl_positional` must be interpolate or omit, got {positional!r}")
+    return positional
 
 
 def _resize_grid_embedding(pos: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
@@ -108,7 +117,7 @@ def _resize_grid_embedding(pos: torch.Tensor, grid: tuple[int, int], new_grid: t
     return torch.cat([cls_token, cells])
 
 
-def _resnet_embedding(visual: ModifiedResNet, x: torch.Tensor) -> torch.Tensor:
+def _resnet_embedding(visual: ModifiedResNet, x: torch.Tensor, omit_positional: bool = False) -> torch.Tensor:
     """ModifiedResNet.forward with the attention pool's embedding fitted to the feature map."""
     x = visual.stem(x)
     x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(x))))
@@ -117,7 +126,8 @@ def _resnet_embedding(visual: ModifiedResNet, x: torch.Tensor) -> torch.Tensor:
     pos = _resize_grid_embedding(pool.positional_embedding, (side, side), x.shape[-2:])
     tokens = x.flatten(2).permute(2, 0, 1)  # NCHW -> (HW)NC
     tokens = torch.cat([tokens.mean(dim=0, keepdim=True), tokens], dim=0)
-    tokens = tokens + pos[:, None, :].to(tokens.dtype)
+    if not omit_positional:
+        tokens = tokens + pos[:, None, :].to(tokens.dtype)
     out, _ = F.multi_head_attention_forward(
         query=tokens, key=tokens, value=tokens,
         embed_dim_to_check=tokens.shape[-1],
@@ -140,13 +150,15 @@ def _resnet_embedding(visual: ModifiedResNet, x: torch.Tensor) -> torch.Tensor:
     return out[0]
 
 
-def _vit_embedding(visual: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
+def _vit_embedding(visual: VisionTransformer, x: torch.Tensor, omit_positional: bool = False) -> torch.Tensor:
     """VisionTransformer.forward with the positional embedding fitted to the patch grid."""
     x = visual.conv1(x)
     pos = _resize_grid_embedding(visual.positional_embedding, visual.grid_size, x.shape[-2:])
     x = x.flatten(2).transpose(1, 2)  # [B, grid cells, width]
     cls_token = visual.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
-    x = torch.cat([cls_token, x], dim=1) + pos.to(x.dtype)
+    x = torch.cat([cls_token, x], dim=1)
+    if not omit_positional:
+        x = x + pos.to(x.dtype)
     x = visual.ln_pre(visual.patch_dropout(x))
     x = visual.transformer(x)
     pooled, _ = visual._pool(x)
@@ -217,16 +229,40 @@ def _encoder_from_hl_checkpoint(checkpoint: dict, name: str, prompts: tuple[str,
         raise WeightsUnavailable(f"{uri} is a malformed grepq HL checkpoint: {e}") from e
 
 
+def _replace_visual(encoder: HLEncoder, uri: str) -> None:
+    """Load an image tower's own state dict (keys with or without ``visual.``) into `encoder`.
+
+    The authors' ``high_level_model_weights.pth`` is such a file; the prompts
+    stay embedded by the text tower of the weights the encoder was built from.
+    """
+    state = load_checkpoint(uri)
+    state = {k.removeprefix("visual."): v for k, v in state.get("state_dict", state).items()}
+    try:
+        result = encoder.visual.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise WeightsUnavailable(f"{uri} does not fit this image tower: {e}") from e
+    if result.unexpected_keys or len(result.missing_keys) == len(encoder.visual.state_dict()):
+        raise WeightsUnavailable(f"{uri} is not a state dict of this image tower "
+                                 f"(unexpected keys: {', '.join(result.unexpected_keys[:5]) or 'none'})")
+    if result.missing_keys:
+        raise WeightsUnavailable(f"{uri} lacks {len(result.missing_keys)} tensors of the image tower, "
+                                 f"e.g. {', '.join(result.missing_keys[:5])}")
+
+
 def build_hl_encoder(
     model: str = "RN50",
     weights: str | None = "openai",
     prompts: tuple[str, str] = DEFAULT_PROMPTS,
+    visual_weights: str | None = None,
+    positional: str = "interpolate",
 ) -> tuple[HLEncoder, str]:
-    """(encoder in eval mode, identity ``hl:{model}:{tag|checkpoint|random}@{digest}``).
+    """(encoder in eval mode, identity ``hl:{model}:{tag|checkpoint|random}[+visual][:nopos]@{digest}``).
 
     `model` is an open_clip model name or a model-config JSON path (its name
     is the file stem). `weights` is an open_clip pretrained tag of that model,
     a checkpoint path or fsspec URL, or ``None`` / ``"none"`` for random init.
+    `visual_weights` then replaces the image tower (`_replace_visual`);
+    `positional` is ``"interpolate"`` or ``"omit"`` (the reference's).
     """
     if len(prompts) != 2:
         raise GrepqError(f"need exactly two prompts (good, bad), got {list(prompts)}")
@@ -257,6 +293,12 @@ def build_hl_encoder(
             _load_clip_state(clip, checkpoint, weights)
             encoder = _encoder_from_clip(clip, name, prompts)
         source = "checkpoint"
+    if visual_weights:
+        _replace_visual(encoder, visual_weights)
+        source += "+visual"
+    encoder.positional = _checked_positional(positional)
+    if positional == "omit":
+        source += ":nopos"
     encoder.eval()
     return encoder, f"hl:{name}:{source}@{parameters_digest(encoder)}"
 

@@ -23,13 +23,16 @@ class HLPathway(Pathway):
     combined = True
 
     def load(self, spec) -> Encoder:
-        module, identity = build_hl_encoder(spec.hl_model, spec.hl_weights)
-        return Encoder(self, module, identity, module.normalization)
+        module, identity = build_hl_encoder(spec.hl_model, spec.hl_weights, visual_weights=spec.hl_visual_weights,
+                                            positional=spec.hl_positional)
+        return Encoder(self, module, identity, module.normalization,
+                       state={"fixed_shape": spec.views.hl_size is not None})
 
     def views(self, image: torch.Tensor, config) -> dict[str, torch.Tensor]:
         return {"hl": V.clip_view(image, size=config.hl_size)}
 
     def encode(self, encoder: Encoder, run, views: list[dict]) -> tuple[list[np.ndarray], list[float]]:
-        outputs = run(encoder.module, [v["hl"] for v in views], encoder.normalization)
+        outputs = run(encoder.module, [v["hl"] for v in views], encoder.normalization,
+                      encoder.state["fixed_shape"])
         return [emb for emb, _ in outputs], [float(hl_score(cos[0], cos[1])) for _, cos in outputs]
 

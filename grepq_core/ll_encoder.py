@@ -15,6 +15,13 @@ Checkpoints are plain dicts, readable with ``torch.load(weights_only=True)``::
 
 `input` is the normalisation the weights were trained with; checkpoints
 without it (grepq's earlier ones) were trained on ImageNet-normalised input.
+
+The authors' released checkpoint (``low_level_model_weights.tar``) is read
+too, by its content: ``{"model": {"state_dict": ...}, "optimizer": ...}``
+holding torchvision's ResNet-18 as ``encoder.base_model.*`` (with its unused
+``fc``) and again as ``encoder.resnet18.*`` (an ``nn.Sequential`` of its
+children, the same tensors), and the head as ``head.0.*``, ``head.2.*``. Its
+input is plain [0, 1] RGB (``ToTensor``, no normalisation).
 """
 
 import json
@@ -26,7 +33,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from grepq_core import shipped
-from grepq_core.views import IMAGENET, Normalization
+from grepq_core.views import IMAGENET, UNIT, Normalization
 from grepq_core.errors import GrepqError, WeightsUnavailable, did_you_mean
 from grepq_core.weights import load_checkpoint, parameters_digest, save_checkpoint
 
@@ -140,6 +147,39 @@ def save_ll_checkpoint(encoder: LLEncoder, path: str, arch: str, meta: dict | No
     )
 
 
+_RESNET_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")
+
+
+def _is_reference_checkpoint(checkpoint: dict) -> bool:
+    state = checkpoint.get("model", {}).get("state_dict") if isinstance(checkpoint.get("model"), dict) else None
+    return isinstance(state, dict) and "encoder.base_model.conv1.weight" in state and "head.0.weight" in state
+
+
+def _from_reference(state: dict, source: str) -> LLEncoder:
+    """An LLEncoder with the authors' weights; their duplicate Sequential copy must agree with the base model."""
+    ours = {}
+    for key, tensor in state.items():
+        if key.startswith("encoder.base_model.fc."):
+            continue
+        if key.startswith("encoder.base_model."):
+            ours["trunk." + key[len("encoder.base_model."):]] = tensor
+        elif key.startswith("head."):
+            ours[key] = tensor
+        elif key.startswith("encoder.resnet18."):
+            index, _, rest = key[len("encoder.resnet18."):].partition(".")
+            twin = state.get(f"encoder.base_model.{_RESNET_CHILDREN[int(index)]}.{rest}")
+            if twin is None or not torch.equal(twin, tensor):
+                raise WeightsUnavailable(f"{source}: {key} differs from its encoder.base_model copy")
+        else:
+            raise WeightsUnavailable(f"{source}: unexpected key {key} in a reference LL checkpoint")
+    encoder = LLEncoder(**_architecture_config("resnet18"), normalization=UNIT)
+    try:
+        encoder.load_state_dict(ours)
+    except RuntimeError as e:
+        raise WeightsUnavailable(f"{source} does not hold a ResNet-18 with a 512-512-128 head: {e}") from e
+    return encoder
+
+
 def load_ll_encoder(source: str) -> tuple[LLEncoder, str]:
     """(encoder in eval mode, identity ``ll:{arch}@{digest}``) from "shipped", a path or a URL."""
     if source == "shipped":
@@ -150,8 +190,12 @@ def load_ll_encoder(source: str) -> tuple[LLEncoder, str]:
             )
         source = str(shipped.SHIPPED_LL)
     checkpoint = load_checkpoint(source)
+    if _is_reference_checkpoint(checkpoint):
+        encoder = _from_reference(checkpoint["model"]["state_dict"], source).eval()
+        return encoder, f"ll:resnet18@{parameters_digest(encoder)}"
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise WeightsUnavailable(f"{source} is not a grepq LL checkpoint (format {checkpoint.get('format')!r})")
+        raise WeightsUnavailable(f"{source} is neither a grepq LL checkpoint nor the authors' "
+                                 f"(format {checkpoint.get('format')!r})")
     missing = [k for k in ("arch", "config", "state_dict") if k not in checkpoint]
     if missing:
         raise WeightsUnavailable(f"{source} is a grepq LL checkpoint without {', '.join(missing)}")

@@ -13,7 +13,7 @@ from grepq_core import views as V
 from grepq_core.errors import GrepqError
 from grepq_core.ll_encoder import load_ll_encoder
 from grepq_core.pathway import Encoder, Pathway
-from grepq_core.pristine import PristineModel
+from grepq_core.pristine import load_pristine
 from grepq_core.shipped import SHIPPED_PRISTINE
 from grepq_core.zero_shot import ll_score, ll_score_identity
 
@@ -30,14 +30,17 @@ class LLPathway(Pathway):
         module, identity = load_ll_encoder(spec.ll_weights)
         pristine = None
         if spec.views.zero_shot and spec.pristine:
-            pristine = PristineModel.load(str(SHIPPED_PRISTINE) if spec.pristine == "shipped" else spec.pristine)
+            pristine = load_pristine(str(SHIPPED_PRISTINE) if spec.pristine == "shipped" else spec.pristine,
+                                     module, identity)
             if pristine.encoder_identity != identity:
                 raise GrepqError(
                     f"pristine model {spec.pristine} was built with {pristine.encoder_identity}, "
                     f"but the LL encoder is {identity}: pass the matching `pristine` "
                     "(grepq build-pristine makes one), or `pristine` none")
         return Encoder(self, module, identity, module.normalization,
-                       zero_shot_identity=pristine and ll_score_identity(pristine), state={"pristine": pristine})
+                       zero_shot_identity=pristine and ll_score_identity(pristine, spec.ll_shrinkage),
+                       state={"pristine": pristine, "shrinkage": spec.ll_shrinkage,
+                              "fixed_shape": spec.views.ll_view == "fragments"})
 
     def views(self, image: torch.Tensor, config) -> dict[str, torch.Tensor]:
         out = {"ll": V.fragments(image, grid=config.grid, size=config.fragment)
@@ -48,7 +51,8 @@ class LLPathway(Pathway):
         return out
 
     def encode(self, encoder: Encoder, run, views: list[dict]) -> tuple[list[np.ndarray], list[float]]:
-        features = [out[0] for out in run(encoder.module, [v["ll"] for v in views], encoder.normalization)]
+        fixed = encoder.state["fixed_shape"]
+        features = [out[0] for out in run(encoder.module, [v["ll"] for v in views], encoder.normalization, fixed)]
         pristine = encoder.state["pristine"]
         if pristine is None:
             return features, [float("nan")] * len(views)
@@ -56,5 +60,6 @@ class LLPathway(Pathway):
         patch_out = run(encoder.module, [p for v in views for p in v["ll_patches"]], encoder.normalization)
         flat = np.stack([out[0] for out in patch_out]).astype(np.float64)
         bounds = np.cumsum([0] + counts)
-        return features, [ll_score(pristine, flat[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        shrinkage = encoder.state["shrinkage"]
+        return features, [ll_score(pristine, flat[a:b], shrinkage=shrinkage) for a, b in zip(bounds[:-1], bounds[1:])]
 

@@ -6,8 +6,10 @@ f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2, fitted by least squares.
 
 Deviation from the reference code: the reference maps with a 3rd-order
 polynomial, which need not be monotonic; the logistic is the field's usual
-choice (VQEG). If the fit fails, the best linear map is used instead (so PLCC
-is then |Pearson|) and a warning is logged.
+choice (VQEG) and the default here. ``mapping="cubic"`` maps as the
+reference does, for tables to set beside the paper's. If the logistic fit
+fails, the best linear map is used instead (so PLCC is then |Pearson|) and a
+warning is logged.
 
 Pairs where either value is NaN or infinite are dropped; fewer than 3 finite
 pairs is a ValueError. A constant input has no correlation: NaN.
@@ -20,7 +22,9 @@ import warnings
 import numpy as np
 from scipy import optimize, stats
 
-__all__ = ["srcc", "krcc", "plcc", "rmse", "logistic4", "logistic_map", "correlations"]
+__all__ = ["MAPPINGS", "srcc", "krcc", "plcc", "rmse", "logistic4", "logistic_map", "cubic_map", "correlations"]
+
+MAPPINGS = ("logistic", "cubic")
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,17 @@ def logistic_map(pred, mos) -> tuple[np.ndarray, bool]:
     return slope * pred + intercept, False
 
 
+def cubic_map(pred, mos) -> np.ndarray:
+    """The predictions mapped by the least-squares 3rd-order polynomial onto the MOS (the reference's map)."""
+    return np.polyval(np.polyfit(pred, mos, 3), pred)
+
+
+def _mapped(pred: np.ndarray, mos: np.ndarray, mapping: str) -> np.ndarray:
+    if mapping not in MAPPINGS:
+        raise ValueError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")
+    return cubic_map(pred, mos) if mapping == "cubic" else logistic_map(pred, mos)[0]
+
+
 def srcc(pred, mos) -> float:
     """Spearman rank correlation."""
     return _quiet(stats.spearmanr, *_finite_pairs(pred, mos))
@@ -103,10 +118,10 @@ def krcc(pred, mos) -> float:
     return _quiet(stats.kendalltau, *_finite_pairs(pred, mos))
 
 
-def plcc(pred, mos) -> float:
-    """Pearson correlation between MOS and the logistic-mapped predictions."""
+def plcc(pred, mos, mapping: str = "logistic") -> float:
+    """Pearson correlation between MOS and the mapped (logistic, or cubic) predictions."""
     pred, mos = _finite_pairs(pred, mos)
-    return _quiet(stats.pearsonr, logistic_map(pred, mos)[0], mos)
+    return _quiet(stats.pearsonr, _mapped(pred, mos, mapping), mos)
 
 
 def rmse(pred, mos) -> float:
@@ -115,10 +130,10 @@ def rmse(pred, mos) -> float:
     return float(np.sqrt(np.mean((logistic_map(pred, mos)[0] - mos) ** 2)))
 
 
-def correlations(pred, mos) -> dict[str, float]:
-    """srcc, plcc, krcc and rmse in one pass (one logistic fit)."""
+def correlations(pred, mos, mapping: str = "logistic") -> dict[str, float]:
+    """srcc, plcc, krcc and rmse in one pass (one fit of the `mapping`)."""
     pred, mos = _finite_pairs(pred, mos)
-    mapped, _ = logistic_map(pred, mos)
+    mapped = _mapped(pred, mos, mapping)
     return {
         "srcc": _quiet(stats.spearmanr, pred, mos),
         "plcc": _quiet(stats.pearsonr, mapped, mos),

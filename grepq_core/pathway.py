@@ -17,7 +17,7 @@ from grepq_core.views import Normalization
 
 __all__ = ["Encoder", "Pathway", "Runner"]
 
-# run(module, uint8 views, normalization) -> one tuple of numpy outputs per view, in order
+# run(module, uint8 views, normalization, fixed_shape=True) -> one tuple of numpy outputs per view, in order
 Runner = Callable[[nn.Module, Sequence, Normalization], list]
 
 

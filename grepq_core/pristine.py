@@ -5,30 +5,42 @@ non-overlapping 96x96 patches; the LL features of the kept patches give the
 mean and covariance of a multivariate Gaussian, as in NIQE. `zero_shot.py`
 measures how far a test image's patch statistics lie from it.
 
-Deviations from the reference code:
+Deviations from the reference code (``rule="grepq"``, the default;
+``rule="reference"`` selects as the reference does):
 - the local standard deviation filters with edge replication at the patch
   border (as NIQE does), not zero padding, which lends bright flat patches a
-  false rim of "sharpness";
+  false rim of "sharpness", and on each patch centred on its mean;
 - the best patch is always kept, so a flat or colourless photo (largest
   score 0, which no patch exceeds) still contributes one patch.
 
 The model is stored as a plain `.npz` (no pickled objects) and read back with
-``allow_pickle=False``.
+``allow_pickle=False``. The selected patches themselves can also be stored
+as the reference does: an HDF5 file with one float32 dataset ``data`` of
+shape (N, 3, 96, 96) in [0, 1] (`write_patches`, `read_patches`); a pristine
+model is then fitted on them with whichever LL encoder is in use
+(`load_pristine`, cached by content).
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import fsspec
 import numpy as np
+import torch
 from scipy import ndimage
 
-from grepq_core.errors import GrepqError
+from grepq_core.errors import GrepqError, WeightsUnavailable
 from grepq_core.npz import read_tagged_npz
 from grepq_core.zero_shot import patch_statistics
 
-__all__ = ["sharpness", "colourfulness", "gaussian_window", "select_pristine_patches", "PristineModel", "fit_pristine"]
+__all__ = ["sharpness", "colourfulness", "gaussian_window", "select_pristine_patches", "PristineModel", "fit_pristine",
+           "patch_features", "read_patches", "write_patches", "load_pristine", "HDF5_SUFFIXES"]
+
+HDF5_SUFFIXES = (".hdf5", ".h5")
 
 _FORMAT = "grepq-pristine/1"
 _BT601 = np.array([0.299, 0.587, 0.114])
@@ -41,14 +53,20 @@ def gaussian_window(size: int = 7, sigma: float = 7 / 6) -> np.ndarray:
     return g / g.sum()
 
 
-def _sharpness_batch(grays: np.ndarray) -> np.ndarray:
-    """Sharpness of each [H, W] slice of a [P, H, W] stack, in one filter pass."""
+def _sharpness_batch(grays: np.ndarray, rule: str = "grepq") -> np.ndarray:
+    """Sharpness of each [H, W] slice of a [P, H, W] stack, in one filter pass.
+
+    ``rule="reference"``: zero padding and no centring, as the reference code.
+    """
     window = gaussian_window()[None]  # size 1 along the stack axis: patches never mix
-    # Local variance ignores an offset; centring each patch avoids cancellation in E[x^2] - mu^2.
     x = grays.astype(np.float64)
-    x = x - x.mean(axis=(1, 2), keepdims=True)
-    mu = ndimage.correlate(x, window, mode="nearest")
-    local_var = ndimage.correlate(x * x, window, mode="nearest") - mu * mu
+    if rule == "reference":
+        mode = "constant"
+    else:
+        # Local variance ignores an offset; centring each patch avoids cancellation in E[x^2] - mu^2.
+        x, mode = x - x.mean(axis=(1, 2), keepdims=True), "nearest"
+    mu = ndimage.correlate(x, window, mode=mode, cval=0.0)
+    local_var = ndimage.correlate(x * x, window, mode=mode, cval=0.0) - mu * mu
     return np.sqrt(np.abs(local_var)).sum(axis=(1, 2))
 
 
@@ -100,28 +118,34 @@ def _tiles(img: np.ndarray, size: int) -> np.ndarray:
     return tiles.reshape(rows * cols, size, size, 3)
 
 
-def _above(values: np.ndarray, frac: float) -> np.ndarray:
-    """Mask of values above frac x the largest; the largest is always kept."""
+def _above(values: np.ndarray, frac: float, rule: str = "grepq") -> np.ndarray:
+    """Mask of values above frac x the largest; under grepq's rule the largest is always kept."""
     keep = values > frac * values.max()
-    keep[np.argmax(values)] = True
+    if rule != "reference":
+        keep[np.argmax(values)] = True
     return keep
 
 
 def select_pristine_patches(img: np.ndarray, size: int = 96, sharpness_frac: float = 0.75,
-                            colour_frac: float = 0.8) -> np.ndarray:
+                            colour_frac: float = 0.8, rule: str = "grepq") -> np.ndarray:
     """The sharpest, then most colourful, non-overlapping patches of one photo.
 
-    `img` is HxWx3 uint8 RGB. Returns [P, size, size, 3] uint8 with P >= 1,
-    or P = 0 when the photo is smaller than one patch.
+    `img` is HxWx3 uint8 RGB. Returns [P, size, size, 3] uint8: under grepq's
+    rule P >= 1 (P = 0 only when the photo is smaller than one patch); under
+    the reference's a photo whose patches all fail keeps none.
     """
+    if rule not in ("grepq", "reference"):
+        raise GrepqError(f"pristine selection `rule` must be grepq or reference, got {rule!r}")
     img = np.asarray(img)
     if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 image, got {img.dtype} {img.shape}")
     tiles = _tiles(img, size)
     if len(tiles) == 0:
         return tiles
-    sharp = tiles[_above(_sharpness_batch(tiles @ _BT601), sharpness_frac)]
-    return sharp[_above(_colourfulness_batch(sharp), colour_frac)]
+    sharp = tiles[_above(_sharpness_batch(tiles @ _BT601, rule), sharpness_frac, rule)]
+    if len(sharp) == 0:
+        return sharp
+    return sharp[_above(_colourfulness_batch(sharp), colour_frac, rule)]
 
 
 @dataclass
@@ -170,3 +194,74 @@ def fit_pristine(features: np.ndarray, encoder_identity: str) -> PristineModel:
         raise GrepqError("pristine patch features contain NaN or infinity")
     mean, cov = patch_statistics(features)
     return PristineModel(mean, cov, encoder_identity, len(features))
+
+
+@torch.inference_mode()
+def patch_features(encoder, patches: np.ndarray, device: torch.device | str = "cpu", batch: int = 256) -> np.ndarray:
+    """LL features [N, D] of [N, S, S, 3] uint8 patches, normalised as the encoder's weights expect."""
+    encoder = encoder.to(device).eval()
+    chunks = torch.from_numpy(np.ascontiguousarray(patches)).permute(0, 3, 1, 2).split(batch)
+    return np.concatenate([encoder(encoder.normalization(c.to(device))).float().cpu().numpy() for c in chunks])
+
+
+def write_patches(patches: np.ndarray, uri: str) -> None:
+    """Store [N, S, S, 3] uint8 patches as the reference does: HDF5 `data`, float32 (N, 3, S, S) in [0, 1]."""
+    import h5py
+
+    data = np.ascontiguousarray(patches.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        f.create_dataset("data", data=data)
+    with fsspec.open(uri, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def read_patches(uri: str) -> tuple[np.ndarray, str]:
+    """([N, S, S, 3] uint8 patches, sha256 of the file) from a reference-format HDF5 file.
+
+    Values in [0, 1] are mapped back to 0..255 by rounding, which is exact
+    for patches that came from 8-bit images.
+    """
+    import h5py
+
+    try:
+        with fsspec.open(uri, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise WeightsUnavailable(f"cannot read pristine patches {uri}: {e}") from e
+    try:
+        with h5py.File(io.BytesIO(raw), "r") as f:
+            data = f["data"][...]
+    except (OSError, KeyError) as e:
+        raise WeightsUnavailable(f"{uri} is not an HDF5 file with a `data` dataset of pristine patches: {e}") from e
+    if data.ndim != 4 or data.shape[1] != 3 or data.shape[2] != data.shape[3] or len(data) < 2:
+        raise WeightsUnavailable(f"{uri}: `data` must be (N >= 2, 3, S, S) patches, got {data.shape}")
+    if not np.isfinite(data).all() or data.min() < 0 or data.max() > 1:
+        raise WeightsUnavailable(f"{uri}: pristine patch values must lie in [0, 1]")
+    patches = np.rint(data.transpose(0, 2, 3, 1) * 255.0).astype(np.uint8)
+    return patches, hashlib.sha256(raw).hexdigest()
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("GREPQ_CACHE", Path.home() / ".cache" / "grepq")) / "pristine"
+
+
+def load_pristine(uri: str, encoder, encoder_identity: str) -> PristineModel:
+    """A pristine model from a `.npz` (as `save` writes), or fitted on an HDF5 file's patches with `encoder`.
+
+    The model fitted from patches is cached under $GREPQ_CACHE (default
+    ~/.cache/grepq) by the file's content and the encoder's identity, so a
+    nightly run fits it once.
+    """
+    if not uri.lower().endswith(HDF5_SUFFIXES):
+        return PristineModel.load(uri)
+    patches, digest = read_patches(uri)
+    cached = _cache_dir() / f"{digest[:16]}-{encoder_identity.replace(':', '_').replace('@', '_')}.npz"
+    if cached.exists():
+        return PristineModel.load(str(cached))
+    model = fit_pristine(patch_features(encoder, patches), encoder_identity)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    model.save(str(tmp))
+    tmp.replace(cached)
+    return model

@@ -47,10 +47,11 @@ _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 class ReportInputs:
     """Everything the page shows.
 
-    `scores` has the SCORES columns and `dead_letters` the DEAD_LETTERS
-    columns (transforms/schema.py); `identities` maps a pathway to the
-    encoder identities found in the feature rows (None: the extract run's
-    output was not found, so encoders and dead letters are unknown); `model` is the fitted
+    `scores` has the score columns and `dead_letters` the dead-letter
+    columns (transforms/store.py); `identities` maps a pathway to the
+    encoder identities found in the feature rows, and ``"profile"`` to the
+    profiles they were made with (None: the extract run's output was not
+    found, so encoders and dead letters are unknown); `model` is the fitted
     ridge's fields (alpha, n_train, cv, ...) when the scorer was a ridge;
     `thumbnails` maps a path of `decile_rows` to JPEG bytes (missing paths
     are shown as unreadable); `threshold` overrides the run's own.
@@ -231,6 +232,8 @@ def _parameters(inputs: ReportInputs, threshold: float | None) -> str:
         found = (inputs.identities or {}).get(name) or []
         rows.append((f"{pathways.get(name).title or name} encoder", ", ".join(found) if found else
                      "did not run" if inputs.identities is not None else _NO_FEATURES))
+    if inputs.identities is not None:
+        rows.append(("profile", ", ".join(inputs.identities.get("profile") or []) or "n/a"))
     rows += [("scorer", ", ".join(sorted(scores["scorer"].dropna().unique())) or "n/a"),
              ("threshold", _threshold_text(threshold, given=inputs.threshold is not None)),
              ("images scored", str(len(scores))), ("kept", str(kept)), ("rejected", str(len(scores) - kept)),

@@ -30,6 +30,7 @@ __all__ = [
     "Normalization",
     "IMAGENET",
     "OPENAI_CLIP",
+    "UNIT",
     "clip_view",
     "ensure_min_size",
     "fragment_positions",
@@ -74,6 +75,7 @@ class Normalization:
 
 IMAGENET = Normalization(IMAGENET_MEAN, IMAGENET_STD)
 OPENAI_CLIP = Normalization(CLIP_MEAN, CLIP_STD)
+UNIT = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # plain [0, 1] input
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:

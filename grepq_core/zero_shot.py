@@ -83,7 +83,7 @@ def ll_score(pristine: PristineModel, patch_features: np.ndarray, eps: float = L
     return float(expit(-d / scale))
 
 
-def ll_score_identity(pristine: PristineModel) -> str:
+def ll_score_identity(pristine: PristineModel, shrinkage: float = LL_SHRINKAGE) -> str:
     """Names what a default `ll_score` depends on besides the LL encoder: the pristine model and the settings.
 
     Feature rows carry it, so incremental runs and caches recompute zs_ll
@@ -91,7 +91,7 @@ def ll_score_identity(pristine: PristineModel) -> str:
     """
     digest = hashlib.sha256(np.ascontiguousarray(pristine.mean).tobytes()
                             + np.ascontiguousarray(pristine.cov).tobytes()).hexdigest()[:12]
-    return f"pristine@{digest}:eps={LL_EPS:g},shrinkage={LL_SHRINKAGE:g},scale={LL_SCALE:g}"
+    return f"pristine@{digest}:eps={LL_EPS:g},shrinkage={shrinkage:g},scale={LL_SCALE:g}"
 
 
 def hl_score(cos_good, cos_bad, gain: float = 10.0):

@@ -13,19 +13,45 @@ import argparse
 import logging
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from grepq_core.errors import GrepqError, ImageError
 from grepq_core.imageio import load_image
 from grepq_core.ll_encoder import load_ll_encoder
-from grepq_core.pristine import PristineModel, fit_pristine, select_pristine_patches
+from grepq_core.pristine import (HDF5_SUFFIXES, PristineModel, fit_pristine, patch_features, read_patches,
+                                 select_pristine_patches, write_patches)
 from grepq_core.training.data import list_images
 from grepq_core.devices import resolve_device
 
 __all__ = ["run", "arg_parser", "build_pristine"]
 
 log = logging.getLogger(__name__)
+
+
+def pristine_patches(images: list[str], patch: int = 96, sharpness_frac: float = 0.75, colour_frac: float = 0.8,
+                     rule: str = "grepq", progress: bool = False) -> np.ndarray:
+    """The selected [N, patch, patch, 3] uint8 patches of every photo (and of every HDF5 patch file) in `images`.
+
+    Photos that cannot be decoded are logged and skipped.
+    """
+    chosen, skipped = [], 0
+    for path in tqdm(images, desc="build-pristine", unit="photo", disable=not progress):
+        if path.lower().endswith(HDF5_SUFFIXES):
+            chosen.append(read_patches(path)[0])
+            continue
+        try:
+            img = load_image(path)
+        except ImageError as e:
+            log.warning("skipped %s: %s", path, e)
+            skipped += 1
+            continue
+        chosen.append(select_pristine_patches(img, patch, sharpness_frac, colour_frac, rule))
+    if skipped:
+        log.warning("skipped %d of %d photos that could not be decoded", skipped, len(images))
+    patches = np.concatenate(chosen) if chosen else np.empty((0, patch, patch, 3), np.uint8)
+    if len(patches) == 0:
+        raise GrepqError(f"no {patch}x{patch} patch could be cut from the `input` photos")
+    return patches
 
 
 def build_pristine(
@@ -37,40 +63,30 @@ def build_pristine(
     device: str = "auto",
     batch: int = 256,
     progress: bool = False,
+    rule: str = "grepq",
 ) -> PristineModel:
-    """Fit the pristine Gaussian to the LL features of the selected patches of `images`.
+    """Fit the pristine Gaussian to the LL features of the selected patches of `images`."""
+    return fit_on_patches(pristine_patches(images, patch, sharpness_frac, colour_frac, rule, progress),
+                          ll_weights, device, batch)
 
-    Images that cannot be decoded are logged and skipped.
-    """
+
+def fit_on_patches(patches: np.ndarray, ll_weights: str, device: str = "auto", batch: int = 256) -> PristineModel:
+    """The pristine Gaussian of the LL features of `patches` ([N, S, S, 3] uint8)."""
     encoder, identity = load_ll_encoder(ll_weights)
-    target = resolve_device(device)
-    encoder.to(target)
-    features, skipped = [], 0
-    for path in tqdm(images, desc="build-pristine", unit="photo", disable=not progress):
-        try:
-            img = load_image(path)
-        except ImageError as e:
-            log.warning("skipped %s: %s", path, e)
-            skipped += 1
-            continue
-        patches = torch.from_numpy(select_pristine_patches(img, patch, sharpness_frac, colour_frac))
-        with torch.inference_mode():
-            for chunk in patches.permute(0, 3, 1, 2).split(batch):
-                x = encoder.normalization(chunk.to(target))
-                features.append(encoder(x).float().cpu().numpy())
-    if skipped:
-        log.warning("skipped %d of %d photos that could not be decoded", skipped, len(images))
-    if not features:
-        raise GrepqError(f"no {patch}x{patch} patch could be cut from the --input photos")
-    return fit_pristine(np.concatenate(features), identity)
+    return fit_pristine(patch_features(encoder, patches, resolve_device(device), batch), identity)
 
 
 def arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grepq build-pristine", description=__doc__.strip().splitlines()[0],
                                      allow_abbrev=False)
     parser.add_argument("--input", action="append", required=True,
-                        help="glob of pristine photos (local or fsspec URL); repeatable")
-    parser.add_argument("--output", required=True, help="pristine model .npz (path or URL)")
+                        help="glob of pristine photos, or of HDF5 files of patches already selected (the "
+                        "authors' pristine_patches_096_0.75_0.80.hdf5); local or fsspec URL; repeatable")
+    parser.add_argument("--output", help="pristine model .npz (path or URL)")
+    parser.add_argument("--patches-output",
+                        help="also (or only) write the selected patches as the authors' HDF5 format")
+    parser.add_argument("--rule", default="grepq", choices=("grepq", "reference"),
+                        help="patch selection: grepq's, or exactly the authors' (zero padding, no kept best)")
     parser.add_argument("--ll-weights", default="shipped", help="LL encoder: 'shipped' (default), a path or URL")
     parser.add_argument("--patch", type=int, default=96, help="patch side (default 96)")
     parser.add_argument("--sharpness", type=float, default=0.75,
@@ -84,9 +100,16 @@ def arg_parser() -> argparse.ArgumentParser:
 
 def run(argv=None):
     args = arg_parser().parse_args(argv)
+    if not args.output and not args.patches_output:
+        raise GrepqError("give `output` (the pristine model), `patches_output` (the patches), or both")
     images = list_images(args.input)
-    model = build_pristine(images, args.ll_weights, args.patch, args.sharpness, args.colourfulness,
-                           device=args.device, progress=not args.no_progress)
-    model.save(args.output)
-    print(f"pristine model from {model.n_patches} patches of {len(images)} photos ({model.encoder_identity}) "
-          f"-> {args.output}")
+    patches = pristine_patches(images, args.patch, args.sharpness, args.colourfulness, args.rule,
+                               progress=not args.no_progress)
+    if args.patches_output:
+        write_patches(patches, args.patches_output)
+        print(f"{len(patches)} pristine patches of {len(images)} inputs -> {args.patches_output}")
+    if args.output:
+        model = fit_on_patches(patches, args.ll_weights, args.device)
+        model.save(args.output)
+        print(f"pristine model from {model.n_patches} patches of {len(images)} inputs ({model.encoder_identity}) "
+              f"-> {args.output}")

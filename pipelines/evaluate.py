@@ -28,6 +28,7 @@ from grepq_core import pathways
 from grepq_core.datasets import DATASETS, load_dataset
 from grepq_core.extractor import EncoderSpec, load_available
 from grepq_core.features import feature_layout, feature_matrix
+from grepq_core.metrics import MAPPINGS
 from pipelines.evaluate_data import NSS_WIDTH, Cache, gather
 from pipelines.options import COMMAND_FLAGS, encoder_spec, flag_message
 
@@ -64,6 +65,11 @@ def arg_parser() -> argparse.ArgumentParser:
     g.add_argument("--protocol", default="both", choices=("zero-shot", "few-shot", "both"))
     g.add_argument("--n-train", type=int, default=50, help="few-shot: labelled training images per split")
     g.add_argument("--splits", type=int, default=10, help="few-shot: random splits (seeds SEED, SEED+1, ...)")
+    g.add_argument("--test-fraction", type=float, default=0.2,
+                   help="few-shot: share of the contents held out for testing in each split")
+    g.add_argument("--plcc-mapping", choices=MAPPINGS,
+                   help="map predictions onto the MOS before PLCC: logistic (the fast profile's default) or "
+                   "cubic (the reference's, and the reference profile's default)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--features-cache", help="folder of feature and baseline rows reused across runs")
     g.add_argument("--output-dir", default="evaluation", help="where evaluation.json and evaluation.md go")
@@ -94,20 +100,23 @@ def _missing_reason(needs: tuple[str, ...], reasons: dict[str, str]) -> str | No
     return "; ".join(f"{p.upper()}: {reasons[p]}" for p in absent) or None
 
 
-def _zero_shot_rows(rows, base, mos, reasons: dict[str, str], zs_ll_reason: str | None) -> list[E.Result]:
+def _zero_shot_rows(rows, base, mos, reasons: dict[str, str], zs_ll_reason: str | None,
+                    mapping: str) -> list[E.Result]:
     results = []
     for method, column, needs in _zero_shot_methods():
         own = dict(reasons)
         if zs_ll_reason and "ll" not in own:
             own["ll"] = zs_ll_reason
         why = _missing_reason(needs, own)
-        results.append(E.not_run("zero-shot", method, why) if why else E.zero_shot(method, _column(rows, column), mos))
+        results.append(E.not_run("zero-shot", method, why) if why
+                       else E.zero_shot(method, _column(rows, column), mos, mapping=mapping))
     for method, column in (("NIQE", "niqe"), ("BRISQUE", "brisque")):
-        results.append(E.zero_shot(method, -_column(base, column), mos, note="negated: lower raw score is better"))
+        results.append(E.zero_shot(method, -_column(base, column), mos, note="negated: lower raw score is better",
+                                   mapping=mapping))
     return results
 
 
-def _few_shot_rows(rows, base, mos, splits, reasons: dict[str, str]) -> list[E.Result]:
+def _few_shot_rows(rows, base, mos, splits, reasons: dict[str, str], mapping: str) -> list[E.Result]:
     layout, identities = feature_layout(rows)
     results = []
     for method, needs in _few_shot_methods():
@@ -117,10 +126,10 @@ def _few_shot_rows(rows, base, mos, splits, reasons: dict[str, str]) -> list[E.R
             continue
         sub = [[b, w] for b, w in layout if b in needs]
         results.append(E.few_shot(method, feature_matrix(rows, sub), mos, splits, sub,
-                                  {b: identities[b] for b in needs}))
+                                  {b: identities[b] for b in needs}, mapping=mapping))
     nss = np.array([r["nss"] for r in base], dtype=np.float64)
     results.append(E.few_shot("NSS ridge (BRISQUE's 36 features)", nss, mos, splits, [["nss", NSS_WIDTH]],
-                              {"nss": "brisque-nss"}))
+                              {"nss": "brisque-nss"}, mapping=mapping))
     return results
 
 
@@ -138,12 +147,17 @@ def _header(args, report: dict) -> str:
              f"- root: {args.root}",
              "- encoders: " + ", ".join(f"{pathways.get(n).title} {i or '-'}" for n, i in enc.items())
              + f"; views {_views_text(report['views'])}",
+             f"- profile: {report['profile']}",
              "- all scores higher-is-better: NIQE and BRISQUE are negated",
-             "- PLCC after a 4-parameter logistic map of the predictions onto the MOS"]
+             "- PLCC after a " + ("4-parameter logistic" if report["plcc_mapping"] == "logistic"
+                                  else "3rd-order polynomial") + " map of the predictions onto the MOS"]
     if args.protocol != "zero-shot":
-        lines.append(f"- few-shot: ridge (alpha by 5-fold CV on the training images) on {args.n_train} "
-                     f"training images, contents never on both sides; {args.splits} splits (seeds "
-                     f"{args.seed}..{args.seed + args.splits - 1}); cells are median [25th, 75th percentile]")
+        p = report["protocol"]
+        lines.append(f"- few-shot: each split holds out {p['test_contents']} of {report['groups']} contents "
+                     f"({p['test_images']} test images, median), then draws {args.n_train} labelled images from "
+                     f"the other contents; ridge (alpha by 5-fold CV on the labelled images); {args.splits} "
+                     f"splits (seeds {args.seed}..{args.seed + args.splits - 1}); cells are median "
+                     "[25th, 75th percentile]")
     if report["dropped"]:
         lines.append(f"- left out: {len(report['dropped'])} images that could not be read (listed in the JSON)")
     return "\n".join(lines)
@@ -181,23 +195,31 @@ def run(argv=None) -> dict:
     mos = df["score"].to_numpy(dtype=np.float64)
     reasons = _pathway_reasons(spec, missing)
 
+    mapping = args.plcc_mapping or ("cubic" if spec.profile == "reference" else "logistic")
+    protocol = {"name": args.protocol, "n_train": args.n_train, "splits": args.splits, "seed": args.seed,
+                "test_fraction": args.test_fraction}
     results = []
     if args.protocol in ("zero-shot", "both"):
-        results += _zero_shot_rows(rows, base, mos, reasons, _zs_ll_reason(spec))
+        results += _zero_shot_rows(rows, base, mos, reasons, _zs_ll_reason(spec), mapping)
     if args.protocol in ("few-shot", "both"):
-        splits = E.group_splits(df, args.n_train, args.splits, args.seed)
-        results += _few_shot_rows(rows, base, mos, splits, reasons)
+        splits = E.content_splits(df, args.n_train, args.splits, args.seed, args.test_fraction)
+        groups = df["group"].astype(str).to_numpy()
+        protocol.update(test_contents=len(set(groups[splits[0][1]])),
+                        test_images=int(np.median([len(test) for _, test in splits])))
+        results += _few_shot_rows(rows, base, mos, splits, reasons, mapping)
 
     report = {
         "dataset": args.dataset, "root": args.root, "labels": args.labels, "images": len(df),
         "groups": int(df["group"].nunique()), "dropped": dropped,
         "encoders": {name: (extractor.encoders[name].identity if name in extractor.encoders else None)
                      for name in pathways.names()},
-        "not_loaded": missing, "views": dataclasses.asdict(spec.views),
-        "protocol": {"name": args.protocol, "n_train": args.n_train, "splits": args.splits, "seed": args.seed},
+        "not_loaded": missing, "views": dataclasses.asdict(spec.views), "profile": spec.profile,
+        "plcc_mapping": mapping, "protocol": protocol,
         "results": [dataclasses.asdict(r) for r in results],
     }
     text = _header(args, report) + "\n\n" + E.markdown_table(results) + "\n"
+    if spec.profile == "reference":
+        text += "\nIn the paper's layout:\n\n" + E.paper_table(results, args.dataset) + "\n"
     print("\n" + text)
     fs, folder = fsspec.core.url_to_fs(args.output_dir)
     fs.makedirs(folder, exist_ok=True)

@@ -51,6 +51,9 @@ def _extract_output(p):
 
 def _encoders(p):
     g = p.add_argument_group("encoders")
+    g.add_argument("--profile", default="fast", choices=("fast", "reference"),
+                   help="fast: batched fixed-size views; reference: exactly what the authors' code computes "
+                   "(whole images, every patch; docs/method.md, Profiles)")
     g.add_argument("--pathways", default="ll,hl", help="comma-separated subset of the pathways (ll, hl)")
     g.add_argument("--ll-weights", default="shipped", help="LL encoder checkpoint: 'shipped', a path or an fsspec URL")
     g.add_argument("--pristine", default="shipped", type=_none_or_str,
@@ -58,6 +61,9 @@ def _encoders(p):
     g.add_argument("--hl-model", default="RN50", help="open_clip architecture name or model-config JSON path")
     g.add_argument("--hl-weights", default="openai", type=_none_or_str,
                    help="open_clip pretrained tag, a checkpoint path/URL, or 'none' (random)")
+    g.add_argument("--hl-visual-weights",
+                   help="state dict of the image tower alone (e.g. the authors' high_level_model_weights.pth), "
+                   "replacing that of --hl-weights, which still embeds the prompts")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     g.add_argument("--decode", default="auto", choices=("auto", "gpu", "cpu"),
                    help="gpu: JPEGs decoded in batches where the model runs (nvJPEG on CUDA); "
@@ -67,13 +73,18 @@ def _encoders(p):
                    help="one model per worker machine shared by its processes (GPU workers)")
 
 
+_PROFILE_VIEWS = "; the reference profile fixes it"
+
+
 def _views(p):
-    g = p.add_argument_group("views")
-    g.add_argument("--ll-view", default="fragments", choices=("fragments", "full"),
-                   help="fragments: 7x7 grid of 32x32 crops (batched); full: whole image (reference)")
-    g.add_argument("--hl-size", type=_none_or_int, default=224, help="CLIP view size, or 'native'")
-    g.add_argument("--max-patches", type=_none_or_int, default=32,
-                   help="cap on 96x96 zero-shot LL patches per image, or 'all' (reference)")
+    g = p.add_argument_group("views (fast profile)")
+    g.add_argument("--ll-view", choices=("fragments", "full"),
+                   help="fragments: 7x7 grid of 32x32 crops (batched); full: whole image (default: fragments"
+                   + _PROFILE_VIEWS + ")")
+    g.add_argument("--hl-size", type=_none_or_int, help="CLIP view size, or 'native' (default: 224"
+                   + _PROFILE_VIEWS + ")")
+    g.add_argument("--max-patches", type=_none_or_int,
+                   help="cap on 96x96 zero-shot LL patches per image, or 'all' (default: 32" + _PROFILE_VIEWS + ")")
     g.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot LL patches")
 
 
@@ -184,15 +195,25 @@ def require(args, *names: str):
 
 
 def encoder_spec(args):
-    """The models and views the flags select."""
-    from grepq_core.extractor import EncoderSpec, ViewConfig
-    from grepq_core.pathways import parse_pathways
+    """The models and views the flags select, under the chosen profile."""
+    import dataclasses
 
-    views = ViewConfig(ll_view=args.ll_view, hl_size=args.hl_size, max_patches=args.max_patches,
-                       zero_shot=not args.no_zero_shot)
-    return EncoderSpec(pathways=parse_pathways(args.pathways), ll_weights=args.ll_weights,
-                       pristine=args.pristine, hl_model=args.hl_model, hl_weights=args.hl_weights,
-                       device=args.device, decode=args.decode, batch_size=args.batch_size, views=views)
+    from grepq_core.extractor import ViewConfig
+    from grepq_core.pathways import parse_pathways
+    from grepq_core.profiles import PROFILES, spec_for
+
+    given = {k: getattr(args, k) for k in ("ll_view", "hl_size", "max_patches") if getattr(args, k) is not None}
+    if args.profile == "fast":
+        views = dataclasses.replace(ViewConfig(), **given, zero_shot=not args.no_zero_shot)
+    elif given:
+        raise GrepqError(f"`profile` reference fixes the views: leave out {', '.join(f'`{k}`' for k in given)}")
+    else:
+        views = dataclasses.replace(PROFILES["reference"]["views"], zero_shot=not args.no_zero_shot)
+    spec = spec_for(args.profile, pathways=parse_pathways(args.pathways), ll_weights=args.ll_weights,
+                    pristine=args.pristine, hl_model=args.hl_model, hl_weights=args.hl_weights,
+                    hl_visual_weights=args.hl_visual_weights, device=args.device, decode=args.decode,
+                    batch_size=args.batch_size)
+    return dataclasses.replace(spec, views=views)
 
 
 def flag_message(text: str, parser: argparse.ArgumentParser | None) -> str:

@@ -30,7 +30,7 @@ _RIDGE_PREFIX = "ridge:"
 
 def _identities(features: str) -> dict[str, list[str]] | None:
     """Encoder identities per pathway in the feature rows; None when there are no feature rows."""
-    columns = {name: pathways.get(name).identity_column for name in pathways.names()}
+    columns = {name: pathways.get(name).identity_column for name in pathways.names()} | {"profile": "profile"}
     table = store.read_table(features, store.FEATURES_DIR, columns=list(columns.values()),
                              schema=store.features_schema())
     if table.num_rows == 0:

@@ -15,7 +15,8 @@ import scipy.io
 import skimage.data
 from PIL import Image
 
-from grepq_core.datasets import DATASETS, load_dataset, split_by_group
+from grepq_core.datasets import DATASETS, load_dataset
+from grepq_core.evaluation import content_split
 from grepq_core.errors import GrepqError
 
 _SOURCES = (skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea())
@@ -311,44 +312,35 @@ def _frame(sizes):
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_split_never_shares_a_group(seed):
+def test_content_split_never_shares_a_content_and_tests_whole_contents(seed):
     frame = _frame([1, 3, 5, 8, 2, 7, 4, 6, 3, 9])
-    train, test = split_by_group(frame, n_train=12, seed=seed)
+    train, test = content_split(frame, n_train=12, seed=seed)
     assert len(train) == 12
     assert set(frame["group"].iloc[train]).isdisjoint(frame["group"].iloc[test])
-    assert set(train).isdisjoint(test)
-    # Every group not drawn for training is tested in full.
     tested = set(frame["group"].iloc[test])
+    assert len(tested) == 2  # 20% of the 10 contents
     assert set(test) == set(np.flatnonzero(frame["group"].isin(tested)))
 
 
-def test_split_on_a_loaded_dataset(tmp_path):
-    _build_csiq(str(tmp_path))
-    frame = load_dataset("csiq", str(tmp_path))
-    train, test = split_by_group(frame, n_train=3, seed=0)
-    assert len(train) == 3 and len(test) == 3
-    assert frame["group"].iloc[train].nunique() == 1
-    assert set(frame["group"].iloc[train]).isdisjoint(frame["group"].iloc[test])
+def test_content_split_draws_the_labels_from_many_training_contents():
+    # Large contents (TID2013-like): 50 labels come from across the training contents, not one or two.
+    frame = _frame([120] * 20)
+    train, test = content_split(frame, n_train=50, seed=0)
+    assert len(train) == 50 and frame["group"].iloc[train].nunique() >= 10
+    assert len(test) == 4 * 120
 
 
-def test_split_with_one_image_per_group_is_a_plain_random_split():
+def test_content_split_with_one_image_per_content_is_a_plain_random_split():
     frame = _frame([1] * 40)
-    train, test = split_by_group(frame, n_train=10, seed=3)
-    assert len(train) == 10 and len(test) == 30
-    assert sorted(np.concatenate([train, test])) == list(range(40))
-    assert not np.array_equal(train, split_by_group(frame, n_train=10, seed=4)[0])
-    np.testing.assert_array_equal(train, split_by_group(frame, n_train=10, seed=3)[0])
+    train, test = content_split(frame, n_train=10, seed=3)
+    assert len(train) == 10 and len(test) == 8
+    assert not np.array_equal(train, content_split(frame, n_train=10, seed=4)[0])
+    np.testing.assert_array_equal(train, content_split(frame, n_train=10, seed=3)[0])
 
 
-def test_split_with_large_groups_subsamples_one_and_drops_its_rest():
-    frame = _frame([120, 120, 120])
-    train, test = split_by_group(frame, n_train=50, seed=0)
-    assert len(train) == 50 and frame["group"].iloc[train].nunique() == 1
-    assert len(test) == 240
-
-
-def test_split_refuses_to_leave_nothing_for_testing():
-    with pytest.raises(GrepqError, match="no content is left"):
-        split_by_group(_frame([5, 5]), n_train=7, seed=0)
+def test_content_split_refuses_too_many_labels_or_one_content():
     with pytest.raises(GrepqError, match="n_train"):
-        split_by_group(_frame([5, 5]), n_train=10, seed=0)
+        content_split(_frame([5, 5]), n_train=7, seed=0)
+    with pytest.raises(GrepqError, match="at least 2 contents"):
+        content_split(_frame([5]), n_train=2, seed=0)
+

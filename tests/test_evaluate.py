@@ -126,7 +126,7 @@ def test_cache_is_reused_and_only_for_the_same_encoders(first_run, dataset, mode
 
 def test_few_shot_splits_never_share_a_group(dataset):
     df = load_dataset("csv", str(dataset))
-    splits = E.group_splits(df, n_train=10, splits=5, seed=0)
+    splits = E.content_splits(df, n_train=10, splits=5, seed=0)
     groups = df["group"].to_numpy()
     for train, test in splits:
         assert len(train) == 10 and len(test) > 0
@@ -140,12 +140,12 @@ def test_few_shot_ridge_tracks_informative_features_not_noise():
     mos = rng.uniform(0, 100, len(df))
     informative = np.column_stack([mos + rng.normal(0, 5, len(df)), rng.normal(size=(len(df), 3))])
     noise = rng.normal(size=(len(df), 4))
-    splits = E.group_splits(df, n_train=32, splits=4, seed=1)
+    splits = E.content_splits(df, n_train=32, splits=4, seed=1)
     layout, ids = [["x", 4]], {"x": "test"}
     good = E.few_shot("informative", informative, mos, splits, layout, ids)
     bad = E.few_shot("noise", noise, mos, splits, layout, ids)
     assert good.values["srcc"] > 0.9 and abs(bad.values["srcc"]) < 0.5
-    assert good.n_test == 48 and len(good.alphas) == 4
+    assert good.n_test == 16 and len(good.alphas) == 4  # 4 of the 20 contents, 4 images each
 
 
 def test_zero_shot_leaves_out_missing_scores_and_reports_too_few():

@@ -52,7 +52,7 @@ def features_schema() -> pa.Schema:
     cols = pathways.columns()
     return pa.schema(
         [("path", pa.string()), ("sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
-         ("decoder", pa.string())]
+         ("decoder", pa.string()), ("profile", pa.string())]
         + [(c, pa.list_(pa.float32())) for c in cols["features"]]
         + [(c, pa.float64()) for c in cols["zero_shot"]] + [("zs_combined", pa.float64())]
         + [(c, pa.string()) for c in cols["identity"]])
@@ -68,7 +68,7 @@ def scores_schema() -> pa.Schema:
 
 def identity_columns() -> list[str]:
     """The columns that say how a row was made; rows equal in all of them are comparable."""
-    return pathways.columns()["identity"]
+    return ["profile", *pathways.columns()["identity"]]
 
 
 def same_models(row: dict, identities: dict) -> bool:
