@@ -118,7 +118,7 @@ class GpuSampler:
         try:
             self._proc = subprocess.Popen(
                 ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits",
-                 f"-lms={interval_ms}", "-i", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                 "-lms", str(interval_ms), "-i", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         except OSError:
             return
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -322,21 +322,47 @@ def main(argv=None):
              "--hl-model", args.hl_model, "--hl-weights", weights["hl"], "--device", args.device,
              "--batch-size", str(args.batch_size), "--max-patches", args.max_patches, *shlex.split(args.beam_flags)]
 
+    def save():
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+
+    def attempt(name, fn):
+        """fn()'s result, or None with the error recorded: one failing phase leaves the others' figures."""
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - a benchmark reports failures, it does not hide the rest
+            import traceback
+
+            report.setdefault("errors", {})[name] = traceback.format_exc(limit=8)[-3000:]
+            print(f"{name} FAILED: {type(e).__name__}: {e}", flush=True)
+            return None
+        finally:
+            save()
+
     repeats = max(1, args.images // args.batch_size)
-    with Phase("model_only", sampler) as phase:
-        model_rate = model_only(spec, paths, repeats)
-    report["model_only"] = {"images_per_s": round(model_rate, 2), "images": repeats * min(args.batch_size, len(paths)),
-                            **phase.result}
     report["decode_only"], report["end_to_end"] = {}, {}
-    for decode in decodes:
-        if decode == "gpu" or (decode == "auto" and device.type == "cuda"):
-            with Phase(f"decode_only_{decode}", sampler) as phase:
-                result = decode_only(dataclasses.replace(spec, decode=decode), paths)
-            report["decode_only"][decode] = {**result, **phase.result}
+
+    def run_model_only():
+        with Phase("model_only", sampler) as phase:
+            rate = model_only(spec, paths, repeats)
+        report["model_only"] = {"images_per_s": round(rate, 2), "images": repeats * min(args.batch_size, len(paths)),
+                                **phase.result}
+        return rate
+
+    model_rate = attempt("model_only", run_model_only)
+
+    def run_decode_only(decode):
+        with Phase(f"decode_only_{decode}", sampler) as phase:
+            result = decode_only(dataclasses.replace(spec, decode=decode), paths)
+        report["decode_only"][decode] = {**result, **phase.result}
+
+    def run_end_to_end(decode):
         with Phase(f"end_to_end_{decode}", sampler) as phase:
             out = Path(tempfile.mkdtemp(prefix=f"out-{decode}-", dir=work))
             result = end_to_end([*flags, "--decode", decode], corpus, out, len(paths))
-        result.update(phase.result, ratio_to_model_only=round(result["images_per_s"] / model_rate, 4))
+        result.update(phase.result, ratio_to_model_only=round(result["images_per_s"] / model_rate, 4)
+                      if model_rate else None)
+        report["end_to_end"][decode] = result
         if 0 < args.overhead_images < len(paths):
             with Phase(f"end_to_end_{decode}_first{args.overhead_images}", sampler) as phase:
                 small = _small_corpus(corpus, paths, args.overhead_images)
@@ -346,14 +372,19 @@ def main(argv=None):
             result["overhead_run"] = {**first, **phase.result}
             result["marginal_images_per_s"] = (round((len(paths) - args.overhead_images) / extra, 2)
                                                if extra > 0 else None)
-        report["end_to_end"][decode] = result
+
+    for decode in decodes:
+        if decode == "gpu" or (decode == "auto" and device.type == "cuda"):
+            attempt(f"decode_only_{decode}", lambda: run_decode_only(decode))
+        attempt(f"end_to_end_{decode}", lambda: run_end_to_end(decode))
     sampler.close()
     report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    save()
 
     print(f"corpus: {len(paths)} JPEGs {args.size} ({mean_kb:.0f} KB each, {report['corpus']['distinct']} distinct); "
           f"pathways {args.pathways}; batch {args.batch_size}; max patches {args.max_patches}; device {device}; "
           f"torch {torch.__version__}; torch threads {torch.get_num_threads()}; cores {os.cpu_count()}")
-    print(f"model-only   {model_rate:8.2f} images/s")
+    print(f"model-only   {model_rate or float('nan'):8.2f} images/s")
     for decode, r in report["decode_only"].items():
         print(f"decode-only  {r['images_per_s']:8.2f} images/s (decode {decode}: {r['decoders']}, {r['errors']} errors)")
     for decode, r in report["end_to_end"].items():
@@ -361,15 +392,15 @@ def main(argv=None):
                     if r.get("marginal_images_per_s") else "")
         smi = r["nvidia_smi"]
         print(f"end-to-end   {r['images_per_s']:8.2f} images/s (decode {decode}{marginal}; ratio "
-              f"{r['ratio_to_model_only']:.1%}; {r['rows']} rows, {r['dead_letters']} dead; decoders {r['decoders']}; "
-              f"peak RSS {r['rss_peak_mib']} MiB" + (f"; GPU peak {r['gpu_max_allocated_mib']} MiB" if
-                                                   "gpu_max_allocated_mib" in r else "")
+              f"{r['ratio_to_model_only'] or float('nan'):.1%}; {r['rows']} rows, {r['dead_letters']} dead; "
+              f"decoders {r['decoders']}; peak RSS {r['rss_peak_mib']} MiB"
+              + (f"; GPU peak {r['gpu_max_allocated_mib']} MiB" if "gpu_max_allocated_mib" in r else "")
               + (f"; GPU util mean {smi['util_mean_pct']}% max {smi['util_max_pct']}%" if smi else "") + ")")
+    for name in report.get("errors", {}):
+        print(f"FAILED       {name} (traceback in the JSON)")
     print(f"peak RSS     {report['peak_rss_mib']:8.0f} MiB")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
     return report
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(1 if main().get("errors") else 0)

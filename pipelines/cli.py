@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 
 from grepq_core.errors import GrepqError
@@ -30,6 +31,48 @@ COMMANDS = {
 }
 
 
+def _user_error(error: BaseException) -> GrepqError | None:
+    """The GrepqError behind `error`, if any (Beam re-raises a worker's exception wrapped in its own)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, GrepqError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+class _UserErrorsOnce(logging.Filter):
+    """Drops Beam's logged traceback of a GrepqError raised in a pipeline: the command prints it, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("apache_beam") and record.exc_info
+                    and _user_error(record.exc_info[1]) is not None)
+
+
+def _logging(rest: list[str]) -> list[str]:
+    """Set up logging from --verbose / --log-level LEVEL (any command), and return the other arguments.
+
+    By default grepq's own lines (INFO) and everyone's warnings and errors,
+    with timestamps; --verbose adds Beam's and the other libraries' INFO lines.
+    """
+    level, out, args = None, [], iter(rest)
+    for arg in args:
+        if arg == "--verbose":
+            level = level or "INFO"
+        elif arg == "--log-level" or arg.startswith("--log-level="):
+            level = (arg.split("=", 1)[1] if "=" in arg else next(args, "INFO")).upper()
+        else:
+            out.append(arg)
+    logging.basicConfig(level=level or "WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_UserErrorsOnce())
+    for package in ("grepq_core", "transforms", "pipelines"):
+        logging.getLogger(package).setLevel(level or "INFO")
+    return out
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     width = max(map(len, COMMANDS))
@@ -37,10 +80,15 @@ def main(argv=None) -> int:
         prog="grepq", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Tell good images from bad ones without a reference (GRepQ), at collection scale.",
         epilog="commands:\n" + "\n".join(f"  {n:<{width}}  {c[1]}" for n, c in COMMANDS.items())
-        + "\n\n`grepq COMMAND --help` shows a command's flags.")
+        + "\n\n`grepq COMMAND --help` shows a command's flags. Every command also takes --verbose "
+        "(Beam's and other libraries' INFO lines too) and --log-level LEVEL.")
     top.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND", help="one of the commands below")
+    top.add_argument("--version", action="version", version=f"grepq {_version()}")
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
+        return 0
+    if argv[0] == "--version":
+        print(f"grepq {_version()}")
         return 0
     top.parse_args(argv[:1])
     name, rest = argv[0], argv[1:]
@@ -48,15 +96,29 @@ def main(argv=None) -> int:
     if "-h" in rest or "--help" in rest:
         module.arg_parser().print_help()
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    rest = _logging(rest)
     try:
         module.run(rest)
     except SystemExit as e:  # argparse has printed the usage and the error
         return e.code
-    except GrepqError as e:
-        print(f"grepq {name}: error: {flag_message(str(e), module.arg_parser())}", file=sys.stderr)
-        return 2
+    except Exception as e:  # noqa: BLE001 - a user's mistake is one line; a bug keeps its traceback
+        user = _user_error(e)
+        if user is None and not isinstance(e, OSError):
+            raise
+        message = str(user) if user is not None else f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+        message = re.sub(r"\s*\[while running '[^']*'\]$", "", message.splitlines()[0])
+        print(f"grepq {name}: error: {flag_message(message, module.arg_parser())}", file=sys.stderr)
+        return getattr(user, "exit_code", 2)
     return 0
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("grepq")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 if __name__ == "__main__":

@@ -26,8 +26,7 @@ from grepq_core.errors import ImageError
 from grepq_core.extractor import EncoderSpec, Extractor, image_views
 from grepq_core.imageio import decode_image
 from grepq_core.inputs import read_and_hash
-from pipelines.extract import run_id
-from transforms import store
+from transforms import runs, store
 from transforms.sinks import ParquetSink
 
 __all__ = ["NSS_WIDTH", "Cache", "gather"]
@@ -67,8 +66,9 @@ class Cache:
     def write(self, features: list[dict], baselines: list[dict]) -> None:
         """New rows as one shard per kind, renamed into place once complete."""
         if self.root:
-            self._sinks["features"].write_rows(features, run_id())
-            self._sinks["baselines"].write_rows(baselines, run_id())
+            name = "cache-" + runs.new_run_id().removeprefix("run-")  # one shard per write, no manifest needed
+            self._sinks["features"].write_rows(features, name)
+            self._sinks["baselines"].write_rows(baselines, name)
 
 
 def _or_nan(fn, pixels) -> float:

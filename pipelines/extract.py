@@ -2,24 +2,36 @@
 
     Match -> Read, hash, decode, cut views -> RunInference (every pathway) -> Write features
                     \\-> dead letters ------------------/-> Write dead letters
+    then: commit the run (OUTPUT/runs/RUN.json)
 
-With --incremental, images whose path and content hash already have a row
-from the same models under --output are skipped, and the new rows are
-added beside the old ones.
+Before anything runs, every --input glob must match a file and every model
+must load. The run holds OUTPUT/runs/LOCK while it writes and commits with
+one manifest written last, so readers see all of a run or none of it
+(transforms/runs.py). With --incremental, images whose path and content
+hash already have a row from the same models, or a dead letter, are skipped.
 """
 from __future__ import annotations
 
 import dataclasses
+import glob
+import json
 import logging
+import os
+import sys
 import time
-import uuid
 
 from grepq_core.errors import GrepqError
 from pipelines.options import command_parser, encoder_spec, parse
 
-__all__ = ["run", "execute", "build", "check_weights", "arg_parser", "run_id"]
+__all__ = ["run", "execute", "build", "check_weights", "check_inputs", "arg_parser", "ThresholdExceeded"]
 
 log = logging.getLogger(__name__)
+
+
+class ThresholdExceeded(GrepqError):
+    """The run finished and committed, but dead-lettered more than --max-dead-letter-fraction."""
+
+    exit_code = 3
 
 
 def check_weights(spec) -> dict:
@@ -27,7 +39,7 @@ def check_weights(spec) -> dict:
 
     Missing or unreachable weights stop the command here with a message that
     names the setting to change, instead of failing on every worker later.
-    Returns the identities feature rows will carry (encoders, zero-shot LL rule).
+    Returns the identities feature rows will carry (encoders, zero-shot LL rule, profile).
     """
     from grepq_core.extractor import Extractor
 
@@ -36,30 +48,62 @@ def check_weights(spec) -> dict:
     return model.identities
 
 
-def _require_columns(sink, columns) -> None:
-    """Shards of an older grepq may lack a column the incremental match reads: say so before the run."""
-    for shard, names in sink.shard_columns():
-        missing = [c for c in columns if c not in names]
-        if missing:
-            raise GrepqError(f"{shard} was written by an older grepq (no {', '.join(missing)} column), so "
-                             "`incremental` cannot tell how its rows were made: extract into a new `output`")
+def _unlistable(pattern: str) -> int:
+    """Folders under a recursive glob's base that cannot be listed (their files cannot be matched)."""
+    if "**" not in pattern:
+        return 0
+    base = os.path.abspath(pattern.split("**", 1)[0] or ".")
+    errors = []
+    for _ in os.walk(base, onerror=errors.append):
+        pass
+    return len(errors)
 
 
-def _already_extracted(p, sink, identities: dict):
-    """path -> sha256 of the rows under the output made by these models, as a side input."""
+def check_inputs(patterns: list[str]) -> None:
+    """Every glob must match at least one file; a folder given as a glob is a mistake worth naming."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.read import is_local_pattern
+
+    for pattern in patterns:
+        if is_local_pattern(pattern):
+            path = pattern.removeprefix("file://")
+            if os.path.isdir(path):
+                raise GrepqError(f"`input` {pattern} is a folder: give a glob of its images, e.g. "
+                                 f"'{os.path.join(pattern, '*.jpg')}' or '{os.path.join(pattern, '**', '*')}'")
+            found = next((p for p in glob.iglob(os.path.abspath(path), recursive=True) if not os.path.isdir(p)), None)
+            where = f"{os.path.abspath(path)} (from the folder {os.getcwd()})"
+            skipped = _unlistable(path)
+            if skipped:
+                log.warning("%d folders under %s cannot be listed: their files are not matched", skipped, pattern)
+        else:
+            found = FileSystems.match([pattern], limits=[1])[0].metadata_list
+            where = pattern
+        if not found:
+            raise GrepqError(f"no file matches `input` {pattern}: looked for {where}")
+
+
+def _side_inputs(p, features, dead, identities: dict, retry_dead: bool) -> tuple:
+    """(path -> sha256 of rows made by these models, path -> (sha256, stage, reason) of dead letters)."""
     import apache_beam as beam
 
     from transforms.store import same_models
 
-    return beam.pvalue.AsDict(
+    known = beam.pvalue.AsDict(
         p
-        | "ReadExisting" >> sink.read(columns=["path", "sha256", *identities])
+        | "ReadExisting" >> features.read(columns=["path", "sha256", *identities])
         | "SameModels" >> beam.Filter(same_models, identities)
         | "PathHash" >> beam.Map(lambda r: (r["path"], r["sha256"])))
+    if retry_dead or not dead.exists():
+        return (known,)
+    return known, beam.pvalue.AsDict(
+        p
+        | "ReadDead" >> dead.read(columns=["path", "sha256", "stage", "reason"])
+        | "DeadKey" >> beam.Map(lambda r: (r["path"], (r["sha256"], r["stage"], r["reason"]))))
 
 
-def build(p, args, identities: dict, run: str):
-    """Add the extract steps to `p`."""
+def build(p, args, identities: dict, run: str, meta: dict):
+    """Add the extract steps to `p`; shards carry `meta` in their Parquet key-value metadata."""
     import apache_beam as beam
 
     from transforms import dead_letters, store
@@ -68,45 +112,73 @@ def build(p, args, identities: dict, run: str):
     from transforms.sinks import ParquetSink
 
     spec = encoder_spec(args)
-    features = ParquetSink(args.output, store.FEATURES_DIR, store.features_schema())
-    dead = ParquetSink(args.output, store.DEAD_LETTERS_DIR, store.DEAD_LETTERS)
+    tag = {b"grepq": json.dumps(meta, sort_keys=True).encode()}
+    features = ParquetSink(args.output, store.FEATURES_DIR, store.features_schema().with_metadata(tag))
+    dead = ParquetSink(args.output, store.DEAD_LETTERS_DIR, store.DEAD_LETTERS.with_metadata(tag))
     existing = features.exists()
     if existing:
         if not args.incremental:
             raise GrepqError(f"{args.output} already holds features: pass `incremental` to add new images "
                              "to them, or choose another `output`")
-        _require_columns(features, identities)
-    known = (_already_extracted(p, features, identities),) if existing else ()
+        for shard, names in features.shard_columns():
+            missing = [c for c in identities if c not in names]
+            if missing:
+                raise GrepqError(f"{shard} was written by an older grepq (no {', '.join(missing)} column), so "
+                                 "`incremental` cannot tell how its rows were made: extract into a new `output`")
+    side = _side_inputs(p, features, dead, identities, args.retry_dead_letters) if existing else ()
     read = (p
             | "Match" >> MatchImages(args.input)
-            | "Read" >> beam.ParDo(ReadAndPrepare(spec), *known).with_outputs(dead_letters.TAG, main="records"))
+            | "Read" >> beam.ParDo(ReadAndPrepare(spec), *side).with_outputs(dead_letters.TAG, main="records"))
     rows, failed = read.records | "Extract" >> ExtractFeatures(GrepqModelHandler(spec, large_model=args.large_model))
     rows | "WriteFeatures" >> features.write(run)
     (read[dead_letters.TAG], failed) | "AllDead" >> beam.Flatten() | "WriteDead" >> dead.write(run)
 
 
-def run_id() -> str:
-    """Names this run's shards: UTC time first, so later runs sort after earlier ones."""
-    return time.strftime("run-%Y%m%dT%H%M%SZ-", time.gmtime()) + uuid.uuid4().hex[:6]
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def execute(args, options, test_pipeline=None) -> None:
-    """Run extract with parsed flags and Beam options."""
+def execute(args, options, test_pipeline=None, argv=None) -> dict:
+    """Run extract with parsed flags and Beam options; returns the run's manifest."""
     import apache_beam as beam
 
-    from transforms import counters
+    from transforms import counters, runs, store
 
+    check_inputs(args.input)
     identities = check_weights(encoder_spec(args))
-    p = test_pipeline or beam.Pipeline(options=options)
-    build(p, args, identities, run_id())
-    start = time.perf_counter()
-    result = p.run()
-    result.wait_until_finish()
-    print(f"extract: {counters.summary(result, time.perf_counter() - start)}")
+    run = runs.new_run_id()
+    meta = {"run": run, "grepq_version": runs.grepq_version(), "started": _now(), "identities": identities,
+            "argv": list(sys.argv[1:] if argv is None else argv)}
+    with runs.OutputLock(args.output, run, force=args.break_lock) as lock:
+        if lock.broke:
+            log.warning("took over %s from run %s, which died holding it", args.output, lock.broke.get("run"))
+        for path in runs.clean_uncommitted(args.output, (store.FEATURES_DIR, store.DEAD_LETTERS_DIR)):
+            log.warning("removed %s, left by a run that did not finish", path)
+        p = test_pipeline or beam.Pipeline(options=options)
+        build(p, args, identities, run, meta)
+        start = time.perf_counter()
+        result = p.run()
+        result.wait_until_finish()
+        totals = counters.totals(result)
+        manifest = {**meta, "finished": _now(), "counts": totals}
+        runs.commit(args.output, run, manifest)
+    print(f"extract: {counters.summary(totals, time.perf_counter() - start)}")
+    _check_threshold(totals, args.max_dead_letter_fraction)
+    return manifest
+
+
+def _check_threshold(totals: dict, limit: float | None) -> None:
+    seen = totals["images_scored"] + totals["images_dead_lettered"]
+    if limit is None or seen == 0:
+        return
+    share = totals["images_dead_lettered"] / seen
+    if share > limit:
+        raise ThresholdExceeded(f"{totals['images_dead_lettered']} of {seen} images ({share:.1%}) were dead-lettered, "
+                                f"more than `max_dead_letter_fraction` {limit:g}; the run's outputs are kept")
 
 
 def run(argv=None, test_pipeline=None):
-    execute(*parse(arg_parser(), argv), test_pipeline=test_pipeline)
+    return execute(*parse(arg_parser(), argv), test_pipeline=test_pipeline, argv=argv)
 
 
 def arg_parser():

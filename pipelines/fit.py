@@ -58,13 +58,17 @@ def build(p, args, features: str, output: str):
     from transforms import store
     from transforms.sinks import ParquetSink
 
+    from pipelines.score import require_features
+
+    source = ParquetSink(features, store.FEATURES_DIR, store.features_schema())
+    require_features(source)
     labels = read_labels(args.labels, lower_is_better=args.lower_is_better)
     keys = _label_keys(labels)
     alphas = [float(a) for a in args.alphas.split(",")]
     columns = ["path", *pathways.columns()["features"],
                *(pathways.get(n).identity_column for n in pathways.names())]
     (p
-     | "Read" >> ParquetSink(features, store.FEATURES_DIR, store.features_schema()).read(columns=columns)
+     | "Read" >> source.read(columns=columns)
      | "Labelled" >> beam.Filter(_may_be_labelled, keys)
      | "Gather" >> beam.combiners.ToList()
      | "Fit" >> beam.Map(fit_rows, labels, alphas, args.folds, output))

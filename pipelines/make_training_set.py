@@ -26,6 +26,7 @@ from grepq_core.devices import resolve_device
 from grepq_core.distortions import list_distortions
 from grepq_core.errors import GrepqError
 from grepq_core.imageio import decode_image, read_bytes
+from grepq_core.paths import to_text
 from grepq_core.training.data import (
     INDEX,
     RECORDS_DIR,
@@ -65,7 +66,7 @@ class _Read(beam.DoFn):
         try:
             data = read_bytes(path)
             stage = "decode"
-            yield dead_letters.text_path(path), decode_image(data)
+            yield to_text(path), decode_image(data)
         except Exception as e:  # noqa: BLE001 - one photo must never fail the job
             yield _skip(self._skipped, path, stage, e)
 

@@ -46,7 +46,15 @@ def _input(p):
 def _extract_output(p):
     p.add_argument("--output", required=True, help="output folder (local or gs://) for features and dead letters")
     p.add_argument("--incremental", action="store_true",
-                   help="extract only images whose path and content are new under --output")
+                   help="extract only images whose path and content are new under --output (neither a feature "
+                   "row nor a dead letter yet)")
+    p.add_argument("--retry-dead-letters", action="store_true",
+                   help="with --incremental, try again the images that earlier runs dead-lettered")
+    p.add_argument("--max-dead-letter-fraction", type=float,
+                   help="exit with status 3 when more than this fraction of the images read is dead-lettered "
+                   "(the run's outputs are kept); off by default")
+    p.add_argument("--break-lock", action="store_true",
+                   help="take over --output from a run that died holding its lock")
 
 
 def _encoders(p):
@@ -115,6 +123,8 @@ def _fit_output(p):
 def _score_io(p):
     p.add_argument("--model", help="regressor JSON written by `grepq fit` (default: zero-shot scores)")
     p.add_argument("--output", required=True, help="output folder for scores/, keep.txt and reject.txt")
+    p.add_argument("--replace", action="store_true",
+                   help="replace the scores already under --output (without it, such an output is refused)")
 
 
 def _run_io(p):

@@ -25,7 +25,7 @@ def run(argv=None):
         with beam.Pipeline(options=options) as p:
             fit.build(p, args, out, model)
     with beam.Pipeline(options=options) as p:
-        score.build(p, args, out, model, out)
+        score.build(p, args, out, model, out, replace=args.incremental)  # a nightly rerun scores everything again
     print(f"scores: {out}/scores/  keep list: {out}/keep.txt  reject list: {out}/reject.txt")
     threshold = [] if args.keep_above is None else ["--threshold", str(args.keep_above)]
     report.run(["--scores", out, "--output", f"{out}/report.html", *threshold])

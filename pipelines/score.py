@@ -8,7 +8,7 @@ from __future__ import annotations
 from grepq_core.errors import GrepqError
 from pipelines.options import command_parser, parse
 
-__all__ = ["run", "arg_parser", "build"]
+__all__ = ["run", "arg_parser", "build", "require_features"]
 
 
 def _decide(row: dict, threshold: float) -> dict:
@@ -42,7 +42,27 @@ def _require_one_zero_shot_rule(sink) -> None:
                          "zero-shot scores are not comparable; extract the images again into one new `output`")
 
 
-def build(p, args, features: str, model: str | None, output: str):
+def _prepare_output(output: str, replace: bool) -> None:
+    """Scores of two runs never mix: an output with scores is refused, or emptied first with `replace`."""
+    import fsspec
+
+    from transforms import store
+
+    fs, root = fsspec.core.url_to_fs(output.rstrip("/"))
+    old = [p for p in (f"{root}/{store.SCORES_DIR}", f"{root}/keep.txt", f"{root}/reject.txt") if fs.exists(p)]
+    if old and not replace:
+        raise GrepqError(f"{output} already holds scores: pass `replace` to replace them, or choose another `output`")
+    for path in old:
+        fs.rm(path, recursive=True)
+
+
+def require_features(sink) -> None:
+    if not sink.exists():
+        raise GrepqError(f"no feature rows under {sink.output}: run `grepq extract` first, or pass the "
+                         "folder it wrote as `features`")
+
+
+def build(p, args, features: str, model: str | None, output: str, replace: bool = False):
     import apache_beam as beam
 
     from transforms import store
@@ -55,8 +75,10 @@ def build(p, args, features: str, model: str | None, output: str):
         raise GrepqError("`keep_top_fraction` must be in (0, 1]")
     scale = _scale(args.scale, model)
     source = ParquetSink(features, store.FEATURES_DIR, store.features_schema())
+    require_features(source)
     if model is None:
         _require_one_zero_shot_rule(source)
+    _prepare_output(output, replace or getattr(args, "replace", False))
     scores = (p
               | "Read" >> source.read()
               | "Score" >> beam.ParDo(ScoreRows(model, scale)))

@@ -5,7 +5,7 @@ import pytest
 
 from bad_corpus import make_bad_corpus
 from pipelines import extract
-from transforms.dead_letters import text_path
+from grepq_core.paths import to_text as text_path
 from transforms.store import read_table
 
 

@@ -138,7 +138,7 @@ def test_missing_file_names_the_path(tmp_path):
 def test_foreign_checkpoint_is_refused(tmp_path):
     path = str(tmp_path / "plain_state_dict.pt")
     save_checkpoint(resnet18().state_dict(), path)
-    with pytest.raises(WeightsUnavailable, match="not a grepq LL checkpoint"):
+    with pytest.raises(WeightsUnavailable, match="neither a grepq LL checkpoint nor the authors"):
         load_ll_encoder(path)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
-__all__ = ["NAMESPACE", "READ", "SCORED", "DEAD", "SKIPPED", "summary"]
+__all__ = ["NAMESPACE", "READ", "SCORED", "DEAD", "SKIPPED", "totals", "summary"]
 
 NAMESPACE = "grepq"
 READ = Metrics.counter(NAMESPACE, "images_read")
@@ -17,12 +17,17 @@ DEAD = Metrics.counter(NAMESPACE, "images_dead_lettered")
 SKIPPED = Metrics.counter(NAMESPACE, "images_skipped_incremental")
 
 
-def summary(result, seconds: float) -> str:
-    """'N read, N scored, ... in S s (R images/s)' from a finished pipeline's counters."""
-    totals = {c.metric_name.name: 0 for c in (READ, SCORED, DEAD, SKIPPED)}
+def totals(result) -> dict[str, int]:
+    """Each counter's total from a finished pipeline."""
+    out = {c.metric_name.name: 0 for c in (READ, SCORED, DEAD, SKIPPED)}
     for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
-        if counter.key.metric.name in totals:
-            totals[counter.key.metric.name] += counter.committed or counter.attempted or 0
+        if counter.key.metric.name in out:
+            out[counter.key.metric.name] += counter.committed or counter.attempted or 0
+    return out
+
+
+def summary(totals: dict[str, int], seconds: float) -> str:
+    """'N read, N scored, ... in S s (R images/s)' from the counters' totals."""
     done = totals["images_scored"] + totals["images_dead_lettered"] + totals["images_skipped_incremental"]
     return (f"{totals['images_read']} images read, {totals['images_scored']} scored, "
             f"{totals['images_dead_lettered']} dead-lettered, {totals['images_skipped_incremental']} skipped "

@@ -55,7 +55,8 @@ def _split(keyed):
     path, result = keyed
     if isinstance(result.inference, ImageError):
         counters.DEAD.inc()
-        yield beam.pvalue.TaggedOutput(dead_letters.TAG, dead_letters.from_error(path, result.inference, "decode"))
+        yield beam.pvalue.TaggedOutput(dead_letters.TAG, dead_letters.from_error(
+            path, result.inference, "decode", result.example.sha256))
     else:
         counters.SCORED.inc()
         yield {"path": path, **result.inference}
@@ -64,7 +65,8 @@ def _split(keyed):
 def _failed_batch(failure) -> list[dict]:
     batch, error = failure
     counters.DEAD.inc(len(batch))
-    return [dead_letters.dead_letter(path, "inference", "inference_error", repr(error)) for path, _ in batch]
+    return [dead_letters.dead_letter(path, "inference", "inference_error", repr(error), record.sha256)
+            for path, record in batch]
 
 
 class ExtractFeatures(beam.PTransform):

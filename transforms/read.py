@@ -18,9 +18,9 @@ from grepq_core.devices import decodes_on_device
 from grepq_core.extractor import EncoderSpec, Views
 from grepq_core.inputs import prepare, read_and_hash
 from transforms import counters, dead_letters
-from transforms.dead_letters import text_path
+from grepq_core.paths import to_text
 
-__all__ = ["ImageRecord", "MatchImages", "ReadAndPrepare"]
+__all__ = ["ImageRecord", "MatchImages", "ReadAndPrepare", "glob_local", "is_local_pattern"]
 
 
 @dataclass
@@ -49,18 +49,19 @@ def _beam_safe(path: str) -> str | bytes:
         return os.fsencode(path)
 
 
-def _is_local(pattern: str) -> bool:
+def is_local_pattern(pattern: str) -> bool:
     return "://" not in pattern or pattern.startswith("file://")
 
 
-def _glob_local(pattern: str) -> list[str | bytes]:
-    """Local files matching `pattern` (** recursive), broken and looping links included.
+def glob_local(pattern: str) -> list[str | bytes]:
+    """Local files matching `pattern` (** recursive) as absolute paths, broken and looping links included.
 
-    Beam's local listing silently drops entries it cannot stat, which would
-    lose them; here they are kept so that reading them gives a dead letter.
-    Directories are not inputs.
+    Absolute, so that one file has one path whichever way the glob was
+    typed. Beam's local listing silently drops entries it cannot stat, which
+    would lose them; here they are kept so that reading them gives a dead
+    letter. Directories are not inputs.
     """
-    pattern = pattern[len("file://"):] if pattern.startswith("file://") else pattern
+    pattern = os.path.abspath(pattern[len("file://"):] if pattern.startswith("file://") else pattern)
     return [_beam_safe(p) for p in sorted(glob.glob(pattern, recursive=True)) if not os.path.isdir(p)]
 
 
@@ -72,16 +73,22 @@ class MatchImages(beam.PTransform):
         self._patterns = patterns
 
     def expand(self, pbegin):
-        local = [p for p in self._patterns if _is_local(p)]
-        remote = [p for p in self._patterns if not _is_local(p)]
-        found = [pbegin | "Local" >> beam.Create(local) | "Glob" >> beam.FlatMap(_glob_local)]
+        local = [p for p in self._patterns if is_local_pattern(p)]
+        remote = [p for p in self._patterns if not is_local_pattern(p)]
+        found = [pbegin | "Local" >> beam.Create(local) | "Glob" >> beam.FlatMap(glob_local)]
         found += [pbegin | f"Match {i}" >> fileio.MatchFiles(p) | f"Path {i}" >> beam.Map(lambda m: m.path)
                   for i, p in enumerate(remote)]
         return found | "Flatten" >> beam.Flatten() | "Distinct" >> beam.Distinct() | "Spread" >> beam.Reshuffle()
 
 
 class ReadAndPrepare(beam.DoFn):
-    """path -> (path, ImageRecord), or a dead letter naming the stage that failed."""
+    """path -> (path, ImageRecord), or a dead letter naming the stage that failed.
+
+    With side inputs from earlier runs (incremental), an image is skipped
+    when its path and content already have a feature row from the same
+    models (`known`), or already have a dead letter (`dead`: path ->
+    (sha256, stage, reason)), so no rerun repeats a row or a dead letter.
+    """
 
     def __init__(self, spec: EncoderSpec):
         self._spec = spec
@@ -90,18 +97,20 @@ class ReadAndPrepare(beam.DoFn):
     def setup(self):
         self._device_decode = decodes_on_device(self._spec.decode)
 
-    def process(self, path: str | bytes, known: dict | None = None):
-        """`known` maps path -> sha256 of rows already extracted by the same models."""
-        stage = "read"
+    def process(self, path: str | bytes, known: dict | None = None, dead: dict | None = None):
+        key, stage, digest = to_text(path), "read", None
         try:
             data, digest = read_and_hash(path)
             counters.READ.inc()
-            key = text_path(path)
-            if known is not None and known.get(key) == digest:
+            if (known or {}).get(key) == digest or (dead or {}).get(key, (None,))[0] == digest:
                 counters.SKIPPED.inc()
                 return
             stage = "prepare"
             yield key, ImageRecord(digest, prepare(data, self._spec, self._device_decode))
         except Exception as e:  # noqa: BLE001 - one image must never fail the job
+            row = dead_letters.from_error(path, e, stage, digest)
+            if digest is None and (dead or {}).get(key) == (None, row["stage"], row["reason"]):
+                counters.SKIPPED.inc()  # unreadable as before, for the same reason: its dead letter stands
+                return
             counters.DEAD.inc()
-            yield beam.pvalue.TaggedOutput(dead_letters.TAG, dead_letters.from_error(path, e, stage))
+            yield beam.pvalue.TaggedOutput(dead_letters.TAG, row)

@@ -21,6 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from grepq_core import pathways
+from transforms import runs
 
 __all__ = ["FEATURES_DIR", "DEAD_LETTERS_DIR", "SCORES_DIR", "BASELINES_DIR", "DEAD_LETTERS",
            "BASELINES", "features_schema", "scores_schema", "identity_columns", "same_models", "model_sets", "output_path",
@@ -33,6 +34,7 @@ BASELINES_DIR = "baselines"
 
 DEAD_LETTERS = pa.schema([
     ("path", pa.string()),
+    ("sha256", pa.string()),  # null when the file could not be read
     ("stage", pa.string()),
     ("reason", pa.string()),
     ("detail", pa.string()),
@@ -92,8 +94,11 @@ def shard_glob(output: str, kind: str) -> str:
 
 
 def shards(output: str, kind: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+    """The committed shards of one kind: those of runs with a manifest (transforms/runs.py), and older ones."""
     fs, root = fsspec.core.url_to_fs(output_path(output, kind))
-    return fs, sorted(fs.glob(f"{root}/*.parquet"))
+    found = sorted(fs.glob(f"{root}/*.parquet"))
+    committed = runs.committed_runs(output) if any(runs.run_of(f) for f in found) else set()
+    return fs, [f for f in found if runs.run_of(f) in (None, *committed)]
 
 
 def shard_columns(output: str, kind: str) -> list[tuple[str, list[str]]]:

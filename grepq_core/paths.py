@@ -1,0 +1,58 @@
+"""File names as text in outputs, escaped so that every name has exactly one spelling and can be read back.
+
+A row's ``path`` is the file's name as given by the filesystem, with three
+kinds of character written as backslash escapes: the backslash itself
+(``\\\\``), control characters (``\\n``, ``\\r``, ``\\t``, else ``\\xNN``), and
+bytes that are not UTF-8 (``\\xNN``). So a name holding a newline stays on one
+line of keep.txt and one CSV row, a raw byte 0xff and the four characters
+``\\xff`` get different paths, and `to_local` gives back the exact name.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+__all__ = ["to_text", "to_local"]
+
+_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_ESCAPE = re.compile(r"\\(\\|n|r|t|x[0-9a-fA-F]{2})")
+
+
+def _escape_char(ch: str) -> str:
+    if ch in _NAMED:
+        return _NAMED[ch]
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, as surrogateescape holds it
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}"
+
+
+def to_text(path: str | bytes) -> str:
+    """The escaped text form of a file name (str from the OS, or raw bytes)."""
+    text = os.fsdecode(path) if isinstance(path, bytes) else path
+    return "".join(_escape_char(c) if c in _NAMED or ord(c) < 0x20 or ord(c) == 0x7F or 0xDC80 <= ord(c) <= 0xDCFF
+                   else c for c in text)
+
+
+def to_local(text: str) -> str | bytes:
+    """The file name `to_text` was given: str, or bytes when it held bytes that are not UTF-8."""
+    out, raw = bytearray(), False
+    pos = 0
+    for m in _ESCAPE.finditer(text):
+        out += text[pos:m.start()].encode("utf-8", "surrogatepass")
+        code = m.group(1)
+        if code.startswith("x"):
+            value = int(code[1:], 16)
+            raw |= value >= 0x80
+            out.append(value)
+        else:
+            out += {"\\": b"\\", "n": b"\n", "r": b"\r", "t": b"\t"}[code]
+        pos = m.end()
+    out += text[pos:].encode("utf-8", "surrogatepass")
+    data = bytes(out)
+    if raw:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data
+    return data.decode("utf-8")

@@ -1,0 +1,171 @@
+"""Runs under one output: a name each, one lock at a time, and a commit that makes them visible.
+
+A run writes its shards as OUTPUT/KIND/RUN-*.parquet and, once every shard
+of every kind is in place, commits by writing OUTPUT/runs/RUN.json (one
+object, so the commit is atomic on local disk and on gs:// alike). Readers
+see a run's shards only when its manifest exists (`transforms/store.py`),
+so a run killed anywhere leaves either all of its outputs or none.
+
+Only one run may write into an output at a time: `OutputLock` creates
+OUTPUT/runs/LOCK only if it does not exist (O_EXCL locally, a
+generation-matched create on gs://). Holding it, a run removes what killed
+runs left behind: their uncommitted shards and Beam's beam-temp-* folders.
+Beam-free, like store.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+import uuid
+from importlib import metadata
+
+import fsspec
+
+from grepq_core.errors import GrepqError
+
+__all__ = ["RUN_ID", "new_run_id", "grepq_version", "OutputLock", "commit", "committed_runs", "run_of",
+           "clean_uncommitted"]
+
+RUN_ID = re.compile(r"^(run-\d{8}T\d{6}Z-[0-9a-f]{6})")
+RUNS_DIR = "runs"
+LOCK = "LOCK"
+
+
+def new_run_id() -> str:
+    """Names a run's shards and manifest: UTC time first, so later runs sort after earlier ones."""
+    return time.strftime("run-%Y%m%dT%H%M%SZ-", time.gmtime()) + uuid.uuid4().hex[:6]
+
+
+def grepq_version() -> str:
+    try:
+        return metadata.version("grepq")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def run_of(shard: str) -> str | None:
+    """The run id a shard's file name starts with; None for shards that predate run manifests."""
+    match = RUN_ID.match(shard.rsplit("/", 1)[-1])
+    return match.group(1) if match else None
+
+
+def _runs_dir(output: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, root = fsspec.core.url_to_fs(output.rstrip("/"))
+    return fs, f"{root}/{RUNS_DIR}"
+
+
+def committed_runs(output: str) -> set[str]:
+    """The runs whose manifest exists under `output`."""
+    fs, folder = _runs_dir(output)
+    return {p.rsplit("/", 1)[-1][:-len(".json")] for p in fs.glob(f"{folder}/run-*.json")}
+
+
+def commit(output: str, run: str, manifest: dict) -> str:
+    """Write the run's manifest, the last step of a run; returns its path."""
+    fs, folder = _runs_dir(output)
+    fs.makedirs(folder, exist_ok=True)
+    path = f"{folder}/{run}.json"
+    with fs.open(path, "w") as f:
+        f.write(json.dumps({"run": run, "grepq_version": grepq_version(), **manifest}, indent=1, sort_keys=True))
+    return path
+
+
+def clean_uncommitted(output: str, kinds: tuple[str, ...]) -> list[str]:
+    """Remove shards of runs that never committed, and Beam's temporary folders; returns what went."""
+    fs, root = fsspec.core.url_to_fs(output.rstrip("/"))
+    done = committed_runs(output)
+    removed = []
+    for kind in kinds:
+        for path in fs.glob(f"{root}/{kind}/*"):
+            name = path.rsplit("/", 1)[-1]
+            stale_shard = name.endswith(".parquet") and run_of(name) not in (None, *done)
+            if stale_shard or name.startswith("beam-temp-"):
+                fs.rm(path, recursive=True)
+                removed.append(path)
+    return removed
+
+
+class OutputLock:
+    """Exclusive right to write into `output`, as a LOCK object created only if absent.
+
+    A lock left by a killed local run (its process gone, on this host) is
+    taken over with a warning; any other held lock is an error naming the
+    run that holds it, and `force` takes it over.
+    """
+
+    def __init__(self, output: str, run: str, force: bool = False):
+        self.output, self.run, self.force = output.rstrip("/"), run, force
+        self._fs, folder = _runs_dir(output)
+        self._path = f"{folder}/{LOCK}"
+        self.broke: dict | None = None
+
+    def _holder(self) -> dict:
+        try:
+            with self._fs.open(self._path, "r") as f:
+                return json.loads(f.read())
+        except (OSError, ValueError):
+            return {}
+
+    def _stale(self, holder: dict) -> bool:
+        local = "://" not in self.output or self.output.startswith("file://")
+        if not local or holder.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(holder.get("pid", -1)), 0)
+        except ProcessLookupError:
+            return True
+        except (OSError, ValueError):
+            return False
+        return False
+
+    def _create(self, body: str) -> bool:
+        """Create the lock object if it does not exist; False if it does."""
+        if self.output.startswith("gs://"):
+            return _create_gcs(self._path, body)
+        if "://" in self.output and not self.output.startswith("file://"):
+            raise GrepqError(f"no lock for {self.output}: grepq writes to local folders and gs:// only")
+        self._fs.makedirs(self._path.rsplit("/", 1)[0], exist_ok=True)
+        try:
+            fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(body)
+        return True
+
+    def __enter__(self) -> "OutputLock":
+        body = json.dumps({"run": self.run, "host": socket.gethostname(), "pid": os.getpid(),
+                           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        if self._create(body):
+            return self
+        holder = self._holder()
+        if self.force or self._stale(holder):
+            self.broke = holder
+            self._fs.rm(self._path)
+            if self._create(body):
+                return self
+        raise GrepqError(f"{self.output} is being written by run {holder.get('run', '?')} (started "
+                         f"{holder.get('started', '?')} by pid {holder.get('pid', '?')} on {holder.get('host', '?')}): "
+                         f"wait for it, or if it died, pass `break_lock`")
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self._fs.rm(self._path)
+        except FileNotFoundError:
+            pass
+
+
+def _create_gcs(path: str, body: str) -> bool:
+    """A generation-matched create (if_generation_match=0) of BUCKET/NAME: exactly one writer succeeds."""
+    from google.api_core.exceptions import PreconditionFailed
+    from google.cloud import storage
+
+    bucket, _, name = path.partition("/")
+    try:
+        storage.Client().bucket(bucket).blob(name).upload_from_string(body, if_generation_match=0)
+    except PreconditionFailed:
+        return False
+    return True
