@@ -1,1 +1,16 @@
-"""grepq_core: the GRepQ method as plain PyTorch and numpy (see ARCHITECTURE.md)."""
+"""grepq_core: the GRepQ method as plain PyTorch and numpy (see ARCHITECTURE.md).
+
+`grepq_core.load(...)` gives a model whose `.score(paths)` returns a pandas
+DataFrame (grepq_core/api.py); it is imported on first use, so that
+importing a light module such as grepq_core.errors stays fast.
+"""
+
+__all__ = ["load"]
+
+
+def __getattr__(name):
+    if name == "load":
+        from grepq_core.api import load
+
+        return load
+    raise AttributeError(f"module 'grepq_core' has no attribute {name!r}")

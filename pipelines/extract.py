@@ -134,6 +134,22 @@ def build(p, args, identities: dict, run: str, meta: dict):
     (read[dead_letters.TAG], failed) | "AllDead" >> beam.Flatten() | "WriteDead" >> dead.write(run)
 
 
+def _runs_here(options) -> bool:
+    """Whether the pipeline runs in this process (so its progress can be counted here)."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    return (options.view_as(StandardOptions).runner or "") in ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner")
+
+
+def _count_local(patterns: list[str]) -> int | None:
+    """How many files the globs match, when all are local (gs:// listings are not repeated for this)."""
+    from transforms.read import glob_local, is_local_pattern
+
+    if not all(is_local_pattern(p) for p in patterns):
+        return None
+    return len({p for pattern in patterns for p in glob_local(pattern)})
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -142,7 +158,7 @@ def execute(args, options, test_pipeline=None, argv=None) -> dict:
     """Run extract with parsed flags and Beam options; returns the run's manifest."""
     import apache_beam as beam
 
-    from transforms import counters, runs, store
+    from transforms import counters, progress, runs, store
 
     check_inputs(args.input)
     identities = check_weights(encoder_spec(args))
@@ -157,8 +173,13 @@ def execute(args, options, test_pipeline=None, argv=None) -> dict:
         p = test_pipeline or beam.Pipeline(options=options)
         build(p, args, identities, run, meta)
         start = time.perf_counter()
-        result = p.run()
-        result.wait_until_finish()
+        if _runs_here(options):
+            progress.start(_count_local(args.input), args.progress_every)
+        try:
+            result = p.run()
+            result.wait_until_finish()
+        finally:
+            progress.finish()
         totals = counters.totals(result)
         manifest = {**meta, "finished": _now(), "counts": totals}
         runs.commit(args.output, run, manifest)

@@ -55,6 +55,8 @@ def _extract_output(p):
                    "(the run's outputs are kept); off by default")
     p.add_argument("--break-lock", action="store_true",
                    help="take over --output from a run that died holding its lock")
+    p.add_argument("--progress-every", type=float, default=10.0,
+                   help="seconds between progress lines when not on a terminal (local runs)")
 
 
 def _encoders(p):
@@ -112,6 +114,7 @@ def _scoring(p):
     g = p.add_argument_group("scoring")
     g.add_argument("--keep-above", type=float, help="keep images scoring above this")
     g.add_argument("--keep-top-fraction", type=float, help="keep this fraction of best-scoring images")
+    g.add_argument("--csv", help="also write path,score,keep as a CSV file (path or gs:// URL)")
     g.add_argument("--scale", help="LOW,HIGH: also write a `calibrated` score on this scale (needs a model), "
                    "the training labels' range mapped onto it, e.g. 1,5 or 0,100")
 

@@ -11,6 +11,17 @@ from pipelines.options import command_parser, parse
 __all__ = ["run", "arg_parser", "build", "require_features"]
 
 
+def _csv_line(row: dict) -> str:
+    """One CSV line: the path quoted as CSV needs (paths hold no line breaks: grepq_core/paths.py)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow([row["path"], "" if row["score"] is None else repr(row["score"]),
+                                                    "true" if row["keep"] else "false"])
+    return buffer.getvalue()
+
+
 def _decide(row: dict, threshold: float) -> dict:
     """Kept when the score reaches the threshold (ties kept); unscorable rows are rejected."""
     return {**row, "keep": row["score"] is not None and row["score"] >= threshold}
@@ -85,6 +96,9 @@ def build(p, args, features: str, model: str | None, output: str, replace: bool 
     threshold = scores | "Threshold" >> KeepThreshold(args.keep_above, args.keep_top_fraction)
     decided = scores | "Decide" >> beam.Map(_decide, beam.pvalue.AsSingleton(threshold))
     decided | "WriteScores" >> ParquetSink(output, store.SCORES_DIR, store.scores_schema()).write("part")
+    if getattr(args, "csv", None):
+        (decided | "CSV lines" >> beam.Map(_csv_line)
+         | "Write CSV" >> beam.io.WriteToText(args.csv, shard_name_template="", header="path,score,keep"))
     for name, keep in (("keep", True), ("reject", False)):
         (decided
          | f"Select {name}" >> beam.Filter(lambda r, k: r["keep"] == k, keep)

@@ -8,13 +8,29 @@ from __future__ import annotations
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
-__all__ = ["NAMESPACE", "READ", "SCORED", "DEAD", "SKIPPED", "totals", "summary"]
+__all__ = ["NAMESPACE", "READ", "SCORED", "DEAD", "SKIPPED", "read", "ended", "totals", "summary"]
 
 NAMESPACE = "grepq"
 READ = Metrics.counter(NAMESPACE, "images_read")
 SCORED = Metrics.counter(NAMESPACE, "images_scored")
 DEAD = Metrics.counter(NAMESPACE, "images_dead_lettered")
 SKIPPED = Metrics.counter(NAMESPACE, "images_skipped_incremental")
+
+
+def read(n: int = 1) -> None:
+    """`n` images read: the Beam counter, and local progress."""
+    from transforms import progress
+
+    READ.inc(n)
+    progress.read(n)
+
+
+def ended(counter, n: int = 1) -> None:
+    """`n` images ended as `counter` says (SCORED, DEAD or SKIPPED): the Beam counter, and local progress."""
+    from transforms import progress
+
+    counter.inc(n)
+    progress.advance(n)
 
 
 def totals(result) -> dict[str, int]:

@@ -54,17 +54,17 @@ def _split(keyed):
     """A row goes on with its path; an image the model stage could not decode becomes a dead letter."""
     path, result = keyed
     if isinstance(result.inference, ImageError):
-        counters.DEAD.inc()
+        counters.ended(counters.DEAD)
         yield beam.pvalue.TaggedOutput(dead_letters.TAG, dead_letters.from_error(
             path, result.inference, "decode", result.example.sha256))
     else:
-        counters.SCORED.inc()
+        counters.ended(counters.SCORED)
         yield {"path": path, **result.inference}
 
 
 def _failed_batch(failure) -> list[dict]:
     batch, error = failure
-    counters.DEAD.inc(len(batch))
+    counters.ended(counters.DEAD, len(batch))
     return [dead_letters.dead_letter(path, "inference", "inference_error", repr(error), record.sha256)
             for path, record in batch]
 

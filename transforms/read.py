@@ -101,16 +101,16 @@ class ReadAndPrepare(beam.DoFn):
         key, stage, digest = to_text(path), "read", None
         try:
             data, digest = read_and_hash(path)
-            counters.READ.inc()
+            counters.read()
             if (known or {}).get(key) == digest or (dead or {}).get(key, (None,))[0] == digest:
-                counters.SKIPPED.inc()
+                counters.ended(counters.SKIPPED)
                 return
             stage = "prepare"
             yield key, ImageRecord(digest, prepare(data, self._spec, self._device_decode))
         except Exception as e:  # noqa: BLE001 - one image must never fail the job
             row = dead_letters.from_error(path, e, stage, digest)
             if digest is None and (dead or {}).get(key) == (None, row["stage"], row["reason"]):
-                counters.SKIPPED.inc()  # unreadable as before, for the same reason: its dead letter stands
+                counters.ended(counters.SKIPPED)  # unreadable as before, for the same reason: its dead letter stands
                 return
-            counters.DEAD.inc()
+            counters.ended(counters.DEAD)
             yield beam.pvalue.TaggedOutput(dead_letters.TAG, row)

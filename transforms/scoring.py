@@ -1,60 +1,34 @@
-"""Feature rows -> quality scores, and the keep / reject split.
+"""Feature rows -> quality scores, and the keep / reject split, in a Beam pipeline.
 
-With a fitted regressor the score is its prediction; without one it is the
-zero-shot score (combined when both pathways ran, else the one that did).
+How one row is scored is grepq_core/scoring.py's `RowScorer`: a fitted
+regressor's prediction, or the zero-shot score without one.
 """
 from __future__ import annotations
 
 import math
 
 import apache_beam as beam
-import numpy as np
 
 from grepq_core import pathways
-from grepq_core.features import row_vector
-from grepq_core.regressor import load_ridge
+from grepq_core.scoring import RowScorer
 
-__all__ = ["ScoreRows", "zero_shot_score", "KeepThreshold"]
-
-
-def zero_shot_score(row: dict) -> tuple[float | None, str]:
-    """The combined zero-shot score when every combined pathway ran, else the first pathway's that did."""
-    for column in ("zs_combined", *pathways.columns()["zero_shot"]):
-        value = row.get(column)
-        if value is not None and math.isfinite(value):
-            return value, f"zero-shot:{column[3:]}"
-    return None, "zero-shot:none"
+__all__ = ["ScoreRows", "KeepThreshold"]
 
 
 class ScoreRows(beam.DoFn):
-    """Feature row -> score row (keep is decided later, against the threshold)."""
+    """Feature row -> score row (keep is decided later, against the threshold); the rule is grepq_core.scoring."""
 
     def __init__(self, model_uri: str | None, scale: tuple[float, float] | None = None):
         self._uri = model_uri
         self._scale = scale
-        self._model = None
-        self._checked: set[tuple] = set()  # encoder identities already matched against the model
+        self._scorer = None
 
     def setup(self):
-        if self._uri:
-            self._model = load_ridge(self._uri)
+        self._scorer = RowScorer(self._uri, self._scale)
 
     def process(self, row):
-        calibrated = None
-        if self._model is None:
-            score, scorer = zero_shot_score(row)
-        else:
-            identities = tuple((b, row[pathways.get(b).identity_column]) for b, _ in self._model.layout)
-            if identities not in self._checked:
-                self._model.check_features(identities=dict(identities))
-                self._checked.add(identities)
-            score = float(self._model.predict(row_vector(row, self._model.layout)[None])[0])
-            scorer = f"ridge:{self._uri}"
-            if self._scale:
-                calibrated = float(self._model.calibrate(np.array([score]), *self._scale)[0])
         zero_shot = {c: row.get(c) for c in (*pathways.columns()["zero_shot"], "zs_combined")}
-        yield {"path": row["path"], "sha256": row["sha256"], "score": score, "calibrated": calibrated,
-               "scorer": scorer, "keep": None, **zero_shot}
+        yield {"path": row["path"], "sha256": row["sha256"], **self._scorer(row), "keep": None, **zero_shot}
 
 
 class KeepThreshold(beam.PTransform):

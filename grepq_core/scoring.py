@@ -1,0 +1,63 @@
+"""One feature row -> one quality score: a fitted ridge's prediction, or the zero-shot rule.
+
+Shared by `grepq score` (transforms/scoring.py) and the Python API
+(grepq_core/api.py), so both give the same number for the same row.
+Without a model the score is the zero-shot score: the combined one when
+every combined pathway ran, else the first pathway's that did.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+
+import fsspec
+import numpy as np
+
+from grepq_core import pathways
+from grepq_core.features import row_vector
+from grepq_core.regressor import load_ridge
+
+__all__ = ["zero_shot_score", "RowScorer"]
+
+
+def zero_shot_score(row: dict) -> tuple[float | None, str]:
+    """(score, scorer name) by the zero-shot rule; (None, "zero-shot:none") when no pathway scored."""
+    for column in ("zs_combined", *pathways.columns()["zero_shot"]):
+        value = row.get(column)
+        if value is not None and math.isfinite(value):
+            return value, f"zero-shot:{column[3:]}"
+    return None, "zero-shot:none"
+
+
+def _digest(uri: str) -> str:
+    with fsspec.open(uri, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:12]
+
+
+class RowScorer:
+    """Scores feature rows with the ridge model at `model_uri`, or by the zero-shot rule without one.
+
+    The scorer name a score row records is ``ridge:URI@DIGEST`` (the model
+    file's content digest) or ``zero-shot:COLUMN``. `scale` (LOW, HIGH) adds
+    a ``calibrated`` value: the ridge prediction mapped from the training
+    labels' range onto that scale.
+    """
+
+    def __init__(self, model_uri: str | None = None, scale: tuple[float, float] | None = None):
+        self.model = load_ridge(model_uri) if model_uri else None
+        self.name = f"ridge:{model_uri}@{_digest(model_uri)}" if model_uri else None
+        self.scale = scale
+        self._checked: set[tuple] = set()  # encoder identities already matched against the model
+
+    def __call__(self, row: dict) -> dict:
+        """{"score", "calibrated", "scorer"} for one feature row."""
+        if self.model is None:
+            score, scorer = zero_shot_score(row)
+            return {"score": score, "calibrated": None, "scorer": scorer}
+        identities = tuple((b, row[pathways.get(b).identity_column]) for b, _ in self.model.layout)
+        if identities not in self._checked:
+            self.model.check_features(identities=dict(identities))
+            self._checked.add(identities)
+        score = float(self.model.predict(row_vector(row, self.model.layout)[None])[0])
+        calibrated = float(self.model.calibrate(np.array([score]), *self.scale)[0]) if self.scale else None
+        return {"score": score, "calibrated": calibrated, "scorer": self.name}
