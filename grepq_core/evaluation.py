@@ -27,7 +27,8 @@ from grepq_core.errors import GrepqError
 from grepq_core.metrics import correlations
 from grepq_core.regressor import DEFAULT_ALPHAS, fit_ridge
 
-__all__ = ["METRICS", "Result", "content_split", "content_splits", "zero_shot", "few_shot", "not_run",
+__all__ = ["METRICS", "Result", "content_split", "content_splits", "zero_shot", "few_shot", "few_shot_choice",
+           "zero_shot_on_splits", "not_run",
            "markdown_table", "paper_table"]
 
 METRICS = ("srcc", "plcc", "krcc")
@@ -136,6 +137,48 @@ def few_shot(method: str, X: np.ndarray, mos, splits: list[tuple[np.ndarray, np.
         iqr={m: [float(q) for q in np.percentile(v, [25, 75])] for m, v in per_split.items()},
         per_split=per_split, alphas=chosen,
     )
+
+
+def _over_splits(method: str, predict, mos: np.ndarray, splits, note: str, mapping: str) -> Result:
+    """Median and IQR over splits of the correlations of `predict(train, test)` on each test set."""
+    per_split = {m: [] for m in METRICS}
+    sizes, alphas = [], []
+    for train, test in splits:
+        pred, alpha = predict(train, test)
+        values = correlations(pred, mos[test], mapping)
+        for m in METRICS:
+            per_split[m].append(values[m])
+        sizes.append(int(np.isfinite(pred).sum()))
+        alphas.append(alpha)
+    return Result("few-shot", method, values={m: float(np.median(v)) for m, v in per_split.items()},
+                  n_test=int(np.median(sizes)), note=note,
+                  iqr={m: [float(q) for q in np.percentile(v, [25, 75])] for m, v in per_split.items()},
+                  per_split=per_split, alphas=[a for a in alphas if a is not None])
+
+
+def few_shot_choice(method: str, rows: list[dict], mos, splits, mapping: str = "logistic") -> Result:
+    """`grepq fit`'s rule on each split: the best of zero-shot, features and both by CV on the labels."""
+    from grepq_core.features import feature_matrix
+    from grepq_core.fit_choice import fit_with_choice
+
+    mos = np.asarray(mos, dtype=np.float64)
+    kept = []
+
+    def predict(train, test):
+        model = fit_with_choice([rows[i] for i in train], mos[train])
+        kept.append(model.choice["chosen"])
+        return model.predict(feature_matrix([rows[i] for i in test], model.layout)), model.alpha
+
+    result = _over_splits(method, predict, mos, splits, "", mapping)
+    result.note = "kept per split: " + ", ".join(f"{n} x{kept.count(n)}" for n in dict.fromkeys(kept))
+    return result
+
+
+def zero_shot_on_splits(method: str, scores, mos, splits, mapping: str = "logistic") -> Result:
+    """A blind score on exactly the few-shot splits' test images, to set beside the fitted ones."""
+    scores, mos = np.asarray(scores, dtype=np.float64), np.asarray(mos, dtype=np.float64)
+    return _over_splits(method, lambda train, test: (scores[test], None), mos, splits,
+                        "zero-shot, no labels, on the same test contents", mapping)
 
 
 def _cell(result: Result, metric: str) -> str:

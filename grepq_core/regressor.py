@@ -67,6 +67,7 @@ class RidgeModel:
     cv: dict = field(default_factory=dict)
     direction: str = "higher is better"
     label_range: list = field(default_factory=list)  # [lowest, highest] training label
+    choice: dict = field(default_factory=dict)  # {"chosen": candidate, "cv_srcc": {candidate: SRCC}} (fit_choice)
 
     @property
     def n_features(self) -> int:
@@ -125,6 +126,8 @@ def _record(model: RidgeModel) -> dict:
     record = asdict(model)
     for key in _VECTORS:
         record[key] = np.asarray(record[key]).tolist()
+    if not record["choice"]:
+        del record["choice"]  # a plain ridge: the file stays what earlier versions wrote
     return record
 
 
@@ -134,7 +137,7 @@ def _record(model: RidgeModel) -> dict:
 
 MAX_MODEL_BYTES = 16 * 2**20  # a real model is about 70 kB per 1,000 features
 _VECTORS = ("coef", "scaler_mean", "scaler_scale")
-_OPTIONAL = {"label_range": []}  # models fitted before calibration existed lack it
+_OPTIONAL = {"label_range": [], "choice": {}}  # models fitted before calibration / the choice existed lack them
 _REQUIRED = ("layout", "identities", *_VECTORS, "intercept", "alpha", "n_train", "cv", "direction")
 _DIRECTION = "higher is better"
 _SMALLEST_SCALE = float(np.finfo(np.float64).tiny)  # below it 1 / scale overflows
@@ -276,7 +279,24 @@ def _checked_fields(record: dict) -> dict:
             "intercept": _number(record["intercept"], "intercept"), "alpha": _checked_alpha(record["alpha"]),
             "n_train": _integer(record["n_train"], "n_train", 1), "cv": _checked_cv(record["cv"]),
             "direction": _DIRECTION,
-            "label_range": _checked_label_range(record.get("label_range", _OPTIONAL["label_range"]))}
+            "label_range": _checked_label_range(record.get("label_range", _OPTIONAL["label_range"])),
+            "choice": _checked_choice(record.get("choice", _OPTIONAL["choice"]))}
+
+
+def _checked_choice(value) -> dict:
+    """Which candidate fit was kept and each candidate's CV SRCC (None where it had none)."""
+    if value == {}:
+        return {}
+    if not isinstance(value, dict) or set(value) != {"chosen", "cv_srcc"}:
+        raise _Invalid("choice", "must be an object with chosen and cv_srcc")
+    if not isinstance(value["chosen"], str) or not isinstance(value["cv_srcc"], dict):
+        raise _Invalid("choice", "must name the chosen candidate and map candidates to SRCC")
+    if value["chosen"] not in value["cv_srcc"]:
+        raise _Invalid("choice.chosen", "must be one of the candidates")
+    for name, srcc in value["cv_srcc"].items():
+        if srcc is not None:
+            _number(srcc, f"choice.cv_srcc.{name}")
+    return value
 
 
 def _read_json(uri: str):

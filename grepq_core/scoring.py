@@ -8,25 +8,14 @@ every combined pathway ran, else the first pathway's that did.
 from __future__ import annotations
 
 import hashlib
-import math
 
 import fsspec
 import numpy as np
 
-from grepq_core import pathways
-from grepq_core.features import row_vector
+from grepq_core.features import block_identity, row_vector, zero_shot_score
 from grepq_core.regressor import load_ridge
 
 __all__ = ["zero_shot_score", "RowScorer"]
-
-
-def zero_shot_score(row: dict) -> tuple[float | None, str]:
-    """(score, scorer name) by the zero-shot rule; (None, "zero-shot:none") when no pathway scored."""
-    for column in ("zs_combined", *pathways.columns()["zero_shot"]):
-        value = row.get(column)
-        if value is not None and math.isfinite(value):
-            return value, f"zero-shot:{column[3:]}"
-    return None, "zero-shot:none"
 
 
 def _digest(uri: str) -> str:
@@ -54,7 +43,7 @@ class RowScorer:
         if self.model is None:
             score, scorer = zero_shot_score(row)
             return {"score": score, "calibrated": None, "scorer": scorer}
-        identities = tuple((b, row[pathways.get(b).identity_column]) for b, _ in self.model.layout)
+        identities = tuple((b, block_identity(row, b)) for b, _ in self.model.layout)
         if identities not in self._checked:
             self.model.check_features(identities=dict(identities))
             self._checked.add(identities)

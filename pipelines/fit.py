@@ -1,6 +1,10 @@
 """`grepq fit`: a few labelled images -> a ridge regressor (JSON).
 
-    Read features -> keep labelled rows -> gather -> fit (alpha by CV) -> write JSON
+    Read features -> keep labelled rows -> gather -> fit on the features, on the
+      zero-shot score and on both (alpha by CV each) -> keep the best -> write JSON
+
+The zero-shot fit is kept unless another cross-validates clearly better
+(grepq_core/fit_choice.py), so labels never make the score worse than none.
 
 Only the labelled rows leave the workers, so this stays cheap on a corpus of
 millions.
@@ -29,9 +33,8 @@ def _may_be_labelled(row, keys) -> bool:
 
 def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str):
     """Join, validate, fit and save; returns the model (runs on one worker)."""
-    from grepq_core.features import feature_layout, feature_matrix
+    from grepq_core.fit_choice import POOR_CV, fit_with_choice
     from grepq_core.labels import join_labels
-    from grepq_core.regressor import fit_ridge
 
     by_path = {r["path"]: r for r in rows}
     matched, warnings = join_labels(labels, list(by_path))
@@ -40,13 +43,16 @@ def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str):
     if not matched:
         raise GrepqError(f"none of the {len(labels.scores)} labels in {labels.source} matches a feature row")
     chosen = [by_path[p] for p in matched]
-    layout, identities = feature_layout(chosen)
-    model = fit_ridge(feature_matrix(chosen, layout), [matched[r["path"]] for r in chosen],
-                      layout, identities, alphas=alphas, folds=folds)
+    model = fit_with_choice(chosen, [matched[r["path"]] for r in chosen], alphas=alphas, folds=folds)
     model.save(output)
-    print(f"fitted ridge on {model.n_train} labelled images ({', '.join(f'{b}:{w}' for b, w in layout)}), "
-          f"alpha={model.alpha:g}; {model.cv['folds']}-fold CV SRCC={model.cv['srcc']:.3f} "
-          f"PLCC={model.cv['plcc']:.3f} -> {output}")
+    others = ", ".join(f"{n} {s:.3f}" if s is not None else f"{n} -" for n, s in model.choice["cv_srcc"].items())
+    print(f"fitted ridge on {model.n_train} labelled images ({', '.join(f'{b}:{w}' for b, w in model.layout)}), "
+          f"alpha={model.alpha:g}: kept {model.choice['chosen']} by {model.cv['folds']}-fold CV SRCC "
+          f"({others}); PLCC={model.cv['plcc']:.3f} -> {output}")
+    if not model.cv["srcc"] >= POOR_CV:
+        log.warning("the kept fit's cross-validated SRCC is only %.3f on %d labels: its scores are not reliable; "
+                    "label more images (grepq suggest-labels picks useful ones) or check the labels",
+                    model.cv["srcc"], model.n_train)
     return model
 
 
@@ -65,8 +71,8 @@ def build(p, args, features: str, output: str):
     labels = read_labels(args.labels, lower_is_better=args.lower_is_better)
     keys = _label_keys(labels)
     alphas = [float(a) for a in args.alphas.split(",")]
-    columns = ["path", *pathways.columns()["features"],
-               *(pathways.get(n).identity_column for n in pathways.names())]
+    cols = pathways.columns()
+    columns = ["path", *cols["features"], *cols["zero_shot"], "zs_combined", *store.identity_columns()]
     (p
      | "Read" >> source.read(columns=columns)
      | "Labelled" >> beam.Filter(_may_be_labelled, keys)

@@ -1,0 +1,60 @@
+"""Labels never make it worse: the fit keeps zero-shot unless features cross-validate clearly better."""
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from grepq_core.features import ZERO_SHOT_BLOCK, feature_matrix
+from grepq_core.fit_choice import fit_with_choice
+from grepq_core.regressor import load_ridge
+from grepq_core.scoring import RowScorer
+
+
+def _rows(n, seed, informative_features: bool):
+    """Rows whose zero-shot score tracks quality; features track it too, or are pure noise."""
+    rng = np.random.default_rng(seed)
+    quality = rng.uniform(0, 1, n)
+    rows = []
+    for q in quality:
+        feats = rng.normal(size=16)
+        if informative_features:
+            feats[:4] += 6 * q
+        rows.append({"path": f"{q}.jpg", "ll_features": feats.astype(np.float32), "zs_ll": 0.3 + 0.1 * q
+                     + rng.normal(0, 0.01), "zs_hl": None, "zs_combined": None, "profile": "fast",
+                     "ll_identity": "ll:test@1", "hl_identity": None, "zs_ll_identity": "pristine@1"})
+    return rows, 100 * quality + rng.normal(0, 3, n)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_labels_that_agree_with_zero_shot_are_not_worse_on_held_out_rows(seed):
+    rows, labels = _rows(250, seed, informative_features=False)
+    train, test = slice(0, 50), slice(50, None)
+    model = fit_with_choice(rows[train], labels[train])
+    held_out = [r for r in rows[test]]
+    fitted = spearmanr(model.predict(feature_matrix(held_out, model.layout)), labels[test])[0]
+    zero_shot = spearmanr([r["zs_ll"] for r in held_out], labels[test])[0]
+    assert model.choice["chosen"] == "zero-shot" and model.layout == [[ZERO_SHOT_BLOCK, 1]]
+    assert fitted >= zero_shot - 1e-9
+    assert set(model.choice["cv_srcc"]) == {"zero-shot", "features", "features+zero-shot"}
+
+
+def test_informative_features_are_kept_when_they_cross_validate_better():
+    rows, labels = _rows(120, 0, informative_features=True)
+    for r in rows:  # a zero-shot score that knows nothing
+        r["zs_ll"] = float(np.random.default_rng(len(r["path"])).uniform())
+    model = fit_with_choice(rows[:60], labels[:60])
+    assert model.choice["chosen"] in ("features", "features+zero-shot")
+    assert model.choice["cv_srcc"][model.choice["chosen"]] > model.choice["cv_srcc"]["zero-shot"] + 0.02
+
+
+def test_a_chosen_zero_shot_fit_saves_loads_and_scores_rows(tmp_path):
+    rows, labels = _rows(60, 1, informative_features=False)
+    model = fit_with_choice(rows, labels)
+    model.save(str(tmp_path / "m.json"))
+    loaded = load_ridge(str(tmp_path / "m.json"))
+    assert loaded.choice == model.choice and loaded.identities[ZERO_SHOT_BLOCK].startswith("zero-shot:ll|")
+    scorer = RowScorer(str(tmp_path / "m.json"))
+    scores = [scorer(r)["score"] for r in rows]
+    assert spearmanr(scores, [r["zs_ll"] for r in rows])[0] == pytest.approx(1.0)
+    other = {**rows[0], "zs_ll_identity": "pristine@2"}  # another pristine model: another zero-shot rule
+    with pytest.raises(Exception, match="fitted on zero-shot:ll.*pristine@1, these features come from .*pristine@2"):
+        scorer(other)
