@@ -64,14 +64,22 @@ class ReportInputs:
     thumbnails: dict[str, bytes] = field(default_factory=dict)
     threshold: float | None = None
     source: str = ""
+    run: dict = field(default_factory=dict)  # what the extract runs say: date, input, grepq version
 
 
 def keep_threshold(scores: pd.DataFrame, threshold: float | None = None) -> float | None:
-    """The given threshold, else the run's own: the lowest kept score (None when nothing was kept)."""
+    """The given threshold, else the run's own: the lowest kept score.
+
+    None when nothing was kept, or when every scored image was (a run
+    without --keep-above or --keep-top-fraction has no threshold to draw).
+    """
     if threshold is not None:
         return float(threshold)
-    kept = scores["score"][_kept(scores)].dropna()
-    return float(kept.min()) if len(kept) else None
+    kept = _kept(scores)
+    scored = scores["score"].notna().to_numpy()
+    if not kept.any() or kept[scored].all():
+        return None
+    return float(scores["score"][kept].dropna().min())
 
 
 def decile_rows(scores: pd.DataFrame) -> pd.DataFrame:
@@ -218,16 +226,16 @@ def _model_rows(model: dict) -> list[tuple[str, str]]:
             ("feature columns", layout), ("label direction", model.get("direction", ""))]
 
 
-def _threshold_text(threshold: float | None, given: bool) -> str:
+def _threshold_text(threshold: float | None, given: bool, kept: int) -> str:
     if threshold is None:
-        return "none: no image was kept"
+        return "none: every image was kept" if kept else "none: no image was kept"
     return f"{threshold:.4g} ({'given' if given else 'lowest kept score'})"
 
 
 def _parameters(inputs: ReportInputs, threshold: float | None) -> str:
     scores = inputs.scores
     kept = int(_kept(scores).sum())
-    rows = [("output", inputs.source)]
+    rows = [("output", inputs.source)] + [(k, v) for k, v in (inputs.run or {}).items()]
     for name in pathways.names():
         found = (inputs.identities or {}).get(name) or []
         rows.append((f"{pathways.get(name).title or name} encoder", ", ".join(found) if found else
@@ -235,7 +243,7 @@ def _parameters(inputs: ReportInputs, threshold: float | None) -> str:
     if inputs.identities is not None:
         rows.append(("profile", ", ".join(inputs.identities.get("profile") or []) or "n/a"))
     rows += [("scorer", ", ".join(sorted(scores["scorer"].dropna().unique())) or "n/a"),
-             ("threshold", _threshold_text(threshold, given=inputs.threshold is not None)),
+             ("threshold", _threshold_text(threshold, given=inputs.threshold is not None, kept=kept)),
              ("images scored", str(len(scores))), ("kept", str(kept)), ("rejected", str(len(scores) - kept)),
              ("dead-lettered", str(len(inputs.dead_letters)))]
     if inputs.model:
