@@ -386,7 +386,8 @@ def main(argv=None):
           f"torch {torch.__version__}; torch threads {torch.get_num_threads()}; cores {os.cpu_count()}")
     print(f"model-only   {model_rate or float('nan'):8.2f} images/s")
     for decode, r in report["decode_only"].items():
-        print(f"decode-only  {r['images_per_s']:8.2f} images/s (decode {decode}: {r['decoders']}, {r['errors']} errors)")
+        print(f"decode-only  {r['images_per_s']:8.2f} images/s "
+              f"(decode {decode}: {r['decoders']}, {r['errors']} errors)")
     for decode, r in report["end_to_end"].items():
         marginal = (f", {r['marginal_images_per_s']:.2f} without start-up"
                     if r.get("marginal_images_per_s") else "")
