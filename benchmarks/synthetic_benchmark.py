@@ -100,7 +100,7 @@ def main():
           f"{labels['distortion'].nunique()} distortion types used -> {args.output}/labels.csv")
     print("\nEvaluate with:\n")
     print(f"grepq evaluate --dataset csv --root {args.output} --protocol both --n-train 50 --splits 10 "
-          f"--features-cache {args.output}/cache --output-dir {args.output}/evaluation")
+          f"--features-cache {args.output}/cache --output {args.output}/evaluation")
 
 
 if __name__ == "__main__":

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-
-import numpy as np
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING
 
 from grepq_core.errors import GrepqError, ImageError
-from grepq_core.imageio import load_image
-from grepq_core.ll_encoder import load_ll_encoder
-from grepq_core.pristine import (HDF5_SUFFIXES, PristineModel, fit_pristine, patch_features, read_patches,
-                                 select_pristine_patches, write_patches)
-from grepq_core.training.data import list_images
-from grepq_core.devices import resolve_device
+
+if TYPE_CHECKING:  # numpy, torch and the rest are imported where they are used, so --help stays fast
+    import numpy as np
+
+    from grepq_core.pristine import PristineModel
+
+from pipelines.options import HelpFormatter
 
 __all__ = ["run", "arg_parser", "build_pristine"]
 
@@ -34,6 +33,12 @@ def pristine_patches(images: list[str], patch: int = 96, sharpness_frac: float =
 
     Photos that cannot be decoded are logged and skipped.
     """
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from grepq_core.imageio import load_image
+    from grepq_core.pristine import HDF5_SUFFIXES, read_patches, select_pristine_patches
+
     chosen, skipped = [], 0
     for path in tqdm(images, desc="build-pristine", unit="photo", disable=not progress):
         if path.lower().endswith(HDF5_SUFFIXES):
@@ -72,13 +77,17 @@ def build_pristine(
 
 def fit_on_patches(patches: np.ndarray, ll_weights: str, device: str = "auto", batch: int = 256) -> PristineModel:
     """The pristine Gaussian of the LL features of `patches` ([N, S, S, 3] uint8)."""
+    from grepq_core.devices import resolve_device
+    from grepq_core.ll_encoder import load_ll_encoder
+    from grepq_core.pristine import fit_pristine, patch_features
+
     encoder, identity = load_ll_encoder(ll_weights)
     return fit_pristine(patch_features(encoder, patches, resolve_device(device), batch), identity)
 
 
 def arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grepq build-pristine", description=__doc__.strip().splitlines()[0],
-                                     allow_abbrev=False)
+                                     allow_abbrev=False, formatter_class=HelpFormatter)
     parser.add_argument("--input", action="append", required=True,
                         help="glob of pristine photos, or of HDF5 files of patches already selected (the "
                         "authors' pristine_patches_096_0.75_0.80.hdf5); local or fsspec URL; repeatable")
@@ -87,19 +96,22 @@ def arg_parser() -> argparse.ArgumentParser:
                         help="also (or only) write the selected patches as the authors' HDF5 format")
     parser.add_argument("--rule", default="grepq", choices=("grepq", "reference"),
                         help="patch selection: grepq's, or exactly the authors' (zero padding, no kept best)")
-    parser.add_argument("--ll-weights", default="shipped", help="LL encoder: 'shipped' (default), a path or URL")
-    parser.add_argument("--patch", type=int, default=96, help="patch side (default 96)")
+    parser.add_argument("--ll-weights", default="shipped", help="LL encoder: 'shipped', a path or URL")
+    parser.add_argument("--patch", type=int, default=96, help="patch side")
     parser.add_argument("--sharpness", type=float, default=0.75,
-                        help="keep patches sharper than this fraction of the sharpest (default 0.75)")
+                        help="keep patches sharper than this fraction of the sharpest")
     parser.add_argument("--colourfulness", type=float, default=0.8,
-                        help="then those more colourful than this fraction of the most colourful (default 0.8)")
+                        help="then those more colourful than this fraction of the most colourful")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def run(argv=None):
-    args = arg_parser().parse_args(argv)
+    args = arg_parser().parse_args(argv)  # first, so that a flag error needs no heavy import
+    from grepq_core.pristine import write_patches
+    from grepq_core.training.data import list_images
+
     if not args.output and not args.patches_output:
         raise GrepqError("give `output` (the pristine model), `patches_output` (the patches), or both")
     images = list_images(args.input)

@@ -2,7 +2,7 @@
 
     load dataset -> feature and baseline rows (pipelines/evaluate_data.py, cached)
       -> zero-shot and few-shot rows for every pathway, alone and together, and the baselines
-      -> table on the terminal, OUTPUT_DIR/evaluation.json and evaluation.md
+      -> table on the terminal, OUTPUT/evaluation.json and evaluation.md
 
 Plain Python, not Beam: a benchmark dataset fits one process, and the
 progress bar shows images per second. The protocols are grepq_core.evaluation.
@@ -19,27 +19,31 @@ import dataclasses
 import json
 import logging
 import math
+from typing import TYPE_CHECKING
 
-import fsspec
-import numpy as np
+from pipelines.options import COMMAND_FLAGS, HelpFormatter, encoder_spec, flag_message
 
-from grepq_core import evaluation as E
-from grepq_core import pathways
-from grepq_core.datasets import DATASETS, load_dataset
-from grepq_core.extractor import EncoderSpec, load_available
-from grepq_core.features import feature_layout, feature_matrix
-from grepq_core.metrics import MAPPINGS
-from pipelines.evaluate_data import NSS_WIDTH, Cache, gather
-from pipelines.options import COMMAND_FLAGS, encoder_spec, flag_message
+if TYPE_CHECKING:  # numpy, torch, pandas and the rest are imported where they are used: --help stays fast
+    import numpy as np
+
+    from grepq_core import evaluation as E
+    from grepq_core.extractor import EncoderSpec
 
 __all__ = ["run", "arg_parser"]
 
 log = logging.getLogger(__name__)
 
+# grepq_core.datasets.DATASETS' names and grepq_core.metrics.MAPPINGS, here so that --help imports neither
+# pandas nor scipy (tests/test_cli.py checks that they agree).
+DATASET_NAMES = ("live", "csiq", "tid2013", "kadid10k", "clive", "koniq10k", "spaq", "flive", "pipal", "agiqa1k",
+                 "agiqa3k", "csv")
+PLCC_MAPPINGS = ("logistic", "cubic")
 
 
 def _zero_shot_methods() -> list[tuple[str, str, tuple[str, ...]]]:
     """(method, feature-row column, pathways it needs): each pathway's score, then the combined one."""
+    from grepq_core import pathways
+
     ps = list(pathways.PATHWAYS.values())
     combined = [p for p in ps if p.combined]
     return ([(f"grepq {p.title} ({p.zero_shot_column})", p.zero_shot_column, (p.name,)) for p in ps]
@@ -49,30 +53,35 @@ def _zero_shot_methods() -> list[tuple[str, str, tuple[str, ...]]]:
 
 def _few_shot_methods() -> list[tuple[str, tuple[str, ...]]]:
     """(method, pathways whose features it uses): all of them together, then each alone."""
+    from grepq_core import pathways
+
     ps = list(pathways.PATHWAYS.values())
     return ([(f"grepq {'+'.join(p.title for p in ps)} ridge", tuple(p.name for p in ps))]
             + [(f"grepq {p.title} ridge", (p.name,)) for p in ps])
 
 
 def arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="grepq evaluate", description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(prog="grepq evaluate", description=__doc__.strip().splitlines()[0],
+                                     allow_abbrev=False, formatter_class=HelpFormatter)
     g = parser.add_argument_group("dataset and protocol")
-    g.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASETS)} (csv: ROOT/labels.csv "
+    g.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASET_NAMES)} (csv: ROOT/labels.csv "
                    "with columns path, score, optional group)")
     g.add_argument("--root", required=True, help="the dataset's folder (local or fsspec URL)")
     g.add_argument("--labels", help="label file replacing the dataset's own (see each loader)")
     g.add_argument("--lower-is-better", action="store_true", help="csv dataset: scores are DMOS")
-    g.add_argument("--protocol", default="both", choices=("zero-shot", "few-shot", "both"))
+    g.add_argument("--protocol", default="both", choices=("zero-shot", "few-shot", "both"),
+                   help="zero-shot scores, few-shot ridge on --n-train labelled images, or both")
     g.add_argument("--n-train", type=int, default=50, help="few-shot: labelled training images per split")
     g.add_argument("--splits", type=int, default=10, help="few-shot: random splits (seeds SEED, SEED+1, ...)")
     g.add_argument("--test-fraction", type=float, default=0.2,
                    help="few-shot: share of the contents held out for testing in each split")
-    g.add_argument("--plcc-mapping", choices=MAPPINGS,
-                   help="map predictions onto the MOS before PLCC: logistic (the fast profile's default) or "
-                   "cubic (the reference's, and the reference profile's default)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--plcc-mapping", choices=PLCC_MAPPINGS,
+                   help="map predictions onto the MOS before PLCC: logistic or cubic (the reference's); not "
+                   "given: logistic under the fast profile, cubic under the reference one")
+    g.add_argument("--seed", type=int, default=0, help="few-shot: seed of the first split")
     g.add_argument("--features-cache", help="folder of feature and baseline rows reused across runs")
-    g.add_argument("--output-dir", default="evaluation", help="where evaluation.json and evaluation.md go")
+    g.add_argument("--output", default="evaluation",
+                   help="folder (local or fsspec URL) for evaluation.json and evaluation.md")
     for add in COMMAND_FLAGS["extract"][2:]:  # the encoder and view flags
         add(parser)
     return parser
@@ -86,12 +95,16 @@ def _unavailable_reason(pathway: str, spec: EncoderSpec, error: str) -> str:
 
 def _pathway_reasons(spec: EncoderSpec, missing: dict[str, str]) -> dict[str, str]:
     """pathway -> why its features are absent, for each absent pathway, in this command's flags."""
+    from grepq_core import pathways
+
     reasons = {p: f"`pathways` {','.join(spec.pathways)}" for p in pathways.names() if p not in spec.pathways}
     reasons.update({p: _unavailable_reason(p, spec, m) for p, m in missing.items()})
     return {p: flag_message(r, arg_parser()) for p, r in reasons.items()}
 
 
 def _column(rows: list[dict], key: str) -> np.ndarray:
+    import numpy as np
+
     return np.array([math.nan if r[key] is None else r[key] for r in rows], dtype=np.float64)
 
 
@@ -102,6 +115,8 @@ def _missing_reason(needs: tuple[str, ...], reasons: dict[str, str]) -> str | No
 
 def _zero_shot_rows(rows, base, mos, reasons: dict[str, str], zs_ll_reason: str | None,
                     mapping: str) -> list[E.Result]:
+    from grepq_core import evaluation as E
+
     results = []
     for method, column, needs in _zero_shot_methods():
         own = dict(reasons)
@@ -117,6 +132,12 @@ def _zero_shot_rows(rows, base, mos, reasons: dict[str, str], zs_ll_reason: str 
 
 
 def _few_shot_rows(rows, base, mos, splits, reasons: dict[str, str], mapping: str) -> list[E.Result]:
+    import numpy as np
+
+    from grepq_core import evaluation as E
+    from grepq_core.features import feature_layout, feature_matrix, zero_shot_score
+    from pipelines.evaluate_data import NSS_WIDTH
+
     layout, identities = feature_layout(rows)
     results = []
     for method, needs in _few_shot_methods():
@@ -127,6 +148,10 @@ def _few_shot_rows(rows, base, mos, splits, reasons: dict[str, str], mapping: st
         sub = [[b, w] for b, w in layout if b in needs]
         results.append(E.few_shot(method, feature_matrix(rows, sub), mos, splits, sub,
                                   {b: identities[b] for b in needs}, mapping=mapping))
+    if rows:
+        zs = np.array([np.nan if zero_shot_score(r)[0] is None else zero_shot_score(r)[0] for r in rows])
+        results.append(E.zero_shot_on_splits("grepq zero-shot (same splits)", zs, mos, splits, mapping))
+        results.append(E.few_shot_choice("grepq fit (kept by CV)", rows, mos, splits, mapping))
     nss = np.array([r["nss"] for r in base], dtype=np.float64)
     results.append(E.few_shot("NSS ridge (BRISQUE's 36 features)", nss, mos, splits, [["nss", NSS_WIDTH]],
                               {"nss": "brisque-nss"}, mapping=mapping))
@@ -142,6 +167,8 @@ def _zs_ll_reason(spec: EncoderSpec) -> str | None:
 
 
 def _header(args, report: dict) -> str:
+    from grepq_core import pathways
+
     enc = report["encoders"]
     lines = [f"# grepq evaluate: {args.dataset}, {report['images']} images in {report['groups']} groups", "",
              f"- root: {args.root}",
@@ -180,7 +207,16 @@ def _json_safe(value):
 
 def run(argv=None) -> dict:
     """Evaluate, print the table, write JSON and Markdown; returns the JSON record."""
-    args = arg_parser().parse_args(argv)
+    args = arg_parser().parse_args(argv)  # first, so that a flag error needs no heavy import
+    import fsspec
+    import numpy as np
+
+    from grepq_core import evaluation as E
+    from grepq_core import pathways
+    from grepq_core.datasets import load_dataset
+    from grepq_core.extractor import load_available
+    from pipelines.evaluate_data import Cache, gather
+
     spec = encoder_spec(args)
     df = load_dataset(args.dataset, args.root, labels=args.labels, lower_is_better=args.lower_is_better)
     extractor, missing = load_available(spec)
@@ -221,11 +257,11 @@ def run(argv=None) -> dict:
     if spec.profile == "reference":
         text += "\nIn the paper's layout:\n\n" + E.paper_table(results, args.dataset) + "\n"
     print("\n" + text)
-    fs, folder = fsspec.core.url_to_fs(args.output_dir)
+    fs, folder = fsspec.core.url_to_fs(args.output)
     fs.makedirs(folder, exist_ok=True)
     with fs.open(f"{folder}/evaluation.md", "w") as f:
         f.write(text)
     with fs.open(f"{folder}/evaluation.json", "w") as f:
         json.dump(_json_safe(report), f, indent=1)
-    log.info("wrote %s/evaluation.json and evaluation.md", args.output_dir)
+    log.info("wrote %s/evaluation.json and evaluation.md", args.output)
     return report

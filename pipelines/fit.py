@@ -66,9 +66,9 @@ def build(p, args, features: str, output: str):
 
     from pipelines.score import require_features
 
+    labels = read_labels(args.labels, lower_is_better=args.lower_is_better)
     source = ParquetSink(features, store.FEATURES_DIR, store.features_schema())
     require_features(source)
-    labels = read_labels(args.labels, lower_is_better=args.lower_is_better)
     keys = _label_keys(labels)
     alphas = [float(a) for a in args.alphas.split(",")]
     cols = pathways.columns()

@@ -14,32 +14,18 @@ Beam (--runner, --project, ...).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+from typing import TYPE_CHECKING
 
-import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
-
-from grepq_core.devices import resolve_device
-from grepq_core.distortions import list_distortions
 from grepq_core.errors import GrepqError
-from grepq_core.imageio import decode_image, read_bytes
-from grepq_core.paths import to_text
-from grepq_core.training.data import (
-    INDEX,
-    RECORDS_DIR,
-    SKIPPED,
-    TrainingSetSpec,
-    encode_record,
-    index_row,
-    make_record,
-    record_filename,
-)
-from pipelines.options import parse
-from transforms import dead_letters
-from transforms.read import MatchImages
+from pipelines.options import HelpFormatter, parse
+
+if TYPE_CHECKING:  # Beam and torch are imported where they are used, so --help stays fast
+    import apache_beam as beam
+
+    from grepq_core.training.data import TrainingSetSpec
 
 __all__ = ["run", "arg_parser", "build", "spec_from_args"]
 
@@ -49,70 +35,96 @@ _NAMESPACE = "grepq"
 
 def _skip(counter, path: str, stage: str, error: Exception):
     """Log and count one unusable photo; its row for PREFIX/skipped-*.jsonl."""
+    import apache_beam as beam
+
+    from grepq_core.training.data import SKIPPED
+    from transforms import dead_letters
+
     row = dead_letters.from_error(path, error, stage)
     log.warning("skipped %s at %s: %s %s", row["path"], row["stage"], row["reason"], row["detail"])
     counter.inc()
     return beam.pvalue.TaggedOutput(SKIPPED, row)
 
 
-class _Read(beam.DoFn):
-    """path -> (path, HxWx3 uint8 pixels)."""
+@functools.cache
+def _steps():
+    """The DoFns (_Read, _MakeVersions, _WriteRecord), defined on first use so that importing
+    this module (for --help) imports neither Beam nor torch. Beam pickles them by value."""
+    import apache_beam as beam
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.metrics import Metrics
 
-    def __init__(self):
-        self._skipped = Metrics.counter(_NAMESPACE, "training_photos_skipped")
+    from grepq_core.devices import resolve_device
+    from grepq_core.imageio import decode_image, read_bytes
+    from grepq_core.paths import to_text
+    from grepq_core.training.data import RECORDS_DIR, encode_record, index_row, make_record, record_filename
 
-    def process(self, path: str):
-        stage = "read"
-        try:
-            data = read_bytes(path)
-            stage = "decode"
-            yield to_text(path), decode_image(data)
-        except Exception as e:  # noqa: BLE001 - one photo must never fail the job
-            yield _skip(self._skipped, path, stage, e)
+    class _Read(beam.DoFn):
+        """path -> (path, HxWx3 uint8 pixels)."""
 
+        def __init__(self):
+            self._skipped = Metrics.counter(_NAMESPACE, "training_photos_skipped")
 
-class _MakeVersions(beam.DoFn):
-    """(path, pixels) -> TrainingRecord (versions + FSIM matrix, on the worker's `device`)."""
+        def process(self, path: str):
+            stage = "read"
+            try:
+                data = read_bytes(path)
+                stage = "decode"
+                yield to_text(path), decode_image(data)
+            except Exception as e:  # noqa: BLE001 - one photo must never fail the job
+                yield _skip(self._skipped, path, stage, e)
 
-    def __init__(self, spec: TrainingSetSpec, device: str):
-        self._spec = spec
-        self._device = device
-        self._skipped = Metrics.counter(_NAMESPACE, "training_photos_skipped")
+    class _MakeVersions(beam.DoFn):
+        """(path, pixels) -> TrainingRecord (versions + FSIM matrix, on the worker's `device`)."""
 
-    def setup(self):
-        self._torch_device = resolve_device(self._device)
+        def __init__(self, spec: TrainingSetSpec, device: str):
+            self._spec = spec
+            self._device = device
+            self._skipped = Metrics.counter(_NAMESPACE, "training_photos_skipped")
 
-    def process(self, item):
-        path, pixels = item
-        try:
-            yield make_record(pixels, path, self._spec, device=self._torch_device)
-        except Exception as e:  # noqa: BLE001
-            yield _skip(self._skipped, path, "versions", e)
+        def setup(self):
+            self._torch_device = resolve_device(self._device)
 
+        def process(self, item):
+            path, pixels = item
+            try:
+                yield make_record(pixels, path, self._spec, device=self._torch_device)
+            except Exception as e:  # noqa: BLE001
+                yield _skip(self._skipped, path, "versions", e)
 
-class _WriteRecord(beam.DoFn):
-    """TrainingRecord -> PREFIX/records/NAME.npz, and its index row."""
+    class _WriteRecord(beam.DoFn):
+        """TrainingRecord -> PREFIX/records/NAME.npz, and its index row."""
 
-    def __init__(self, prefix: str):
-        self._prefix = prefix
-        self._written = Metrics.counter(_NAMESPACE, "training_records_written")
-        self._skipped = Metrics.counter(_NAMESPACE, "training_photos_skipped")
+        def __init__(self, prefix: str):
+            self._prefix = prefix
+            self._written = Metrics.counter(_NAMESPACE, "training_records_written")
+            self._skipped = Metrics.counter(_NAMESPACE, "training_photos_skipped")
 
-    def process(self, record):
-        try:
-            name = record_filename(record.source)
-            path = FileSystems.join(self._prefix, RECORDS_DIR, name)
-            with FileSystems.create(path, mime_type="application/octet-stream",
-                                    compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                f.write(encode_record(record))
-            self._written.inc()
-            yield index_row(record, name)
-        except Exception as e:  # noqa: BLE001
-            yield _skip(self._skipped, record.source, "write", e)
+        def process(self, record):
+            try:
+                name = record_filename(record.source)
+                path = FileSystems.join(self._prefix, RECORDS_DIR, name)
+                with FileSystems.create(path, mime_type="application/octet-stream",
+                                        compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                    f.write(encode_record(record))
+                self._written.inc()
+                yield index_row(record, name)
+            except Exception as e:  # noqa: BLE001
+                yield _skip(self._skipped, record.source, "write", e)
+
+    return _Read, _MakeVersions, _WriteRecord
 
 
 def build(p: beam.Pipeline, inputs: list[str], prefix: str, spec: TrainingSetSpec, device: str = "auto"):
     """Add the make-training-set steps to `p`; FSIM runs on `device` (auto: CUDA when the worker has it)."""
+    import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
+
+    from grepq_core.training.data import INDEX, SKIPPED
+    from transforms.read import MatchImages
+
+    _Read, _MakeVersions, _WriteRecord = _steps()
     read = (p
             | "Match" >> MatchImages(inputs)
             | "Read" >> beam.ParDo(_Read()).with_outputs(SKIPPED, main="photos"))
@@ -136,6 +148,9 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def spec_from_args(args: argparse.Namespace) -> TrainingSetSpec:
     """The version plan the flags select."""
+    from grepq_core.distortions import list_distortions
+    from grepq_core.training.data import TrainingSetSpec
+
     names = (tuple(list_distortions()) if args.distortions == "all"
              else tuple(n.strip() for n in args.distortions.split(",") if n.strip()))
     return TrainingSetSpec(distortions=names, levels=_ints(args.levels), per_image=args.per_image,
@@ -143,20 +158,22 @@ def spec_from_args(args: argparse.Namespace) -> TrainingSetSpec:
 
 
 def arg_parser() -> argparse.ArgumentParser:
+    # The defaults are TrainingSetSpec's, as literals so that --help imports no torch (tests/test_cli.py checks).
     parser = argparse.ArgumentParser(
         prog="grepq make-training-set", description=__doc__.strip().splitlines()[0], allow_abbrev=False,
+        formatter_class=HelpFormatter,
         epilog="Any other flag goes to Beam, e.g. --runner DataflowRunner --project P --region R "
                "--temp_location gs://... (docs/dataflow.md).")
     parser.add_argument("--input", action="append", required=True,
                         help="glob of pristine photos (local or gs://); repeatable")
     parser.add_argument("--output", required=True, help="training-set prefix (directory, local or gs://)")
     parser.add_argument("--distortions", default="all",
-                        help="comma-separated distortion names to draw from, or 'all' (default)")
-    parser.add_argument("--levels", default="2,4", help="levels (1-5) each drawn type is applied at (default 2,4)")
+                        help="comma-separated distortion names to draw from, or 'all'")
+    parser.add_argument("--levels", default="2,4", help="levels (1-5) each drawn type is applied at")
     parser.add_argument("--per-image", type=int, default=4,
-                        help="distortion types per photo (default 4: 4 x 2 levels + reference = 9 versions)")
+                        help="distortion types per photo (4 with 2 levels: 4 x 2 + the reference = 9 versions)")
     parser.add_argument("--size", type=int, default=384,
-                        help="shorter side resized to this, then a centre square crop (default 384, min 224)")
+                        help="shorter side resized to this, then a centre square crop (at least 224)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the distortion choice (with each path)")
     parser.add_argument("--device", default="auto",
                         help="where FSIM is computed: auto (CUDA when the worker has it), cpu or cuda")
@@ -164,6 +181,8 @@ def arg_parser() -> argparse.ArgumentParser:
 
 
 def run(argv=None, test_pipeline=None):
+    import apache_beam as beam
+
     args, options = parse(arg_parser(), argv)
     spec = spec_from_args(args)
     log.info("%d versions per photo (%d of %d distortion types x levels %s), %dx%d", spec.num_versions,

@@ -19,7 +19,7 @@ import re
 
 from grepq_core.errors import GrepqError, did_you_mean
 
-__all__ = ["DEFAULT_RUNNER", "COMMAND_FLAGS", "command_parser", "parse", "beam_options", "encoder_spec",
+__all__ = ["HelpFormatter", "DEFAULT_RUNNER", "COMMAND_FLAGS", "command_parser", "parse", "beam_options", "encoder_spec",
            "flag_message", "require"]
 
 # The runner a command uses when --runner is not given: Beam's in-process
@@ -28,6 +28,15 @@ __all__ = ["DEFAULT_RUNNER", "COMMAND_FLAGS", "command_parser", "parse", "beam_o
 DEFAULT_RUNNER = "FnApiRunner"
 _EPILOG = ("Any other flag must be one of Beam's, e.g. --runner DataflowRunner --project P --region R "
            f"--temp_location gs://... (docs/dataflow.md). Without --runner: {DEFAULT_RUNNER}, in this process.")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where there is none to show (None, or an off switch)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _none_or_int(text: str) -> int | None:
@@ -138,7 +147,7 @@ def _run_io(p):
     p.add_argument("--alphas", default="0.1,1,10,100", help="ridge alphas to choose from by CV")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds")
     p.add_argument("--model", help="an existing regressor JSON instead of --labels")
-    p.add_argument("--model-output", help="where the fitted model goes (default OUTPUT/model.json)")
+    p.add_argument("--model-output", help="where the fitted model goes (not given: OUTPUT/model.json)")
 
 
 COMMAND_FLAGS = {
@@ -152,7 +161,7 @@ COMMAND_FLAGS = {
 def command_parser(command: str, description: str) -> argparse.ArgumentParser:
     """The parser of one Beam command: its own flags only, defaults shown."""
     parser = argparse.ArgumentParser(prog=f"grepq {command}", description=description, epilog=_EPILOG,
-                                     allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     allow_abbrev=False, formatter_class=HelpFormatter)
     for add in COMMAND_FLAGS[command]:
         add(parser)
     return parser

@@ -11,16 +11,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
-import fsspec
-import pyarrow.compute as pc
-
-from grepq_core import pathways
 from grepq_core.errors import GrepqError, ImageError
-from grepq_core.imageio import load_image
-from grepq_core.regressor import load_ridge
-from grepq_core.report import ReportInputs, decile_rows, render_report, thumbnail_jpeg
-from transforms import store
+
+if TYPE_CHECKING:  # pyarrow, matplotlib, torch and the rest are imported where they are used: --help stays fast
+    from grepq_core.report import ReportInputs
+
+from pipelines.options import HelpFormatter
 
 __all__ = ["run", "arg_parser", "build_inputs"]
 
@@ -30,6 +28,11 @@ _RIDGE_PREFIX = "ridge:"
 
 def _identities(features: str) -> dict[str, list[str]] | None:
     """Encoder identities per pathway in the feature rows; None when there are no feature rows."""
+    import pyarrow.compute as pc
+
+    from grepq_core import pathways
+    from transforms import store
+
     columns = {name: pathways.get(name).identity_column for name in pathways.names()} | {"profile": "profile"}
     table = store.read_table(features, store.FEATURES_DIR, columns=list(columns.values()),
                              schema=store.features_schema())
@@ -40,7 +43,10 @@ def _identities(features: str) -> dict[str, list[str]] | None:
 
 def _model_record(scorers, model: str | None) -> dict | None:
     """The ridge model's fields: from --model, else from the `ridge:URI` scorer of the rows."""
-    uris = [model] if model else sorted({s[len(_RIDGE_PREFIX):] for s in scorers if s.startswith(_RIDGE_PREFIX)})
+    from grepq_core.regressor import load_ridge
+
+    uris = [model] if model else sorted({s[len(_RIDGE_PREFIX):].rsplit("@", 1)[0]
+                                         for s in scorers if s.startswith(_RIDGE_PREFIX)})
     if not uris:
         return None
     try:
@@ -53,18 +59,43 @@ def _model_record(scorers, model: str | None) -> dict | None:
 
 def _thumbnails(paths, size: int) -> dict[str, bytes]:
     """JPEG thumbnails of the images that can still be read; the others are logged and left out."""
+    from grepq_core.imageio import load_image
+    from grepq_core.paths import to_local
+    from grepq_core.report import thumbnail_jpeg
+
     out = {}
     for path in paths:
         try:
-            out[path] = thumbnail_jpeg(load_image(path), size)
+            out[path] = thumbnail_jpeg(load_image(to_local(path)), size)
         except ImageError as e:
             log.warning("no thumbnail for %s: %s", path, e)
     return out
 
 
+def _run_record(features: str) -> dict[str, str]:
+    """What the extract runs behind the features say of themselves: when, over what, with which grepq."""
+    from transforms import runs
+
+    made = runs.manifests(features)
+    if not made:
+        return {}
+    inputs = sorted({a for m in made for a in _flag_values(m.get("argv", []), "--input")})
+    return {"extracted": ", ".join(m.get("finished", "?") for m in made[-3:]) + (" ..." if len(made) > 3 else ""),
+            "input": ", ".join(inputs) or "?",
+            "grepq version": ", ".join(sorted({m.get("grepq_version", "?") for m in made}))}
+
+
+def _flag_values(argv: list[str], flag: str) -> list[str]:
+    values = [b for a, b in zip(argv, argv[1:]) if a == flag]
+    return values + [a.split("=", 1)[1] for a in argv if a.startswith(flag + "=")]
+
+
 def build_inputs(scores_dir: str, features_dir: str | None = None, model: str | None = None,
                  threshold: float | None = None, thumbnail_size: int = 160) -> ReportInputs:
     """Read everything the page shows from a run's output directories."""
+    from grepq_core.report import ReportInputs, decile_rows
+    from transforms import store
+
     features_dir = features_dir or scores_dir
     scores = store.read_table(scores_dir, store.SCORES_DIR, schema=store.scores_schema()).to_pandas()
     if scores.empty:
@@ -78,11 +109,16 @@ def build_inputs(scores_dir: str, features_dir: str | None = None, model: str | 
         thumbnails=_thumbnails(decile_rows(scores)["path"], thumbnail_size),
         threshold=threshold,
         source=scores_dir,
+        run=_run_record(features_dir),
     )
 
 
 def run(argv=None):
-    args = arg_parser().parse_args(argv)
+    args = arg_parser().parse_args(argv)  # first, so that a flag error needs no heavy import
+    import fsspec
+
+    from grepq_core.report import render_report
+
     html = render_report(build_inputs(args.scores, args.features, args.model, args.threshold, args.thumbnail_size))
     with fsspec.open(args.output, "w", encoding="utf-8") as f:
         f.write(html)
@@ -91,14 +127,14 @@ def run(argv=None):
 
 def arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grepq report", description=__doc__.strip().splitlines()[0],
-                                     allow_abbrev=False)
+                                     allow_abbrev=False, formatter_class=HelpFormatter)
     parser.add_argument("--scores", required=True,
                         help="directory a `grepq score` or `grepq run` wrote (holds scores/)")
     parser.add_argument("--features", help="the extract run's directory, for dead letters and encoder "
-                        "identities (default: --scores, as `grepq run` writes both there)")
-    parser.add_argument("--model", help="ridge model JSON to summarise (default: the one the scorer names)")
+                        "identities; not given: --scores, where `grepq run` writes both")
+    parser.add_argument("--model", help="ridge model JSON to summarise; not given: the one the scorer names")
     parser.add_argument("--output", required=True, help="HTML file to write (path or fsspec URL)")
     parser.add_argument("--threshold", type=float,
-                        help="keep / reject line on the histogram (default: the lowest kept score)")
+                        help="keep / reject line on the histogram; not given: the lowest kept score")
     parser.add_argument("--thumbnail-size", type=int, default=160, help="thumbnail side in pixels")
     return parser

@@ -18,7 +18,7 @@ def run(argv=None):
 
     args, options = parse(arg_parser(), argv)
     out = args.output.rstrip("/")
-    extract.execute(args, options)
+    extract.execute(args, options, argv=argv)
     model = args.model
     if args.labels:
         model = args.model_output or f"{out}/model.json"

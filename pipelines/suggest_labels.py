@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
-import fsspec
-import numpy as np
-import pandas as pd
-
-from grepq_core import pathways
 from grepq_core.errors import GrepqError
-from grepq_core.features import feature_layout, feature_matrix
-from grepq_core.labels import join_labels, read_labels
-from grepq_core.selection import suggest_labels
-from transforms import store
+
+if TYPE_CHECKING:  # numpy, pandas, torch and the rest are imported where they are used: --help stays fast
+    import numpy as np
+    import pandas as pd
+
+from pipelines.options import HelpFormatter
 
 __all__ = ["run", "arg_parser"]
 
@@ -31,6 +29,10 @@ log = logging.getLogger(__name__)
 
 def _zero_shot(frame: pd.DataFrame) -> tuple[np.ndarray | None, str | None]:
     """The zero-shot score the scorer would use (combined, else each pathway's in turn) and its column."""
+    import numpy as np
+
+    from grepq_core import pathways
+
     for column in ("zs_combined", *pathways.columns()["zero_shot"]):
         values = frame[column].to_numpy(dtype=np.float64)
         if np.isfinite(values).any():
@@ -40,6 +42,8 @@ def _zero_shot(frame: pd.DataFrame) -> tuple[np.ndarray | None, str | None]:
 
 def _excluded(uri: str | None, paths: list[str]) -> set[str]:
     """Feature paths that the label file `uri` already labels."""
+    from grepq_core.labels import join_labels, read_labels
+
     if not uri:
         return set()
     matched, warnings = join_labels(read_labels(uri), paths)
@@ -50,6 +54,8 @@ def _excluded(uri: str | None, paths: list[str]) -> set[str]:
 
 def _candidates(n_rows: int, keep: np.ndarray, cap: int, seed: int) -> np.ndarray:
     """Row numbers to consider: all, or the rows in `keep` plus a seeded sample of the others up to `cap`."""
+    import numpy as np
+
     if n_rows <= cap:
         return np.arange(n_rows)
     others = np.setdiff1d(np.arange(n_rows), keep)
@@ -58,7 +64,16 @@ def _candidates(n_rows: int, keep: np.ndarray, cap: int, seed: int) -> np.ndarra
 
 
 def run(argv=None):
-    args = arg_parser().parse_args(argv)
+    args = arg_parser().parse_args(argv)  # first, so that a flag error needs no heavy import
+    import fsspec
+    import numpy as np
+    import pandas as pd
+
+    from grepq_core import pathways
+    from grepq_core.features import feature_layout, feature_matrix
+    from grepq_core.selection import suggest_labels
+    from transforms import store
+
     cols = pathways.columns()
     columns = ["path", *cols["features"], *cols["identity"], "zs_combined", *cols["zero_shot"]]
     table = store.read_table(args.features, store.FEATURES_DIR, columns=columns, schema=store.features_schema())
@@ -66,7 +81,7 @@ def run(argv=None):
         raise GrepqError(f"no feature rows under {args.features}/{store.FEATURES_DIR}: run `grepq extract` "
                          "first, or pass the directory it wrote as `features`")
     paths = table.column("path").to_pylist()
-    excluded = _excluded(args.exclude, paths)
+    excluded = _excluded(args.labels, paths)
     labelled_rows = np.flatnonzero([p in excluded for p in paths])
     rows = _candidates(table.num_rows, labelled_rows, args.max_candidates, args.seed)
     frame = table.take(rows).to_pandas()
@@ -86,13 +101,13 @@ def run(argv=None):
 
 def arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grepq suggest-labels", description=__doc__.strip().splitlines()[0],
-                                     allow_abbrev=False)
+                                     allow_abbrev=False, formatter_class=HelpFormatter)
     parser.add_argument("--features", required=True, help="an extract run's output directory")
-    parser.add_argument("-n", type=int, default=50, help="how many images to suggest (default 50)")
+    parser.add_argument("-n", type=int, default=50, help="how many images to suggest")
     parser.add_argument("--output", required=True, help="CSV to write (path or fsspec URL)")
-    parser.add_argument("--exclude", help="label CSV (path, score) of images already labelled: never "
+    parser.add_argument("--labels", help="label CSV (path, score) of images already labelled: never "
                         "suggested, and new picks keep away from them")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first pick")
     parser.add_argument("--max-candidates", type=int, default=20_000,
-                        help="consider a seeded sample of at most this many images (default 20000)")
+                        help="consider a seeded sample of at most this many images")
     return parser

@@ -5,40 +5,50 @@
 Writes CKPT (the encoder, `--ll-weights CKPT` loads it), <CKPT>.state.pt
 (for --resume) and <CKPT>.log.jsonl (step, epoch, loss, lr); see
 grepq_core/training/ll.py.
+
+The parser imports no torch, so --help is fast: its defaults are those of
+LLTrainConfig (tests/test_cli.py checks that they agree) and its --arch
+choices are read from the architecture registry file.
 """
 from __future__ import annotations
 
 import argparse
+import json
+from importlib import resources
 
-from grepq_core.ll_encoder import list_ll_architectures
-from grepq_core.training.ll import LLTrainConfig, train_ll
+from pipelines.options import HelpFormatter
 
 __all__ = ["run", "arg_parser"]
 
 
+def _architectures() -> list[str]:
+    """The registered LL architectures (what grepq_core.ll_encoder.list_ll_architectures returns), without torch."""
+    return list(json.loads((resources.files("grepq_core") / "configs" / "ll_encoders.json").read_text()))
+
+
 def arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grepq train-ll", description=__doc__.strip().splitlines()[0],
-                                     allow_abbrev=False)
-    defaults = LLTrainConfig()
+                                     allow_abbrev=False, formatter_class=HelpFormatter)
     parser.add_argument("--data", required=True, action="append",
                         help="training-set prefix written by `grepq make-training-set`; repeatable (the sets "
                              "train as one, e.g. the same photos made with different --seed)")
     parser.add_argument("--output", required=True, help="checkpoint path or URL (e.g. ll.pt)")
-    parser.add_argument("--arch", default=defaults.arch, choices=list_ll_architectures(),
-                        help=f"LL architecture (default {defaults.arch})")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch", type=int, default=defaults.batch, help="photos per step (each gives K fragments)")
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--min-lr", type=float, default=defaults.min_lr, help="end of the cosine decay")
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--tau", type=float, default=defaults.tau, help="QACL temperature")
-    parser.add_argument("--grid", type=int, default=defaults.grid,
-                        help=f"views are a grid x grid of fragments (default {defaults.grid}: 224x224 with 32x32 "
-                             "fragments; 3 gives 96x96 views, the zero-shot patch size, at a fifth of the cost)")
-    parser.add_argument("--fragment", type=int, default=defaults.fragment,
-                        help=f"side of each fragment (default {defaults.fragment}); --grid 1 --fragment 96 gives "
-                             "single seamless crops the size of the zero-shot patches")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--arch", default="resnet18", choices=_architectures(), help="LL architecture")
+    parser.add_argument("--epochs", type=int, default=15, help="passes over the training set")
+    # dest "batch": LLTrainConfig's errors name the field `batch`, which the CLI maps back to this flag.
+    parser.add_argument("--batch-size", dest="batch", metavar="BATCH_SIZE", type=int, default=8,
+                        help="photos per step (each gives K fragments)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate at the start of the cosine decay")
+    parser.add_argument("--min-lr", type=float, default=1e-6, help="learning rate at the end of the cosine decay")
+    parser.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
+    parser.add_argument("--tau", type=float, default=0.5, help="QACL temperature")
+    parser.add_argument("--grid", type=int, default=7,
+                        help="views are a grid x grid of fragments (7: 224x224 with 32x32 fragments; 3 gives "
+                             "96x96 views, the zero-shot patch size, at a fifth of the cost)")
+    parser.add_argument("--fragment", type=int, default=32,
+                        help="side of each fragment; --grid 1 --fragment 96 gives single seamless crops the size "
+                             "of the zero-shot patches")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights, photo order and views")
     parser.add_argument("--init", help="start from these LL weights instead of a random encoder: 'shipped', a "
                                        "checkpoint path or URL of the same --arch (fine-tuning on one's own photos)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -51,7 +61,9 @@ def arg_parser() -> argparse.ArgumentParser:
 
 
 def run(argv=None):
-    args = arg_parser().parse_args(argv)
+    args = arg_parser().parse_args(argv)  # first, so that a flag error needs no heavy import
+    from grepq_core.training.ll import LLTrainConfig, train_ll
+
     config = LLTrainConfig(arch=args.arch, epochs=args.epochs, batch=args.batch, lr=args.lr, min_lr=args.min_lr,
                            weight_decay=args.weight_decay, tau=args.tau, grid=args.grid,
                            fragment=args.fragment, seed=args.seed, init=args.init)

@@ -145,3 +145,11 @@ def test_foreign_checkpoint_is_refused(tmp_path):
 def test_save_refuses_a_mislabelled_architecture(tmp_path):
     with pytest.raises(GrepqError, match="resnet18"):
         save_ll_checkpoint(LLEncoder(width=8, hidden=64), str(tmp_path / "x.pt"), "resnet18")
+
+
+def test_a_grepq_checkpoint_without_its_architecture_says_what_it_lacks(tmp_path):
+    checkpoint = torch.load(tiny_ll_checkpoint(tmp_path / "ll.pt"), weights_only=True)
+    del checkpoint["arch"]
+    torch.save(checkpoint, tmp_path / "no_arch.pt")
+    with pytest.raises(WeightsUnavailable, match="is a grepq LL checkpoint without arch"):
+        load_ll_encoder(str(tmp_path / "no_arch.pt"))

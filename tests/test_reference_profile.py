@@ -26,7 +26,7 @@ from grepq_core.hl_encoder import build_hl_encoder
 from grepq_core.ll_encoder import load_ll_encoder
 from grepq_core.pristine import PristineModel, load_pristine
 from grepq_core.profiles import spec_for
-from pipelines import evaluate, extract
+from pipelines import evaluate
 from pipelines.cli import main
 from tests.tiny_models import tiny_clip_config_path
 from transforms.store import read_table
@@ -209,7 +209,7 @@ def test_extract_and_evaluate_run_the_reference_profile_end_to_end(authors_files
     assert len(table) == 12 and set(table.profile) == {"reference"}
     assert table.ll_features.map(len).eq(128).all() and table.zs_ll.notna().all()
     report = evaluate.run(["--dataset", "csv", "--root", str(data), "--protocol", "zero-shot", "--profile",
-                           "reference", *authors_files["flags"], "--output-dir", str(tmp_path / "ev")])
+                           "reference", *authors_files["flags"], "--output", str(tmp_path / "ev")])
     printed = capsys.readouterr().out
     assert report["plcc_mapping"] == "cubic" and "In the paper's layout" in printed
     assert "| method | csv SRCC | csv PLCC |" in printed
@@ -218,6 +218,7 @@ def test_extract_and_evaluate_run_the_reference_profile_end_to_end(authors_files
 
 
 def test_the_reference_profile_fixes_its_views(capsys, tmp_path):
+    (tmp_path / "one.jpg").write_bytes(b"")
     assert main(["extract", "--profile", "reference", "--max-patches", "8", "--input", str(tmp_path / "*.jpg"),
                  "--output", str(tmp_path / "o")]) == 2
     assert "--profile reference fixes the views: leave out --max-patches" in capsys.readouterr().err

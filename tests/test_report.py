@@ -85,6 +85,8 @@ def test_parameters_and_dead_letters_come_from_the_run(run_dir, page):
     assert f"<td>rejected</td><td>{len(scores) - kept}</td>" in params
     assert f"<td>labelled images (n_train)</td><td>{len(scores)}</td>" in params
     assert f"<td>threshold</td><td>{scores.score[scores.keep].min():.4g} (lowest kept score)" in params
+    assert "<td>profile</td><td>fast</td>" in params and "<td>grepq version</td><td>0.1.0</td>" in params
+    assert "<td>extracted</td><td>20" in params and "*.jpg</td>" in params  # the run's date and input glob
     dead = _section(text, "dead-letters")
     assert "<td>decode</td><td>not_an_image</td><td>2</td>" in dead
     for reason in set(BROKEN.values()):
@@ -120,7 +122,9 @@ def test_histogram_when_all_or_none_are_kept(run_dir, keep):
     inputs.scores = inputs.scores.assign(keep=keep)
     text = render_report(inputs)
     assert _section(text, "histogram").count("data:image/png;base64,") == 1
-    assert ("(lowest kept score)" in text) == keep and ("no image was kept" in text) == (not keep)
+    # every image kept (no --keep-* flag) or none: no threshold to draw or state
+    assert "(lowest kept score)" not in text
+    assert ("every image was kept" in text) == keep and ("no image was kept" in text) == (not keep)
 
 
 def test_empty_run_sections_say_so():

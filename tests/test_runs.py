@@ -65,6 +65,7 @@ def test_the_dead_letter_threshold_fails_the_run_but_keeps_its_outputs(corpus, t
 ])
 def test_user_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "l.csv").write_text("path,score\n")
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]

@@ -103,7 +103,7 @@ def test_suggested_csv_is_a_label_file_once_filled_in(extracted, tmp_path):
     already = sorted(rows.index)[:2]
     pd.DataFrame({"path": already, "score": [50.0, 60.0]}).to_csv(tmp_path / "done.csv", index=False)
     suggest_cli.run(["--features", str(extracted), "-n", "4", "--output", str(tmp_path / "todo.csv"),
-                     "--exclude", str(tmp_path / "done.csv")])
+                     "--labels", str(tmp_path / "done.csv")])
     todo = pd.read_csv(tmp_path / "todo.csv", keep_default_na=False)
     assert list(todo.columns) == ["path", "score", "zero_shot"]
     assert len(todo) == 4 and todo.path.is_unique and not set(todo.path) & set(already)
@@ -111,7 +111,7 @@ def test_suggested_csv_is_a_label_file_once_filled_in(extracted, tmp_path):
     assert np.allclose(todo.zero_shot.astype(float), rows.loc[todo.path, "zs_ll"])
 
     suggest_cli.run(["--features", str(extracted), "-n", "50", "--output", str(tmp_path / "all.csv"),
-                     "--exclude", str(tmp_path / "done.csv")])
+                     "--labels", str(tmp_path / "done.csv")])
     filled = pd.read_csv(tmp_path / "all.csv")
     assert len(filled) == len(rows) - 2
     filled["score"] = np.where(filled.path.str.contains("/sharp_"), 80.0, 20.0)
@@ -125,7 +125,7 @@ def test_large_collections_are_subsampled_keeping_the_labelled_rows(extracted, t
     rows = read_table(str(extracted), "features").to_pandas()
     already = sorted(rows.path)[:2]
     pd.DataFrame({"path": already, "score": [50.0, 60.0]}).to_csv(tmp_path / "done.csv", index=False)
-    argv = ["--features", str(extracted), "-n", "50", "--exclude", str(tmp_path / "done.csv"), "--max-candidates", "5"]
+    argv = ["--features", str(extracted), "-n", "50", "--labels", str(tmp_path / "done.csv"), "--max-candidates", "5"]
     suggest_cli.run([*argv, "--output", str(tmp_path / "a.csv")])
     suggest_cli.run([*argv, "--output", str(tmp_path / "b.csv"), "--seed", "1"])
     a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")

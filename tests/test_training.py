@@ -104,7 +104,7 @@ def test_qacl_training_lowers_the_loss(training_set, tmp_path):
     _, prefix = training_set
     out = tmp_path / "ll.pt"
     train_ll_cli.run(["--data", prefix, "--output", str(out), "--arch", "resnet18-w8", "--epochs", "6",
-                      "--batch", "3", "--lr", "1e-3", "--seed", "0", "--device", "cpu", "--workers", "0",
+                      "--batch-size", "3", "--lr", "1e-3", "--seed", "0", "--device", "cpu", "--workers", "0",
                       "--no-progress"])
     log = _log(tmp_path / "ll.log.jsonl")
     assert [line["step"] for line in log] == list(range(1, 7))
@@ -172,7 +172,7 @@ def test_several_training_sets_train_as_one(training_set, tmp_path):
         load_record(prefix, r).names for r in read_index(prefix)]
     out = tmp_path / "both.pt"
     train_ll_cli.run(["--data", prefix, "--data", reseeded, "--output", str(out), "--arch", "resnet18-w8",
-                      "--epochs", "2", "--batch", "2", "--grid", "3", "--device", "cpu", "--workers", "0",
+                      "--epochs", "2", "--batch-size", "2", "--grid", "3", "--device", "cpu", "--workers", "0",
                       "--no-progress"])
     assert len(_log(tmp_path / "both.log.jsonl")) == 2 * 3  # 6 records in batches of 2, two epochs
     assert load_checkpoint(str(out))["meta"]["data"] == [prefix, reseeded]
@@ -189,7 +189,7 @@ def test_gcl_fine_tunes_only_the_image_tower(photos_dir, tmp_path):
     save_hl_checkpoint(start, str(tmp_path / "start.pt"), config)
     out = tmp_path / "hl.pt"
     train_hl.run(["--input", str(photos_dir / "*"), "--output", str(out), "--hl-model", config,
-                  "--hl-weights", str(tmp_path / "start.pt"), "--epochs", "2", "--batch", "4", "--tau-g", "2",
+                  "--hl-weights", str(tmp_path / "start.pt"), "--epochs", "2", "--batch-size", "4", "--tau-g", "2",
                   "--lr", "1e-3", "--device", "cpu", "--workers", "0", "--no-progress"])
     log = _log(tmp_path / "hl.log.jsonl")
     assert [line["step"] for line in log] == [1, 2]

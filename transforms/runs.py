@@ -26,7 +26,7 @@ import fsspec
 
 from grepq_core.errors import GrepqError
 
-__all__ = ["RUN_ID", "new_run_id", "grepq_version", "OutputLock", "commit", "committed_runs", "run_of",
+__all__ = ["RUN_ID", "new_run_id", "grepq_version", "OutputLock", "commit", "committed_runs", "manifests", "run_of",
            "clean_uncommitted"]
 
 RUN_ID = re.compile(r"^(run-\d{8}T\d{6}Z-[0-9a-f]{6})")
@@ -61,6 +61,16 @@ def committed_runs(output: str) -> set[str]:
     """The runs whose manifest exists under `output`."""
     fs, folder = _runs_dir(output)
     return {p.rsplit("/", 1)[-1][:-len(".json")] for p in fs.glob(f"{folder}/run-*.json")}
+
+
+def manifests(output: str) -> list[dict]:
+    """The committed runs' manifests under `output`, oldest first."""
+    fs, folder = _runs_dir(output)
+    out = []
+    for path in sorted(fs.glob(f"{folder}/run-*.json")):
+        with fs.open(path, "r") as f:
+            out.append(json.loads(f.read()))
+    return out
 
 
 def commit(output: str, run: str, manifest: dict) -> str:
