@@ -6,28 +6,38 @@ are fitted on the labelled rows, each with its alpha chosen by the same
 K-fold cross-validation (grepq_core/regressor.py):
 
 - ``zero-shot``: ridge on the zero-shot score alone (a monotone map of it
-  onto the labels' scale, so it ranks as zero-shot does);
+  onto the labels' scale, so it ranks as zero-shot does; its figure is the
+  zero-shot score's own SRCC with the labels, which involves no fitting,
+  rather than pooled out-of-fold predictions of five different maps);
 - ``features``: ridge on the encoders' features, as the paper does;
 - ``features+zero-shot``: both.
 
 The zero-shot candidate is kept unless another beats its CV SRCC by more
-than `MARGIN`, and a CV SRCC under `POOR_CV` is worth a warning: the
-labels are too few or too noisy to trust.
+than the CV figure's own noise, about 1 / sqrt(n) for n labels (at least
+`MARGIN`): with 16 labels a ridge must win by 0.25, with 200 by 0.07. A CV
+SRCC under `POOR_CV` is worth a warning: the labels are too few or too
+noisy to trust.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 
+from grepq_core import metrics
 from grepq_core.errors import GrepqError
 from grepq_core.features import ZERO_SHOT_BLOCK, feature_layout, feature_matrix, zero_shot_identity, zero_shot_score
 from grepq_core.regressor import DEFAULT_ALPHAS, RidgeModel, fit_ridge
 
-__all__ = ["MARGIN", "POOR_CV", "CANDIDATES", "fit_with_choice"]
+__all__ = ["MARGIN", "POOR_CV", "CANDIDATES", "margin", "fit_with_choice"]
 
 MARGIN = 0.02
 POOR_CV = 0.5
 CANDIDATES = ("zero-shot", "features", "features+zero-shot")
+
+
+def margin(n_labels: int) -> float:
+    """How much better than zero-shot a fit's CV SRCC must be to be kept: the SRCC's noise on n labels."""
+    return max(MARGIN, 1.0 / math.sqrt(max(n_labels, 1)))
 
 
 def _candidates(rows: list[dict]) -> dict[str, tuple[list, dict]]:
@@ -48,11 +58,13 @@ def fit_with_choice(rows: list[dict], labels, alphas=DEFAULT_ALPHAS, folds: int 
     for name, (layout, identities) in _candidates(rows).items():
         fits[name] = fit_ridge(feature_matrix(rows, layout), labels, layout, identities, alphas=alphas, folds=folds)
     cv = {name: (None if not math.isfinite(m.cv["srcc"]) else float(m.cv["srcc"])) for name, m in fits.items()}
+    if "zero-shot" in fits and fits["zero-shot"].coef[0] > 0:  # a monotone map: it ranks exactly as zero-shot
+        cv["zero-shot"] = float(metrics.srcc([zero_shot_score(r)[0] for r in rows], labels))
     ranked = sorted((s, n) for n, s in cv.items() if s is not None)
     if not ranked:
         raise GrepqError("no candidate fit has a finite cross-validated SRCC: the labels carry no ranking")
     best = ranked[-1][1]
-    if cv.get("zero-shot") is not None and cv[best] <= cv["zero-shot"] + MARGIN:
+    if cv.get("zero-shot") is not None and cv[best] <= cv["zero-shot"] + margin(fits[best].n_train):
         best = "zero-shot"
     ordered = {n: cv[n] for n in CANDIDATES if n in cv}
     return dataclasses.replace(fits[best], choice={"chosen": best, "cv_srcc": ordered})
