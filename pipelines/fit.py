@@ -49,10 +49,11 @@ def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str):
     print(f"fitted ridge on {model.n_train} labelled images ({', '.join(f'{b}:{w}' for b, w in model.layout)}), "
           f"alpha={model.alpha:g}: kept {model.choice['chosen']} by {model.cv['folds']}-fold CV SRCC "
           f"({others}); PLCC={model.cv['plcc']:.3f} -> {output}")
-    if not model.cv["srcc"] >= POOR_CV:
+    kept = model.choice["cv_srcc"][model.choice["chosen"]]
+    if not kept >= POOR_CV:
         log.warning("the kept fit's cross-validated SRCC is only %.3f on %d labels: its scores are not reliable; "
                     "label more images (grepq suggest-labels picks useful ones) or check the labels",
-                    model.cv["srcc"], model.n_train)
+                    kept, model.n_train)
     return model
 
 
