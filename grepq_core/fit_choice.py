@@ -13,8 +13,8 @@ K-fold cross-validation (grepq_core/regressor.py):
 - ``features+zero-shot``: both.
 
 The zero-shot candidate is kept unless another beats its CV SRCC by more
-than the CV figure's own noise, about 1 / sqrt(n) for n labels (at least
-`MARGIN`): with 16 labels a ridge must win by 0.25, with 200 by 0.07. A CV
+than half the CV figure's own noise, 0.5 / sqrt(n) for n labels (at least
+`MARGIN`): with 16 labels a ridge must win by 0.125, with 200 by 0.035. A CV
 SRCC under `POOR_CV` is worth a warning: the labels are too few or too
 noisy to trust.
 """
@@ -37,7 +37,7 @@ CANDIDATES = ("zero-shot", "features", "features+zero-shot")
 
 def margin(n_labels: int) -> float:
     """How much better than zero-shot a fit's CV SRCC must be to be kept: the SRCC's noise on n labels."""
-    return max(MARGIN, 1.0 / math.sqrt(max(n_labels, 1)))
+    return max(MARGIN, 0.5 / math.sqrt(max(n_labels, 1)))
 
 
 def _candidates(rows: list[dict]) -> dict[str, tuple[list, dict]]:
