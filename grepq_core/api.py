@@ -19,7 +19,7 @@ import pandas as pd
 
 from grepq_core.devices import decodes_on_device
 from grepq_core.errors import GrepqError, ImageError
-from grepq_core.extractor import Extractor, ViewConfig, Views
+from grepq_core.extractor import Extractor, ViewConfig
 from grepq_core.inputs import prepare, read_and_hash
 from grepq_core.pathways import parse_pathways
 from grepq_core.profiles import PROFILES, spec_for
@@ -76,12 +76,8 @@ class Model:
             except ImageError as e:
                 hashes.append(None)
                 results.append(e)
-        encoded = [i for i, r in enumerate(results) if isinstance(r, bytes)]
-        for i, decoded in zip(encoded, self.extractor.decode([results[i] for i in encoded])):
-            results[i] = decoded
-        ready = [i for i, r in enumerate(results) if isinstance(r, Views)]
-        for i, row in zip(ready, self.extractor.encode([results[i] for i in ready])):
-            results[i] = {**row, **self.scorer({**row, "path": paths[i]})}
+        results = [r if isinstance(r, ImageError) else {**r, **self.scorer({**r, "path": p})}
+                   for p, r in zip(paths, self.extractor.run(results))]
         out = []
         for path, sha256, result in zip(paths, hashes, results):
             head = {"path": path if isinstance(path, str) else path.decode("utf-8", "backslashreplace"),

@@ -120,23 +120,12 @@ def few_shot(method: str, X: np.ndarray, mos, splits: list[tuple[np.ndarray, np.
     usable = np.isfinite(X).all(axis=1)
     trainable = np.where(usable, mos, np.nan)
     safe_X = np.where(usable[:, None], X, 0.0)
-    per_split = {m: [] for m in METRICS}
-    chosen, sizes = [], []
-    for train, test in splits:
+
+    def predict(train, test):
         model = fit_ridge(safe_X[train], trainable[train], layout, identities, alphas=alphas, folds=folds)
-        pred = np.where(usable[test], model.predict(safe_X[test]), np.nan)
-        values = correlations(pred, mos[test], mapping)
-        for m in METRICS:
-            per_split[m].append(values[m])
-        chosen.append(model.alpha)
-        sizes.append(int(usable[test].sum()))
-    return Result(
-        "few-shot", method,
-        values={m: float(np.median(v)) for m, v in per_split.items()},
-        n_test=int(np.median(sizes)), note=note,
-        iqr={m: [float(q) for q in np.percentile(v, [25, 75])] for m, v in per_split.items()},
-        per_split=per_split, alphas=chosen,
-    )
+        return np.where(usable[test], model.predict(safe_X[test]), np.nan), model.alpha
+
+    return _over_splits(method, predict, mos, splits, note, mapping)
 
 
 def _over_splits(method: str, predict, mos: np.ndarray, splits, note: str, mapping: str) -> Result:

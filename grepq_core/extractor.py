@@ -205,6 +205,21 @@ class Extractor:
                     out.append(e)
         return out
 
+    def run(self, inputs: list) -> list:
+        """Each input (JPEG bytes for this device, `Views`, or an `ImageError`) as feature columns or its error.
+
+        The one path from a batch of read images to rows, for the Beam
+        model stage and the Python API alike.
+        """
+        results = list(inputs)
+        encoded = [i for i, r in enumerate(results) if isinstance(r, bytes)]
+        for i, decoded in zip(encoded, self.decode([results[i] for i in encoded])):
+            results[i] = decoded
+        ready = [i for i, r in enumerate(results) if isinstance(r, Views)]
+        for i, row in zip(ready, self.encode([results[i] for i in ready])):
+            results[i] = row
+        return results
+
     @torch.inference_mode()
     def encode(self, batch: list[Views]) -> list[dict]:
         """The feature columns of each image, in order (everything of a row but path and sha256)."""

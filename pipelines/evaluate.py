@@ -149,7 +149,7 @@ def _few_shot_rows(rows, base, mos, splits, reasons: dict[str, str], mapping: st
         results.append(E.few_shot(method, feature_matrix(rows, sub), mos, splits, sub,
                                   {b: identities[b] for b in needs}, mapping=mapping))
     if rows:
-        zs = np.array([np.nan if zero_shot_score(r)[0] is None else zero_shot_score(r)[0] for r in rows])
+        zs = np.array([zero_shot_score(r)[0] for r in rows], dtype=np.float64)  # None becomes NaN
         results.append(E.zero_shot_on_splits("grepq zero-shot (same splits)", zs, mos, splits, mapping))
         results.append(E.few_shot_choice("grepq fit (kept by CV)", rows, mos, splits, mapping))
     nss = np.array([r["nss"] for r in base], dtype=np.float64)

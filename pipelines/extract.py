@@ -13,7 +13,6 @@ hash already have a row from the same models, or a dead letter, are skipped.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import logging
 import os
@@ -59,19 +58,26 @@ def _unlistable(pattern: str) -> int:
     return len(errors)
 
 
-def check_inputs(patterns: list[str]) -> None:
-    """Every glob must match at least one file; a folder given as a glob is a mistake worth naming."""
+def check_inputs(patterns: list[str]) -> int | None:
+    """Every glob must match at least one file; a folder given as a glob is a mistake worth naming.
+
+    Returns how many files the globs match when all are local (the total a
+    local run's progress counts towards), else None: gs:// listings are
+    only probed here, not repeated.
+    """
     from apache_beam.io.filesystems import FileSystems
 
-    from transforms.read import is_local_pattern
+    from transforms.read import glob_local, is_local_pattern
 
+    local = set()
     for pattern in patterns:
         if is_local_pattern(pattern):
             path = pattern.removeprefix("file://")
             if os.path.isdir(path):
                 raise GrepqError(f"`input` {pattern} is a folder: give a glob of its images, e.g. "
                                  f"'{os.path.join(pattern, '*.jpg')}' or '{os.path.join(pattern, '**', '*')}'")
-            found = next((p for p in glob.iglob(os.path.abspath(path), recursive=True) if not os.path.isdir(p)), None)
+            found = glob_local(pattern)
+            local.update(found)
             where = f"{os.path.abspath(path)} (from the folder {os.getcwd()})"
             skipped = _unlistable(path)
             if skipped:
@@ -81,6 +87,7 @@ def check_inputs(patterns: list[str]) -> None:
             where = pattern
         if not found:
             raise GrepqError(f"no file matches `input` {pattern}: looked for {where}")
+    return len(local) if all(is_local_pattern(p) for p in patterns) else None
 
 
 def _side_inputs(p, features, dead, identities: dict, retry_dead: bool) -> tuple:
@@ -141,15 +148,6 @@ def _runs_here(options) -> bool:
     return (options.view_as(StandardOptions).runner or "") in ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner")
 
 
-def _count_local(patterns: list[str]) -> int | None:
-    """How many files the globs match, when all are local (gs:// listings are not repeated for this)."""
-    from transforms.read import glob_local, is_local_pattern
-
-    if not all(is_local_pattern(p) for p in patterns):
-        return None
-    return len({p for pattern in patterns for p in glob_local(pattern)})
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -160,7 +158,7 @@ def execute(args, options, test_pipeline=None, argv=None) -> dict:
 
     from transforms import counters, progress, runs, store
 
-    check_inputs(args.input)
+    matched = check_inputs(args.input)
     identities = check_weights(encoder_spec(args))
     run = runs.new_run_id()
     meta = {"run": run, "grepq_version": runs.grepq_version(), "started": _now(), "identities": identities,
@@ -174,7 +172,7 @@ def execute(args, options, test_pipeline=None, argv=None) -> dict:
         build(p, args, identities, run, meta)
         start = time.perf_counter()
         if _runs_here(options):
-            progress.start(_count_local(args.input), args.progress_every)
+            progress.start(matched, args.progress_every)
         try:
             result = p.run()
             result.wait_until_finish()

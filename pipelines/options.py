@@ -111,9 +111,10 @@ def _features(p):
     p.add_argument("--features", required=True, help="an extract run's output folder")
 
 
-def _labels(p):
+def _labels(p, required: bool = True):
     g = p.add_argument_group("fitting")
-    g.add_argument("--labels", required=True, help="CSV with columns path (or file name) and score")
+    g.add_argument("--labels", required=required, help="CSV with columns path (or file name) and score"
+                   + ("" if required else "; given, a ridge regressor is fitted on it (not given: zero-shot scores)"))
     g.add_argument("--lower-is-better", action="store_true", help="scores are DMOS (lower is better)")
     g.add_argument("--alphas", default="0.1,1,10,100", help="ridge alphas to choose from by CV")
     g.add_argument("--folds", type=int, default=5, help="cross-validation folds")
@@ -142,10 +143,7 @@ def _score_io(p):
 def _run_io(p):
     _input(p)
     _extract_output(p)
-    p.add_argument("--labels", help="label CSV: fit a ridge regressor on it (default: zero-shot scores)")
-    p.add_argument("--lower-is-better", action="store_true", help="label scores are DMOS (lower is better)")
-    p.add_argument("--alphas", default="0.1,1,10,100", help="ridge alphas to choose from by CV")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    _labels(p, required=False)
     p.add_argument("--model", help="an existing regressor JSON instead of --labels")
     p.add_argument("--model-output", help="where the fitted model goes (not given: OUTPUT/model.json)")
 

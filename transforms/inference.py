@@ -14,7 +14,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
 from grepq_core.errors import ImageError
-from grepq_core.extractor import EncoderSpec, Extractor, Views
+from grepq_core.extractor import EncoderSpec, Extractor
 from transforms import counters, dead_letters
 from transforms.read import ImageRecord
 
@@ -34,14 +34,9 @@ class GrepqModelHandler(ModelHandler[ImageRecord, "dict | ImageError", Extractor
 
     def run_inference(self, batch: Sequence[ImageRecord], model: Extractor,
                       inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
-        results: list = [r.payload for r in batch]
-        encoded = [i for i, r in enumerate(batch) if isinstance(r.payload, bytes)]
-        for i, decoded in zip(encoded, model.decode([batch[i].payload for i in encoded])):
-            results[i] = decoded
-        ready = [i for i, r in enumerate(results) if isinstance(r, Views)]
-        for i, row in zip(ready, model.encode([results[i] for i in ready])):
-            results[i] = {"sha256": batch[i].sha256, **row}
-        return [PredictionResult(record, result) for record, result in zip(batch, results)]
+        results = model.run([r.payload for r in batch])
+        return [PredictionResult(record, result if isinstance(result, ImageError) else
+                                 {"sha256": record.sha256, **result}) for record, result in zip(batch, results)]
 
     def get_num_bytes(self, batch: Sequence[ImageRecord]) -> int:
         return sum(r.num_bytes() for r in batch)
