@@ -145,16 +145,22 @@ def _over_splits(method: str, predict, mos: np.ndarray, splits, note: str, mappi
                   per_split=per_split, alphas=[a for a in alphas if a is not None])
 
 
-def few_shot_choice(method: str, rows: list[dict], mos, splits, mapping: str = "logistic") -> Result:
-    """`grepq fit`'s rule on each split: the best of zero-shot, features and both by CV on the labels."""
+def few_shot_choice(method: str, rows: list[dict], mos, splits, mapping: str = "logistic", groups=None) -> Result:
+    """`grepq fit`'s rule on each split: the best of zero-shot, features and both by CV on the labels.
+
+    With `groups` (each row's content) the CV folds hold whole contents, as
+    the split's test does.
+    """
     from grepq_core.features import feature_matrix
     from grepq_core.fit_choice import fit_with_choice
 
     mos = np.asarray(mos, dtype=np.float64)
+    groups = None if groups is None else np.asarray(groups)
     kept = []
 
     def predict(train, test):
-        model = fit_with_choice([rows[i] for i in train], mos[train])
+        model = fit_with_choice([rows[i] for i in train], mos[train],
+                                groups=None if groups is None else groups[train])
         kept.append(model.choice["chosen"])
         return model.predict(feature_matrix([rows[i] for i in test], model.layout)), model.alpha
 

@@ -229,12 +229,14 @@ class Extractor:
             views = [b.tensors for b in batch]
             for name, pathway in pathways.PATHWAYS.items():
                 if name in self.encoders and n:
-                    feats, zs = self.encoders[name].encode(self._run_grouped, views)
+                    feats, zs, calibrated = self.encoders[name].encode(self._run_grouped, views)
                     columns[pathway.features_column] = [f.astype(np.float32) for f in feats]
                     columns[pathway.zero_shot_column] = zs
                 else:
                     columns[pathway.features_column] = [None] * n
-                    columns[pathway.zero_shot_column] = [float("nan")] * n
+                    columns[pathway.zero_shot_column] = calibrated = [float("nan")] * n
+                if pathway.calibrated_column:
+                    columns[pathway.calibrated_column] = calibrated
         combined = [p.zero_shot_column for p in pathways.PATHWAYS.values() if p.combined]
         rows = []
         for i, b in enumerate(batch):

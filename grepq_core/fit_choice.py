@@ -12,32 +12,33 @@ K-fold cross-validation (grepq_core/regressor.py):
 - ``features``: ridge on the encoders' features, as the paper does;
 - ``features+zero-shot``: both.
 
-The zero-shot candidate is kept unless another beats its CV SRCC by more
-than half the CV figure's own noise, 0.5 / sqrt(n) for n labels (at least
-`MARGIN`): with 16 labels a ridge must win by 0.125, with 200 by 0.035. A CV
-SRCC under `POOR_CV` is worth a warning: the labels are too few or too
-noisy to trust.
+The zero-shot candidate is kept unless the best other one is surely
+better: its out-of-fold predictions must rank the labels better than the
+zero-shot score does in at least `SURE` of `RESAMPLES` paired resamples of
+the labelled images (of whole contents, where `groups` says which images
+show the same content). A fixed margin cannot do this: how noisy the
+difference is depends on the labels, the features and how alike the two
+rankings are, and a resample of both on the same images measures exactly
+that. A CV SRCC under `POOR_CV` is worth a warning: the labels are too few
+or too noisy to trust.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 
+import numpy as np
+
 from grepq_core import metrics
 from grepq_core.errors import GrepqError
 from grepq_core.features import ZERO_SHOT_BLOCK, feature_layout, feature_matrix, zero_shot_identity, zero_shot_score
-from grepq_core.regressor import DEFAULT_ALPHAS, RidgeModel, fit_ridge
+from grepq_core.regressor import DEFAULT_ALPHAS, RidgeModel, fit_ridge, out_of_fold
 
-__all__ = ["MARGIN", "POOR_CV", "CANDIDATES", "margin", "fit_with_choice"]
+__all__ = ["SURE", "POOR_CV", "CANDIDATES", "fit_with_choice", "share_better"]
 
-MARGIN = 0.02
+SURE, RESAMPLES = 0.95, 1000
 POOR_CV = 0.5
 CANDIDATES = ("zero-shot", "features", "features+zero-shot")
-
-
-def margin(n_labels: int) -> float:
-    """How much better than zero-shot a fit's CV SRCC must be to be kept: the SRCC's noise on n labels."""
-    return max(MARGIN, 0.5 / math.sqrt(max(n_labels, 1)))
 
 
 def _candidates(rows: list[dict]) -> dict[str, tuple[list, dict]]:
@@ -52,11 +53,16 @@ def _candidates(rows: list[dict]) -> dict[str, tuple[list, dict]]:
     return out
 
 
-def fit_with_choice(rows: list[dict], labels, alphas=DEFAULT_ALPHAS, folds: int = 5) -> RidgeModel:
-    """The best of the candidate fits on labelled feature rows; its `choice` says which and why."""
+def fit_with_choice(rows: list[dict], labels, alphas=DEFAULT_ALPHAS, folds: int = 5, groups=None) -> RidgeModel:
+    """The best of the candidate fits on labelled feature rows; its `choice` says which and why.
+
+    `groups` (the content of each row, where known) keeps each content in
+    one CV fold (`fit_ridge`).
+    """
     fits = {}
     for name, (layout, identities) in _candidates(rows).items():
-        fits[name] = fit_ridge(feature_matrix(rows, layout), labels, layout, identities, alphas=alphas, folds=folds)
+        fits[name] = fit_ridge(feature_matrix(rows, layout), labels, layout, identities, alphas=alphas, folds=folds,
+                               groups=groups)
     cv = {name: (None if not math.isfinite(m.cv["srcc"]) else float(m.cv["srcc"])) for name, m in fits.items()}
     if "zero-shot" in fits and fits["zero-shot"].coef[0] > 0:  # a monotone map: it ranks exactly as zero-shot
         cv["zero-shot"] = float(metrics.srcc([zero_shot_score(r)[0] for r in rows], labels))
@@ -64,7 +70,30 @@ def fit_with_choice(rows: list[dict], labels, alphas=DEFAULT_ALPHAS, folds: int 
     if not ranked:
         raise GrepqError("no candidate fit has a finite cross-validated SRCC: the labels carry no ranking")
     best = ranked[-1][1]
-    if cv.get("zero-shot") is not None and cv[best] <= cv["zero-shot"] + margin(fits[best].n_train):
-        best = "zero-shot"
+    sure = None
+    if cv.get("zero-shot") is not None and best != "zero-shot":
+        X = feature_matrix(rows, fits[best].layout)
+        predictions = out_of_fold(X, labels, fits[best].alpha, folds, groups=groups)
+        zero_shot = np.array([zero_shot_score(r)[0] for r in rows], dtype=np.float64)
+        sure = share_better(predictions, zero_shot, labels, groups)
+        if sure < SURE:
+            best = "zero-shot"
     ordered = {n: cv[n] for n in CANDIDATES if n in cv}
-    return dataclasses.replace(fits[best], choice={"chosen": best, "cv_srcc": ordered})
+    return dataclasses.replace(fits[best], choice={"chosen": best, "cv_srcc": ordered, "share_better": sure})
+
+
+def share_better(predictions, zero_shot, labels, groups=None, resamples: int = RESAMPLES, seed: int = 0) -> float:
+    """The share of paired resamples (of rows, or of whole `groups`) in which `predictions` rank `labels`
+    better (by SRCC) than `zero_shot` does."""
+    predictions, zero_shot, labels = (np.asarray(a, dtype=np.float64) for a in (predictions, zero_shot, labels))
+    units = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    names, index = np.unique(units, return_inverse=True)
+    members = [np.flatnonzero(index == k) for k in range(len(names))]
+    rng = np.random.default_rng(seed)
+    wins = 0
+    for _ in range(resamples):
+        rows = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
+        ours = metrics.srcc(predictions[rows], labels[rows])
+        theirs = metrics.srcc(zero_shot[rows], labels[rows])
+        wins += bool(np.nan_to_num(ours, nan=-2.0) > np.nan_to_num(theirs, nan=-2.0))
+    return wins / resamples

@@ -31,8 +31,8 @@ class HLPathway(Pathway):
     def views(self, image: torch.Tensor, config) -> dict[str, torch.Tensor]:
         return {"hl": V.clip_view(image, size=config.hl_size)}
 
-    def encode(self, encoder: Encoder, run, views: list[dict]) -> tuple[list[np.ndarray], list[float]]:
+    def encode(self, encoder: Encoder, run, views: list[dict]) -> tuple[list[np.ndarray], list[float], None]:
         outputs = run(encoder.module, [v["hl"] for v in views], encoder.normalization,
                       encoder.state["fixed_shape"])
-        return [emb for emb, _ in outputs], [float(hl_score(cos[0], cos[1])) for _, cos in outputs]
+        return [emb for emb, _ in outputs], [float(hl_score(cos[0], cos[1])) for _, cos in outputs], None
 

@@ -12,11 +12,13 @@ from grepq_core.errors import GrepqError
 __all__ = ["read_tagged_npz"]
 
 
-def read_tagged_npz(data: bytes, uri: str, expected_format: str, keys: tuple[str, ...], what: str) -> dict:
-    """The arrays `keys` of an `.npz` whose `format` is `expected_format`."""
+def read_tagged_npz(data: bytes, uri: str, expected_format: str, keys: tuple[str, ...], what: str,
+                    optional: tuple[str, ...] = ()) -> dict:
+    """The arrays `keys` (and those of `optional` that it has) of an `.npz` whose `format` is `expected_format`."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             fields = {k: npz[k] for k in ("format", *keys)}
+            fields.update({k: npz[k] for k in optional if k in npz.files})
     except (ValueError, KeyError, OSError) as e:
         raise GrepqError(f"{uri} is not a {what} (.npz without pickled objects): {e}") from e
     if str(fields["format"]) != expected_format:

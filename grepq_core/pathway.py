@@ -38,8 +38,9 @@ class Encoder:
     zero_shot_identity: str | None = None
     state: dict = field(default_factory=dict)
 
-    def encode(self, run: Runner, views: list[dict]) -> tuple[list[np.ndarray], list[float]]:
-        """(feature vector, zero-shot score or NaN) per image, from each image's views."""
+    def encode(self, run: Runner, views: list[dict]) -> tuple[list[np.ndarray], list[float], list[float] | None]:
+        """(feature vectors, zero-shot scores or NaN, calibrated 0-100 zero-shot scores or NaN) of the images,
+        from each image's views; the last is None for a pathway without a calibrated scale."""
         return self.pathway.encode(self, run, views)
 
     def identities(self) -> dict[str, str | None]:
@@ -56,12 +57,15 @@ class Pathway:
     `combined`: whether its zero-shot score is a term of ``zs_combined``
     (METHOD: LL + HL). `zero_shot_rule`: whether the zero-shot score depends
     on something besides the encoder, and so gets its own identity column.
+    `calibrated`: whether it also gives its zero-shot score on the fixed
+    0-100 scale (grepq_core/calibration.py), in its own column.
     """
 
     name: str = ""
     title: str = ""
     combined: bool = False
     zero_shot_rule: bool = False
+    calibrated: bool = False
 
     @property
     def features_column(self) -> str:
@@ -70,6 +74,10 @@ class Pathway:
     @property
     def zero_shot_column(self) -> str:
         return f"zs_{self.name}"
+
+    @property
+    def calibrated_column(self) -> str | None:
+        return f"zs_{self.name}_100" if self.calibrated else None
 
     @property
     def identity_column(self) -> str:
@@ -87,5 +95,5 @@ class Pathway:
         """The uint8 views of one upright [3, H, W] image, keyed by names unique across pathways."""
         raise NotImplementedError
 
-    def encode(self, encoder: Encoder, run: Runner, views: list[dict]) -> tuple[list[np.ndarray], list[float]]:
+    def encode(self, encoder: Encoder, run: Runner, views: list[dict]) -> tuple[list, list, list | None]:
         raise NotImplementedError

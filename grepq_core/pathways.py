@@ -66,6 +66,7 @@ def columns() -> dict[str, list[str]]:
     return {
         "features": [p.features_column for p in ps],
         "zero_shot": [p.zero_shot_column for p in ps],
+        "calibrated": [p.calibrated_column for p in ps if p.calibrated_column],
         "identity": [p.identity_column for p in ps] + [p.zero_shot_identity_column for p in ps
                                                       if p.zero_shot_identity_column],
     }

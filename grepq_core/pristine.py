@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import fsspec
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from grepq_core.calibration import Anchors
 from grepq_core.errors import GrepqError, WeightsUnavailable
 from grepq_core.npz import read_tagged_npz
 from grepq_core.zero_shot import patch_statistics
@@ -153,19 +154,26 @@ class PristineModel:
     """Mean and covariance of LL features of pristine patches.
 
     `encoder_identity` names the LL encoder whose features these are: a
-    pristine model is only meaningful with that encoder.
+    pristine model is only meaningful with that encoder. `calibration` maps
+    a patch setting (`calibration.setting_key`) to the anchors of the
+    0-100 scale measured with it.
     """
 
     mean: np.ndarray
     cov: np.ndarray
     encoder_identity: str
     n_patches: int
+    calibration: dict[str, Anchors] = field(default_factory=dict)
 
     def save(self, uri: str) -> None:
         """Write a plain `.npz` (no pickled objects) to a path or fsspec URL."""
         buffer = io.BytesIO()
+        keys = sorted(self.calibration)
         np.savez(buffer, format=np.array(_FORMAT), mean=self.mean, cov=self.cov,
-                 encoder_identity=np.array(self.encoder_identity), n_patches=np.array(self.n_patches))
+                 encoder_identity=np.array(self.encoder_identity), n_patches=np.array(self.n_patches),
+                 calibration_keys=np.array(keys, dtype=str),
+                 calibration_anchors=np.array([[self.calibration[k].good, self.calibration[k].bad] for k in keys],
+                                              dtype=np.float64).reshape(-1, 2))
         with fsspec.open(uri, "wb") as f:
             f.write(buffer.getvalue())
 
@@ -178,11 +186,16 @@ class PristineModel:
         except OSError as e:
             raise GrepqError(f"cannot read pristine model {uri}: {e}") from e
         fields = read_tagged_npz(data, uri, _FORMAT, ("mean", "cov", "encoder_identity", "n_patches"),
-                                 "grepq pristine model")
+                                 "grepq pristine model", optional=("calibration_keys", "calibration_anchors"))
         mean, cov = fields["mean"].astype(np.float64), fields["cov"].astype(np.float64)
         if mean.ndim != 1 or cov.shape != (mean.size, mean.size):
             raise GrepqError(f"{uri}: mean {mean.shape} and covariance {cov.shape} do not match")
-        return cls(mean, cov, str(fields["encoder_identity"]), int(fields["n_patches"]))
+        keys = [str(k) for k in fields.get("calibration_keys", [])]
+        anchors = np.asarray(fields.get("calibration_anchors", np.empty((0, 2))), dtype=np.float64).reshape(-1, 2)
+        if len(keys) != len(anchors):
+            raise GrepqError(f"{uri}: {len(keys)} calibration settings but {len(anchors)} pairs of anchors")
+        calibration = {k: Anchors(float(good), float(bad)) for k, (good, bad) in zip(keys, anchors)}
+        return cls(mean, cov, str(fields["encoder_identity"]), int(fields["n_patches"]), calibration)
 
 
 def fit_pristine(features: np.ndarray, encoder_identity: str) -> PristineModel:

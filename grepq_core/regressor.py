@@ -23,14 +23,14 @@ from dataclasses import asdict, dataclass, field
 import fsspec
 import numpy as np
 from sklearn.linear_model import Ridge
-from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.model_selection import GroupKFold, KFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from grepq_core import metrics
 from grepq_core.errors import GrepqError
 
-__all__ = ["MIN_TRAIN_ROWS", "DEFAULT_ALPHAS", "RidgeModel", "fit_ridge", "load_ridge"]
+__all__ = ["MIN_TRAIN_ROWS", "DEFAULT_ALPHAS", "RidgeModel", "fit_ridge", "out_of_fold", "load_ridge"]
 
 MIN_TRAIN_ROWS = 10
 DEFAULT_ALPHAS = (0.1, 1.0, 10.0, 100.0)
@@ -67,7 +67,7 @@ class RidgeModel:
     cv: dict = field(default_factory=dict)
     direction: str = "higher is better"
     label_range: list = field(default_factory=list)  # [lowest, highest] training label
-    choice: dict = field(default_factory=dict)  # {"chosen": candidate, "cv_srcc": {candidate: SRCC}} (fit_choice)
+    choice: dict = field(default_factory=dict)  # {"chosen", "cv_srcc": {candidate: SRCC}, "share_better"} (fit_choice)
 
     @property
     def n_features(self) -> int:
@@ -284,11 +284,15 @@ def _checked_fields(record: dict) -> dict:
 
 
 def _checked_choice(value) -> dict:
-    """Which candidate fit was kept and each candidate's CV SRCC (None where it had none)."""
+    """Which candidate fit was kept, each candidate's CV SRCC (None where it had none) and, where a fit
+    was weighed against zero-shot, the share of resamples in which it ranked better."""
     if value == {}:
         return {}
-    if not isinstance(value, dict) or set(value) != {"chosen", "cv_srcc"}:
-        raise _Invalid("choice", "must be an object with chosen and cv_srcc")
+    if not isinstance(value, dict) or not {"chosen", "cv_srcc"} <= set(value) <= {"chosen", "cv_srcc",
+                                                                                    "share_better"}:
+        raise _Invalid("choice", "must be an object with chosen, cv_srcc and optionally share_better")
+    if value.get("share_better") is not None:
+        _number(value["share_better"], "choice.share_better")
     if not isinstance(value["chosen"], str) or not isinstance(value["cv_srcc"], dict):
         raise _Invalid("choice", "must name the chosen candidate and map candidates to SRCC")
     if value["chosen"] not in value["cv_srcc"]:
@@ -404,10 +408,25 @@ def _checked_alphas(alphas) -> list[float]:
     return values
 
 
-def _cv_trial(alpha: float, X: np.ndarray, z: np.ndarray, splitter) -> tuple:
+def _splitter(n: int, folds: int, seed: int, groups):
+    """(CV splitter, groups it needs): whole contents per fold with two or more groups, else random rows."""
+    if groups is not None and len(np.unique(groups)) >= 2:
+        return GroupKFold(n_splits=min(folds, len(np.unique(groups)))), groups
+    return KFold(n_splits=min(folds, n), shuffle=True, random_state=seed), None
+
+
+def out_of_fold(X: np.ndarray, y: np.ndarray, alpha: float, folds: int = 5, seed: int = 0, groups=None) -> np.ndarray:
+    """Each labelled row's prediction by a ridge (alpha `alpha`) fitted without its fold, as `fit_ridge`
+    cross-validates (same folds for the same arguments); rows must all be labelled."""
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    splitter, groups = _splitter(len(y), folds, seed, None if groups is None else np.asarray(groups))
+    return _cv_trial(alpha, X, _TargetScale.of(y).standardise(y), splitter, groups)[3]
+
+
+def _cv_trial(alpha: float, X: np.ndarray, z: np.ndarray, splitter, groups=None) -> tuple:
     """(alpha, SRCC, RMSE in standardised units, out-of-fold predictions) for one alpha."""
     pipe = make_pipeline(StandardScaler(), Ridge(alpha=alpha))  # the scaler is refitted per fold
-    pred = cross_val_predict(pipe, X, z, cv=splitter)
+    pred = cross_val_predict(pipe, X, z, cv=splitter, groups=groups)
     return alpha, metrics.srcc(pred, z), float(np.sqrt(np.mean((pred - z) ** 2))), pred
 
 
@@ -426,27 +445,31 @@ def _check_fitted(model: RidgeModel, X: np.ndarray) -> None:
 
 
 def fit_ridge(X: np.ndarray, y: np.ndarray, layout, identities: dict, alphas=DEFAULT_ALPHAS,
-              folds: int = 5, seed: int = 0) -> RidgeModel:
+              folds: int = 5, seed: int = 0, groups=None) -> RidgeModel:
     """Fit ridge on the labelled rows (NaN `y` = unlabelled), alpha by K-fold CV.
 
     `layout` is [(name, width), ...] in column order; `identities` maps each
     name to the identity of the encoder that produced that block. Labels
     must be finite and not all equal; a fit that is not finite is refused.
+    `groups` (one per row: the content each image shows) makes the folds
+    whole contents, so that the CV figure is one on unseen contents, as the
+    test it stands for; without it the folds are random images.
     """
     layout = _layout(layout)
+    labelled = ~np.isnan(np.asarray(y, dtype=np.float64).ravel())
     X, y = _training_rows(X, y, layout, identities)
     alphas = _checked_alphas(alphas)
     target = _TargetScale.of(y)
     z = target.standardise(y)
 
-    splitter = KFold(n_splits=min(folds, len(y)), shuffle=True, random_state=seed)
-    trials = [_cv_trial(alpha, X, z, splitter) for alpha in alphas]
+    splitter, groups = _splitter(len(y), folds, seed, None if groups is None else np.asarray(groups)[labelled])
+    trials = [_cv_trial(alpha, X, z, splitter, groups) for alpha in alphas]
     best_alpha, _, _, best_pred = min(
         trials, key=lambda t: (-t[1] if np.isfinite(t[1]) else np.inf, t[2]))
 
     scaler = StandardScaler().fit(X)
     ridge = Ridge(alpha=best_alpha).fit(scaler.transform(X), z)
-    cv = {"srcc": metrics.srcc(best_pred, z), "plcc": metrics.plcc(best_pred, z), "folds": splitter.n_splits,
+    cv = {"srcc": metrics.srcc(best_pred, z), "plcc": metrics.plcc(best_pred, z), "folds": splitter.n_splits, "grouped": groups is not None,
           "by_alpha": [[a, s, rmse * target.unit] for a, s, rmse, _ in trials]}
     model = RidgeModel(coef=ridge.coef_.astype(np.float64) * target.unit,
                        intercept=float(ridge.intercept_) * target.unit + target.offset,

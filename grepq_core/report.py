@@ -67,6 +67,15 @@ class ReportInputs:
     run: dict = field(default_factory=dict)  # what the extract runs say: date, input, grepq version
 
 
+def decision_values(scores: pd.DataFrame) -> pd.Series:
+    """What each image was kept or rejected by (grepq_core.scoring.decision_value): `calibrated`, else `score`."""
+    return scores["calibrated"].where(scores["calibrated"].notna(), scores["score"])
+
+
+def _value_label(scores: pd.DataFrame) -> str:
+    return "calibrated score" if scores["calibrated"].notna().any() else "score"
+
+
 def keep_threshold(scores: pd.DataFrame, threshold: float | None = None) -> float | None:
     """The given threshold, else the run's own: the lowest kept score.
 
@@ -76,19 +85,21 @@ def keep_threshold(scores: pd.DataFrame, threshold: float | None = None) -> floa
     if threshold is not None:
         return float(threshold)
     kept = _kept(scores)
-    scored = scores["score"].notna().to_numpy()
+    values = decision_values(scores)
+    scored = values.notna().to_numpy()
     if not kept.any() or kept[scored].all():
         return None
-    return float(scores["score"][kept].dropna().min())
+    return float(values[kept].dropna().min())
 
 
 def decile_rows(scores: pd.DataFrame) -> pd.DataFrame:
-    """The scored rows nearest each decile (0%, 10%, ..., 100%) of score, lowest first.
+    """The scored rows nearest each decile (0%, 10%, ..., 100%) of `decision_values`, lowest first.
 
-    Columns: decile (0..100), path, score. A collection of fewer than 11
-    images shows each image once.
+    Columns: decile (0..100), path, score (the decision value). A collection
+    of fewer than 11 images shows each image once.
     """
-    ranked = scores.dropna(subset=["score"]).sort_values(["score", "path"], kind="stable")
+    ranked = (scores.assign(score=decision_values(scores)).dropna(subset=["score"])
+              .sort_values(["score", "path"], kind="stable"))
     if ranked.empty:
         return pd.DataFrame({"decile": [], "path": [], "score": []})
     positions = {}
@@ -134,7 +145,7 @@ def _kept(scores: pd.DataFrame) -> np.ndarray:
 
 
 def _histogram(scores: pd.DataFrame, threshold: float | None) -> str:
-    values = scores["score"].to_numpy(dtype=np.float64)
+    values = decision_values(scores).to_numpy(dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.any():
         return "<p>No image has a score, so there is no histogram.</p>"
@@ -146,7 +157,7 @@ def _histogram(scores: pd.DataFrame, threshold: float | None) -> str:
             color=[_KEEP_COLOUR, _REJECT_COLOUR], label=["kept", "rejected"])
     if threshold is not None:
         ax.axvline(threshold, color="#222", linestyle="--", linewidth=1.5, label=f"threshold {threshold:.4g}")
-    ax.set_xlabel("score (higher is better)")
+    ax.set_xlabel(f"{_value_label(scores)} (higher is better)")
     ax.set_ylabel("images")
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(frameon=False)
@@ -226,6 +237,15 @@ def _model_rows(model: dict) -> list[tuple[str, str]]:
             ("feature columns", layout), ("label direction", model.get("direction", ""))]
 
 
+def _scale_text(scores: pd.DataFrame) -> str:
+    if not scores["calibrated"].notna().any():
+        return "score"
+    if scores["scorer"].fillna("").str.startswith("zero-shot").all():
+        return ("calibrated score, 0-100: 90 is as far from the pristine model as a typical pristine photo, "
+                "10 as a typical heavily distorted one (docs/method.md, \"Calibrated scale\")")
+    return "calibrated score: the prediction on the --scale range"
+
+
 def _threshold_text(threshold: float | None, given: bool, kept: int) -> str:
     if threshold is None:
         return "none: every image was kept" if kept else "none: no image was kept"
@@ -243,6 +263,7 @@ def _parameters(inputs: ReportInputs, threshold: float | None) -> str:
     if inputs.identities is not None:
         rows.append(("profile", ", ".join(inputs.identities.get("profile") or []) or "n/a"))
     rows += [("scorer", ", ".join(sorted(scores["scorer"].dropna().unique())) or "n/a"),
+             ("kept or rejected by", _scale_text(scores)),
              ("threshold", _threshold_text(threshold, given=inputs.threshold is not None, kept=kept)),
              ("images scored", str(len(scores))), ("kept", str(kept)), ("rejected", str(len(scores) - kept)),
              ("dead-lettered", str(len(inputs.dead_letters)))]

@@ -28,8 +28,8 @@ from grepq_core.errors import GrepqError
 if TYPE_CHECKING:
     from grepq_core.pristine import PristineModel
 
-__all__ = ["LL_SHRINKAGE", "mvg_distance", "patch_statistics", "ll_score", "ll_score_identity", "hl_score",
-           "combined_score"]
+__all__ = ["LL_SHRINKAGE", "mvg_distance", "patch_statistics", "ll_distance", "ll_score_of_distance", "ll_score",
+           "ll_score_identity", "hl_score", "combined_score"]
 
 LL_EPS, LL_SHRINKAGE, LL_SCALE = 1e-3, 0.1, 100.0
 
@@ -71,27 +71,39 @@ def patch_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.atleast_2d(np.cov(features, rowvar=False))
 
 
-def ll_score(pristine: PristineModel, patch_features: np.ndarray, eps: float = LL_EPS,
-             scale: float = LL_SCALE, shrinkage: float = LL_SHRINKAGE) -> float:
-    """1 - sigmoid(d / scale) for one image's [P, D] patch features; in (0, 0.5]."""
+def ll_distance(pristine: PristineModel, patch_features: np.ndarray, eps: float = LL_EPS,
+                shrinkage: float = LL_SHRINKAGE) -> float:
+    """The distance d between one image's [P, D] patch features and the pristine model."""
     mu_t, cov_t = patch_statistics(patch_features)
     if mu_t.size != pristine.mean.size:
         raise GrepqError(
             f"the pristine model has {pristine.mean.size}-d features ({pristine.encoder_identity}), "
             f"these patch features are {mu_t.size}-d: build the pristine model with this LL encoder")
-    d = mvg_distance(pristine.mean, pristine.cov, mu_t, cov_t, eps=eps, shrinkage=shrinkage)
+    return mvg_distance(pristine.mean, pristine.cov, mu_t, cov_t, eps=eps, shrinkage=shrinkage)
+
+
+def ll_score_of_distance(d: float, scale: float = LL_SCALE) -> float:
+    """1 - sigmoid(d / scale); in (0, 0.5] for d >= 0."""
     return float(expit(-d / scale))
 
 
-def ll_score_identity(pristine: PristineModel, shrinkage: float = LL_SHRINKAGE) -> str:
+def ll_score(pristine: PristineModel, patch_features: np.ndarray, eps: float = LL_EPS,
+             scale: float = LL_SCALE, shrinkage: float = LL_SHRINKAGE) -> float:
+    """1 - sigmoid(d / scale) for one image's [P, D] patch features; in (0, 0.5]."""
+    return ll_score_of_distance(ll_distance(pristine, patch_features, eps, shrinkage), scale)
+
+
+def ll_score_identity(pristine: PristineModel, shrinkage: float = LL_SHRINKAGE, anchors=None) -> str:
     """Names what a default `ll_score` depends on besides the LL encoder: the pristine model and the settings.
 
     Feature rows carry it, so incremental runs and caches recompute zs_ll
-    when either changes instead of mixing scores of two rules.
+    (and the calibrated zs_ll_100, whose `anchors` it names too) when either
+    changes instead of mixing scores of two rules.
     """
     digest = hashlib.sha256(np.ascontiguousarray(pristine.mean).tobytes()
                             + np.ascontiguousarray(pristine.cov).tobytes()).hexdigest()[:12]
-    return f"pristine@{digest}:eps={LL_EPS:g},shrinkage={shrinkage:g},scale={LL_SCALE:g}"
+    calibration = f",anchors={anchors.good:.6g}/{anchors.bad:.6g}" if anchors else ""
+    return f"pristine@{digest}:eps={LL_EPS:g},shrinkage={shrinkage:g},scale={LL_SCALE:g}{calibration}"
 
 
 def hl_score(cos_good, cos_bad, gain: float = 10.0):

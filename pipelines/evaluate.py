@@ -131,7 +131,7 @@ def _zero_shot_rows(rows, base, mos, reasons: dict[str, str], zs_ll_reason: str 
     return results
 
 
-def _few_shot_rows(rows, base, mos, splits, reasons: dict[str, str], mapping: str) -> list[E.Result]:
+def _few_shot_rows(rows, base, mos, splits, reasons: dict[str, str], mapping: str, groups) -> list[E.Result]:
     import numpy as np
 
     from grepq_core import evaluation as E
@@ -151,7 +151,7 @@ def _few_shot_rows(rows, base, mos, splits, reasons: dict[str, str], mapping: st
     if rows:
         zs = np.array([zero_shot_score(r)[0] for r in rows], dtype=np.float64)  # None becomes NaN
         results.append(E.zero_shot_on_splits("grepq zero-shot (same splits)", zs, mos, splits, mapping))
-        results.append(E.few_shot_choice("grepq fit (kept by CV)", rows, mos, splits, mapping))
+        results.append(E.few_shot_choice("grepq fit (kept by CV)", rows, mos, splits, mapping, groups))
     nss = np.array([r["nss"] for r in base], dtype=np.float64)
     results.append(E.few_shot("NSS ridge (BRISQUE's 36 features)", nss, mos, splits, [["nss", NSS_WIDTH]],
                               {"nss": "brisque-nss"}, mapping=mapping))
@@ -242,7 +242,7 @@ def run(argv=None) -> dict:
         groups = df["group"].astype(str).to_numpy()
         protocol.update(test_contents=len(set(groups[splits[0][1]])),
                         test_images=int(np.median([len(test) for _, test in splits])))
-        results += _few_shot_rows(rows, base, mos, splits, reasons, mapping)
+        results += _few_shot_rows(rows, base, mos, splits, reasons, mapping, groups)
 
     report = {
         "dataset": args.dataset, "root": args.root, "labels": args.labels, "images": len(df),

@@ -33,7 +33,7 @@ def _may_be_labelled(row, keys) -> bool:
 
 def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str):
     """Join, validate, fit and save; returns the model (runs on one worker)."""
-    from grepq_core.fit_choice import POOR_CV, fit_with_choice
+    from grepq_core.fit_choice import POOR_CV, SURE, fit_with_choice
     from grepq_core.labels import join_labels
 
     by_path = {r["path"]: r for r in rows}
@@ -46,9 +46,11 @@ def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str):
     model = fit_with_choice(chosen, [matched[r["path"]] for r in chosen], alphas=alphas, folds=folds)
     model.save(output)
     others = ", ".join(f"{n} {s:.3f}" if s is not None else f"{n} -" for n, s in model.choice["cv_srcc"].items())
+    sure = model.choice.get("share_better")
+    weighed = "" if sure is None else f"; the best fit beat zero-shot in {sure:.0%} of resamples (needs {SURE:.0%})"
     print(f"fitted ridge on {model.n_train} labelled images ({', '.join(f'{b}:{w}' for b, w in model.layout)}), "
           f"alpha={model.alpha:g}: kept {model.choice['chosen']} by {model.cv['folds']}-fold CV SRCC "
-          f"({others}); PLCC={model.cv['plcc']:.3f} -> {output}")
+          f"({others}{weighed}); PLCC={model.cv['plcc']:.3f} -> {output}")
     kept = model.choice["cv_srcc"][model.choice["chosen"]]
     if not kept >= POOR_CV:
         log.warning("the kept fit's cross-validated SRCC is only %.3f on %d labels: its scores are not reliable; "

@@ -122,9 +122,11 @@ def _labels(p, required: bool = True):
 
 def _scoring(p):
     g = p.add_argument_group("scoring")
-    g.add_argument("--keep-above", type=float, help="keep images scoring above this")
+    g.add_argument("--keep-above", type=float,
+                   help="keep images whose calibrated score reaches this (zero-shot: 0-100; with a model: "
+                   "--scale's), or their score where there is no calibrated one")
     g.add_argument("--keep-top-fraction", type=float, help="keep this fraction of best-scoring images")
-    g.add_argument("--csv", help="also write path,score,keep as a CSV file (path or gs:// URL)")
+    g.add_argument("--csv", help="also write path,score,calibrated,keep as a CSV file (path or gs:// URL)")
     g.add_argument("--scale", help="LOW,HIGH: also write a `calibrated` score on this scale (needs a model), "
                    "the training labels' range mapped onto it, e.g. 1,5 or 0,100")
 

@@ -17,14 +17,22 @@ def _csv_line(row: dict) -> str:
     import io
 
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow([row["path"], "" if row["score"] is None else repr(row["score"]),
+    csv.writer(buffer, lineterminator="").writerow([row["path"], _number(row["score"]), _number(row["calibrated"]),
                                                     "true" if row["keep"] else "false"])
     return buffer.getvalue()
 
 
+def _number(x: float | None) -> str:
+    return "" if x is None else repr(x)
+
+
 def _decide(row: dict, threshold: float) -> dict:
-    """Kept when the score reaches the threshold (ties kept); unscorable rows are rejected."""
-    return {**row, "keep": row["score"] is not None and row["score"] >= threshold}
+    """Kept when its `decision_value` (the calibrated score, else the score) reaches the threshold (ties
+    kept); unscorable rows are rejected."""
+    from grepq_core.scoring import decision_value
+
+    value = decision_value(row)
+    return {**row, "keep": value is not None and value >= threshold}
 
 
 def _scale(text: str | None, model: str | None) -> tuple[float, float] | None:
@@ -98,7 +106,7 @@ def build(p, args, features: str, model: str | None, output: str, replace: bool 
     decided | "WriteScores" >> ParquetSink(output, store.SCORES_DIR, store.scores_schema()).write("part")
     if getattr(args, "csv", None):
         (decided | "CSV lines" >> beam.Map(_csv_line)
-         | "Write CSV" >> beam.io.WriteToText(args.csv, shard_name_template="", header="path,score,keep"))
+         | "Write CSV" >> beam.io.WriteToText(args.csv, shard_name_template="", header="path,score,calibrated,keep"))
     for name, keep in (("keep", True), ("reject", False)):
         (decided
          | f"Select {name}" >> beam.Filter(lambda r, k: r["keep"] == k, keep)

@@ -76,10 +76,11 @@ def test_score_writes_a_csv_for_people_who_do_not_read_parquet(pipeline, tmp_pat
                  "--keep-top-fraction", "0.5"]) == 0
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [*rows[0]] == ["path", "score", "keep"] and len(rows) == len(SAMPLES)
+    assert [*rows[0]] == ["path", "score", "calibrated", "keep"] and len(rows) == len(SAMPLES)
     scores = read_table(str(tmp_path / "s"), "scores").to_pandas().set_index("path")
     assert sorted(r["path"] for r in rows) == SAMPLES
     assert all(float(r["score"]) == scores.loc[r["path"], "score"] for r in rows)
+    assert all((r["calibrated"] == "") == pd.isna(scores.loc[r["path"], "calibrated"]) for r in rows)
     assert all((r["keep"] == "true") == scores.loc[r["path"], "keep"] for r in rows) and scores.keep.sum() >= 16
 
 

@@ -38,7 +38,7 @@ class ToyPathway(Pathway):
 
     def encode(self, encoder, run, views):
         outputs = run(encoder.module, [v["toy"] for v in views], encoder.normalization)
-        return [out[0] for out in outputs], [float(np.asarray(v["toy"]).mean() / 255) for v in views]
+        return [out[0] for out in outputs], [float(np.asarray(v["toy"]).mean() / 255) for v in views], None
 
 
 @pytest.fixture

@@ -129,7 +129,7 @@ def test_histogram_when_all_or_none_are_kept(run_dir, keep):
 
 def test_empty_run_sections_say_so():
     scores = pd.DataFrame({c: pd.Series(dtype=t) for c, t in (
-        ("path", str), ("sha256", str), ("score", float), ("scorer", str), ("keep", bool),
+        ("path", str), ("sha256", str), ("score", float), ("calibrated", float), ("scorer", str), ("keep", bool),
         ("zs_ll", float), ("zs_hl", float), ("zs_combined", float))})
     dead = pd.DataFrame({"path": ["a.jpg"], "stage": ["read"], "reason": ["empty_file"], "detail": [""]})
     text = render_report(ReportInputs(scores, dead))

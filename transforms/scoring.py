@@ -9,8 +9,8 @@ import math
 
 import apache_beam as beam
 
-from grepq_core import pathways
-from grepq_core.scoring import RowScorer
+from grepq_core.scoring import RowScorer, decision_value
+from transforms import store
 
 __all__ = ["ScoreRows", "KeepThreshold"]
 
@@ -27,7 +27,7 @@ class ScoreRows(beam.DoFn):
         self._scorer = RowScorer(self._uri, self._scale)
 
     def process(self, row):
-        zero_shot = {c: row.get(c) for c in (*pathways.columns()["zero_shot"], "zs_combined")}
+        zero_shot = {c: row.get(c) for c in store.zero_shot_columns()}
         yield {"path": row["path"], "sha256": row["sha256"], **self._scorer(row), "keep": None, **zero_shot}
 
 
@@ -44,6 +44,6 @@ class KeepThreshold(beam.PTransform):
             return scores.pipeline | beam.Create([above])
         index = round((1.0 - self._fraction) * self._resolution)
         return (scores
-                | beam.Map(lambda r: r["score"]) | beam.Filter(lambda s: s is not None)
+                | beam.Map(decision_value) | beam.Filter(lambda s: s is not None)
                 | beam.ApproximateQuantiles.Globally(self._resolution + 1)
                 | beam.Map(lambda q: q[min(index, len(q) - 1)] if q else math.inf))

@@ -56,7 +56,7 @@ def features_schema() -> pa.Schema:
         [("path", pa.string()), ("sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
          ("decoder", pa.string()), ("profile", pa.string())]
         + [(c, pa.list_(pa.float32())) for c in cols["features"]]
-        + [(c, pa.float64()) for c in cols["zero_shot"]] + [("zs_combined", pa.float64())]
+        + [(c, pa.float64()) for c in zero_shot_columns()]
         + [(c, pa.string()) for c in cols["identity"]])
 
 
@@ -65,7 +65,13 @@ def scores_schema() -> pa.Schema:
     return pa.schema(
         [("path", pa.string()), ("sha256", pa.string()), ("score", pa.float64()), ("calibrated", pa.float64()),
          ("scorer", pa.string()), ("keep", pa.bool_())]
-        + [(c, pa.float64()) for c in pathways.columns()["zero_shot"]] + [("zs_combined", pa.float64())])
+        + [(c, pa.float64()) for c in zero_shot_columns()])
+
+
+def zero_shot_columns() -> list[str]:
+    """Every zero-shot score column: each pathway's, the combined one, and the calibrated 0-100 ones."""
+    cols = pathways.columns()
+    return [*cols["zero_shot"], "zs_combined", *cols["calibrated"]]
 
 
 def identity_columns() -> list[str]:
