@@ -53,14 +53,25 @@ def _candidates(rows: list[dict]) -> dict[str, tuple[list, dict]]:
     return out
 
 
-def fit_with_choice(rows: list[dict], labels, alphas=DEFAULT_ALPHAS, folds: int = 5, groups=None) -> RidgeModel:
+def fit_with_choice(rows: list[dict], labels, alphas=DEFAULT_ALPHAS, folds: int = 5, groups=None,
+                    candidates=CANDIDATES) -> RidgeModel:
     """The best of the candidate fits on labelled feature rows; its `choice` says which and why.
 
     `groups` (the content of each row, where known) keeps each content in
-    one CV fold (`fit_ridge`).
+    one CV fold (`fit_ridge`). `candidates` limits the choice (``features``
+    alone: the paper's ridge).
     """
+    unknown = sorted(set(candidates) - set(CANDIDATES))
+    if unknown or not candidates:
+        raise GrepqError(f"`candidates` are some of {', '.join(CANDIDATES)}, got {', '.join(unknown) or 'none'}")
+    available = _candidates(rows)
+    if not set(candidates) & set(available):
+        raise GrepqError(f"none of the candidates {', '.join(candidates)} can be fitted: the rows have no "
+                         "zero-shot score of one rule")
     fits = {}
-    for name, (layout, identities) in _candidates(rows).items():
+    for name, (layout, identities) in available.items():
+        if name not in candidates:
+            continue
         fits[name] = fit_ridge(feature_matrix(rows, layout), labels, layout, identities, alphas=alphas, folds=folds,
                                groups=groups)
     cv = {name: (None if not math.isfinite(m.cv["srcc"]) else float(m.cv["srcc"])) for name, m in fits.items()}

@@ -31,9 +31,9 @@ def _may_be_labelled(row, keys) -> bool:
     return row["path"] in paths or row["path"].rsplit("/", 1)[-1] in names
 
 
-def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str):
+def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str, candidates=None):
     """Join, validate, fit and save; returns the model (runs on one worker)."""
-    from grepq_core.fit_choice import POOR_CV, SURE, fit_with_choice
+    from grepq_core.fit_choice import CANDIDATES, POOR_CV, SURE, fit_with_choice
     from grepq_core.labels import join_labels
 
     by_path = {r["path"]: r for r in rows}
@@ -43,7 +43,8 @@ def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str):
     if not matched:
         raise GrepqError(f"none of the {len(labels.scores)} labels in {labels.source} matches a feature row")
     chosen = [by_path[p] for p in matched]
-    model = fit_with_choice(chosen, [matched[r["path"]] for r in chosen], alphas=alphas, folds=folds)
+    model = fit_with_choice(chosen, [matched[r["path"]] for r in chosen], alphas=alphas, folds=folds,
+                            candidates=candidates or CANDIDATES)
     model.save(output)
     others = ", ".join(f"{n} {s:.3f}" if s is not None else f"{n} -" for n, s in model.choice["cv_srcc"].items())
     sure = model.choice.get("share_better")
@@ -80,7 +81,7 @@ def build(p, args, features: str, output: str):
      | "Read" >> source.read(columns=columns)
      | "Labelled" >> beam.Filter(_may_be_labelled, keys)
      | "Gather" >> beam.combiners.ToList()
-     | "Fit" >> beam.Map(fit_rows, labels, alphas, args.folds, output))
+     | "Fit" >> beam.Map(fit_rows, labels, alphas, args.folds, output, tuple(args.candidates.split(","))))
 
 
 def run(argv=None, test_pipeline=None):

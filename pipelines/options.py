@@ -118,6 +118,9 @@ def _labels(p, required: bool = True):
     g.add_argument("--lower-is-better", action="store_true", help="scores are DMOS (lower is better)")
     g.add_argument("--alphas", default="0.1,1,10,100", help="ridge alphas to choose from by CV")
     g.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    g.add_argument("--candidates", default="zero-shot,features,features+zero-shot",
+                   help="fits to choose from by CV (docs/method.md, \"Data-efficient prediction\"); "
+                   "`features` alone is the paper's ridge")
 
 
 def _scoring(p):

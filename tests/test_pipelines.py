@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageFilter
 
+from grepq_core.regressor import load_ridge
 from pipelines import extract, fit, score
 from transforms.store import features_schema
 from transforms.store import read_table
@@ -82,7 +83,12 @@ def test_fit_then_score_ranks_sharp_above_blurred(extracted, tmp_path):
     labels = pd.DataFrame({"path": names, "score": np.where(names.str.startswith("sharp_"), 80.0, 20.0)})
     labels.to_csv(tmp_path / "labels.csv", index=False)
     model = tmp_path / "model.json"
+    # twelve labels do not surely beat the tiny models' zero-shot score, so the default keeps zero-shot
     fit.run(["--features", str(out), "--labels", str(tmp_path / "labels.csv"), "--output", str(model)])
+    assert load_ridge(str(model)).choice["chosen"] == "zero-shot"
+    fit.run(["--features", str(out), "--labels", str(tmp_path / "labels.csv"), "--output", str(model),
+             "--candidates", "features"])
+    assert load_ridge(str(model)).choice["chosen"] == "features"
     score.run(["--features", str(out), "--model", str(model), "--output", str(tmp_path / "scored"),
                "--keep-top-fraction", "0.5", "--scale", "1,5"])
     scores = read_table(str(tmp_path / "scored"), "scores").to_pandas()
