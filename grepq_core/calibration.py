@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grepq_core import views as V
 from grepq_core.distortions import apply_distortion
 from grepq_core.errors import GrepqError
 
@@ -68,9 +67,10 @@ def setting_key(views, shrinkage: float) -> str:
 
 def view_patches(img: np.ndarray, views) -> np.ndarray:
     """The zero-shot patches [P, S, S, 3] uint8 that extract cuts from an HxWx3 uint8 image."""
-    image = V.ensure_min_size(V.to_tensor(img), views.min_side)
-    cut = V.patches(image, size=views.patch_size, stride=views.patch_stride, max_patches=views.max_patches)
-    return cut.permute(0, 2, 3, 1).numpy()
+    from grepq_core.extractor import EncoderSpec, image_views
+
+    cut = image_views(img, EncoderSpec(pathways=("ll",), views=views)).tensors["ll_patches"]
+    return np.ascontiguousarray(cut.transpose(0, 2, 3, 1))
 
 
 def fit_anchors(photos: list, pristine_features: list[np.ndarray], features_of, settings: dict,

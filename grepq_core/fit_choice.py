@@ -75,8 +75,9 @@ def fit_with_choice(rows: list[dict], labels, alphas=DEFAULT_ALPHAS, folds: int 
         fits[name] = fit_ridge(feature_matrix(rows, layout), labels, layout, identities, alphas=alphas, folds=folds,
                                groups=groups)
     cv = {name: (None if not math.isfinite(m.cv["srcc"]) else float(m.cv["srcc"])) for name, m in fits.items()}
-    if "zero-shot" in fits and fits["zero-shot"].coef[0] > 0:  # a monotone map: it ranks exactly as zero-shot
-        cv["zero-shot"] = float(metrics.srcc([zero_shot_score(r)[0] for r in rows], labels))
+    zero_shot = np.array([zero_shot_score(r)[0] for r in rows], dtype=np.float64) if "zero-shot" in fits else None
+    if zero_shot is not None and fits["zero-shot"].coef[0] > 0:  # a monotone map: it ranks exactly as zero-shot
+        cv["zero-shot"] = float(metrics.srcc(zero_shot, labels))
     ranked = sorted((s, n) for n, s in cv.items() if s is not None)
     if not ranked:
         raise GrepqError("no candidate fit has a finite cross-validated SRCC: the labels carry no ranking")
@@ -85,7 +86,6 @@ def fit_with_choice(rows: list[dict], labels, alphas=DEFAULT_ALPHAS, folds: int 
     if cv.get("zero-shot") is not None and best != "zero-shot":
         X = feature_matrix(rows, fits[best].layout)
         predictions = out_of_fold(X, labels, fits[best].alpha, folds, groups=groups)
-        zero_shot = np.array([zero_shot_score(r)[0] for r in rows], dtype=np.float64)
         sure = share_better(predictions, zero_shot, labels, groups)
         if sure < SURE:
             best = "zero-shot"

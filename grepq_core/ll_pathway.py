@@ -10,12 +10,12 @@ import numpy as np
 import torch
 
 from grepq_core import views as V
+from grepq_core.calibration import setting_key
 from grepq_core.errors import GrepqError
 from grepq_core.ll_encoder import load_ll_encoder
 from grepq_core.pathway import Encoder, Pathway
 from grepq_core.pristine import load_pristine
 from grepq_core.shipped import SHIPPED_PRISTINE
-from grepq_core.calibration import setting_key
 from grepq_core.zero_shot import ll_distance, ll_score_identity, ll_score_of_distance
 
 __all__ = ["LLPathway"]

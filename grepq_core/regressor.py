@@ -469,8 +469,8 @@ def fit_ridge(X: np.ndarray, y: np.ndarray, layout, identities: dict, alphas=DEF
 
     scaler = StandardScaler().fit(X)
     ridge = Ridge(alpha=best_alpha).fit(scaler.transform(X), z)
-    cv = {"srcc": metrics.srcc(best_pred, z), "plcc": metrics.plcc(best_pred, z), "folds": splitter.n_splits, "grouped": groups is not None,
-          "by_alpha": [[a, s, rmse * target.unit] for a, s, rmse, _ in trials]}
+    cv = {"srcc": metrics.srcc(best_pred, z), "plcc": metrics.plcc(best_pred, z), "folds": splitter.n_splits,
+          "grouped": groups is not None, "by_alpha": [[a, s, rmse * target.unit] for a, s, rmse, _ in trials]}
     model = RidgeModel(coef=ridge.coef_.astype(np.float64) * target.unit,
                        intercept=float(ridge.intercept_) * target.unit + target.offset,
                        scaler_mean=scaler.mean_.astype(np.float64), scaler_scale=scaler.scale_.astype(np.float64),
