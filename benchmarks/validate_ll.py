@@ -42,7 +42,7 @@ from grepq_core.distortions import apply_distortion, list_distortions
 from grepq_core.extractor import EncoderSpec, Extractor, ViewConfig, image_views
 from grepq_core.fsim import fsim_matrix
 from grepq_core.metrics import srcc
-from grepq_core.zero_shot import LL_SHRINKAGE
+from grepq_core.zero_shot import LL_ISOTROPIC, LL_SHRINKAGE
 
 LEVELS = (1, 2, 3, 4, 5)
 
@@ -142,6 +142,8 @@ def main():
     parser.add_argument("--patch-stride", type=int, default=48, help="stride of the zero-shot patches")
     parser.add_argument("--shrinkage", type=float, default=LL_SHRINKAGE,
                         help="covariance shrinkage of the zero-shot distance (0: docs/method.md's)")
+    parser.add_argument("--isotropic", type=float, default=LL_ISOTROPIC,
+                        help="weight of the zero-shot distance's isotropic term (0: docs/method.md's)")
     parser.add_argument("--types", default="all", help="comma-separated distortion names, or all")
     parser.add_argument("--baselines", default="NIQE,BRISQUE",
                         help="comma-separated baselines to compare with (NIQE, BRISQUE), or none")
@@ -154,7 +156,7 @@ def main():
     proxy_names = list(PROXIES) if args.proxies == "all" else args.proxies.split(",")
     spec = EncoderSpec(pathways=("ll",), ll_weights=args.ll_weights, pristine=args.pristine, batch_size=30,
                        views=ViewConfig(max_patches=args.max_patches or None, patch_stride=args.patch_stride),
-                       ll_shrinkage=args.shrinkage)
+                       ll_shrinkage=args.shrinkage, ll_isotropic=args.isotropic)
     model = Extractor.load(spec)
     baselines = {"NIQE": lambda imgs: -np.array([niqe(i) for i in imgs]),
                  "BRISQUE": lambda imgs: -np.array([brisque(i) for i in imgs])}

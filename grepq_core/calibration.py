@@ -18,8 +18,8 @@ typical heavily distorted one 10, midway 50. q is strictly decreasing in d:
 it ranks exactly as the paper's score does, and means the same in every run
 and collection scored with the same model.
 
-Distances depend on how the patches are cut and on the covariance shrinkage,
-so anchors are stored per `setting_key`; a setting the pristine model has no
+Distances depend on how the patches are cut and on the distance rule
+(shrinkage, isotropic weight), so anchors are stored per `setting_key`; a setting the pristine model has no
 anchors for gets no calibrated score.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 from grepq_core.distortions import apply_distortion
 from grepq_core.errors import GrepqError
 
-__all__ = ["TYPES", "LEVEL", "GOOD", "BAD", "Anchors", "setting_key", "view_patches", "fit_anchors"]
+__all__ = ["TYPES", "LEVEL", "GOOD", "BAD", "Anchors", "isotropic_suffix", "setting_key", "view_patches", "fit_anchors"]
 
 TYPES = ("gaussian_blur", "motion_blur", "white_noise", "jpeg", "jpeg2000", "pixelate")
 LEVEL = 4
@@ -58,11 +58,18 @@ class Anchors:
         return float(100 / (1 + math.exp(-gain * ((self.good + self.bad) / 2 - d))))
 
 
-def setting_key(views, shrinkage: float) -> str:
-    """What a distance depends on besides the models: how patches are cut, and the shrinkage."""
+def isotropic_suffix(isotropic: float) -> str:
+    """How keys and identities name the isotropic weight: not at all when 0, so that anchors and rows
+    made before the term existed (which had none) still match."""
+    return f",isotropic={isotropic:g}" if isotropic else ""
+
+
+def setting_key(spec) -> str:
+    """What a distance depends on besides the models: how an EncoderSpec cuts patches, and its distance rule."""
+    views = spec.views
     cap = "all" if views.max_patches is None else views.max_patches
     return (f"patch={views.patch_size},stride={views.patch_stride},max={cap},min_side={views.min_side},"
-            f"shrinkage={shrinkage:g}")
+            f"shrinkage={spec.ll_shrinkage:g}{isotropic_suffix(spec.ll_isotropic)}")
 
 
 def view_patches(img: np.ndarray, views) -> np.ndarray:
@@ -75,7 +82,7 @@ def view_patches(img: np.ndarray, views) -> np.ndarray:
 
 def fit_anchors(photos: list, pristine_features: list[np.ndarray], features_of, settings: dict,
                 encoder_identity: str, load=np.asarray, progress: bool = False) -> dict[str, Anchors]:
-    """{key: anchors} for each of `settings` ({key: (views, shrinkage)}), cross-fitted over `FOLDS` folds.
+    """{key: anchors} for each of `settings` ({setting_key(spec): spec}), cross-fitted over `FOLDS` folds.
 
     `load(photos[i])` gives photo i as HxWx3 uint8 (photos are read one at
     a time, so a large pristine set need not fit in memory);
@@ -101,8 +108,9 @@ def fit_anchors(photos: list, pristine_features: list[np.ndarray], features_of, 
         for i in np.flatnonzero(folds == fold):
             photo = load(photos[i])
             versions = [photo, *(apply_distortion(photo, kind, LEVEL, seed=0) for kind in TYPES)]
-            for key, (views, shrinkage) in settings.items():
-                distances = [ll_distance(model, features_of(view_patches(v, views)), shrinkage=shrinkage)
+            for key, spec in settings.items():
+                distances = [ll_distance(model, features_of(view_patches(v, spec.views)),
+                                         shrinkage=spec.ll_shrinkage, isotropic=spec.ll_isotropic)
                              for v in versions]
                 good[key].append(distances[0])
                 bad[key].extend(distances[1:])

@@ -31,7 +31,7 @@ from grepq_core.device_decode import decode_on_device
 from grepq_core.devices import resolve_device
 from grepq_core.errors import GrepqError, ImageError, WeightsUnavailable
 from grepq_core.pathway import Encoder
-from grepq_core.zero_shot import LL_SHRINKAGE, combined_score
+from grepq_core.zero_shot import LL_ISOTROPIC, LL_SHRINKAGE, combined_score
 
 __all__ = ["ViewConfig", "EncoderSpec", "Views", "image_views", "Extractor", "load_available"]
 
@@ -85,6 +85,7 @@ class EncoderSpec:
     hl_visual_weights: str | None = None  # replaces the image tower of `hl_weights` (the reference HL model)
     hl_positional: str = "interpolate"  # "omit": the attention pool's positional embedding left out
     ll_shrinkage: float = LL_SHRINKAGE  # zero-shot LL distance's covariance shrinkage (0: docs/method.md's)
+    ll_isotropic: float = LL_ISOTROPIC  # weight of its isotropic term (0: docs/method.md's)
 
 
 @dataclass

@@ -39,11 +39,12 @@ class LLPathway(Pathway):
                     f"pristine model {spec.pristine} was built with {pristine.encoder_identity}, "
                     f"but the LL encoder is {identity}: pass the matching `pristine` "
                     "(grepq build-pristine makes one), or `pristine` none")
-        anchors = pristine and pristine.calibration.get(setting_key(spec.views, spec.ll_shrinkage))
+        anchors = pristine and pristine.calibration.get(setting_key(spec))
         return Encoder(self, module, identity, module.normalization,
-                       zero_shot_identity=pristine and ll_score_identity(pristine, spec.ll_shrinkage, anchors),
-                       state={"pristine": pristine, "shrinkage": spec.ll_shrinkage, "anchors": anchors,
-                              "fixed_shape": spec.views.ll_view == "fragments"})
+                       zero_shot_identity=pristine and ll_score_identity(pristine, spec.ll_shrinkage, anchors,
+                                                                         spec.ll_isotropic),
+                       state={"pristine": pristine, "shrinkage": spec.ll_shrinkage, "isotropic": spec.ll_isotropic,
+                              "anchors": anchors, "fixed_shape": spec.views.ll_view == "fragments"})
 
     def views(self, image: torch.Tensor, config) -> dict[str, torch.Tensor]:
         out = {"ll": V.fragments(image, grid=config.grid, size=config.fragment)
@@ -63,7 +64,8 @@ class LLPathway(Pathway):
         patch_out = run(encoder.module, [p for v in views for p in v["ll_patches"]], encoder.normalization)
         flat = np.stack([out[0] for out in patch_out]).astype(np.float64)
         bounds = np.cumsum([0] + counts)
-        distances = [ll_distance(pristine, flat[a:b], shrinkage=encoder.state["shrinkage"])
+        distances = [ll_distance(pristine, flat[a:b], shrinkage=encoder.state["shrinkage"],
+                                 isotropic=encoder.state["isotropic"])
                      for a, b in zip(bounds[:-1], bounds[1:])]
         calibrated = [anchors.score(d) if anchors else float("nan") for d in distances]
         return features, [ll_score_of_distance(d) for d in distances], calibrated

@@ -10,12 +10,13 @@ code computes, so that their released weights reproduce their figures:
   the attention pool's positional embedding left out (as the authors'
   README instructs), not interpolated;
 - zero-shot LL on every 96x96 patch at stride 48, no cap, and the distance
-  with (S_r + S_t) / 2 + 0.001 I, no covariance shrinkage;
+  with (S_r + S_t) / 2 + 0.001 I, no covariance shrinkage and no isotropic
+  term;
 - images are upscaled only when their shorter side is under one patch
   (the reference cannot score those at all).
 
 `fast` cuts fixed-size views that batch on a GPU (fragments, a 224 CLIP
-crop, 32 patches) and shrinks the pooled covariance; MODEL_CARD.md and
+crop, 32 patches), shrinks the pooled covariance and adds the isotropic term; MODEL_CARD.md and
 docs/method.md give the measured difference.
 """
 from __future__ import annotations
@@ -30,7 +31,8 @@ __all__ = ["PROFILES", "spec_for"]
 PROFILES = {
     "fast": {},
     "reference": {"views": ViewConfig(ll_view="full", hl_size=None, max_patches=None),
-                  "hl_positional": "omit", "ll_shrinkage": 0.0},
+                  "hl_positional": "omit", "ll_shrinkage": 0.0,
+                  "ll_isotropic": 0.0},
 }
 
 

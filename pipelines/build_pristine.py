@@ -106,7 +106,7 @@ def fit_on_patches(chosen: dict[str, np.ndarray], ll_weights: str, device: str =
     settings = {}
     for profile in calibrate:
         spec = spec_for(profile)
-        settings[setting_key(spec.views, spec.ll_shrinkage)] = (spec.views, spec.ll_shrinkage)
+        settings[setting_key(spec)] = spec
     if not settings:
         return model
     try:

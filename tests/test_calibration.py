@@ -58,7 +58,7 @@ def test_shipped_calibrated_score_falls_with_every_level(name):
 def test_shipped_pristine_model_is_calibrated_for_the_fast_profile():
     model = PristineModel.load(str(SHIPPED_PRISTINE))
     spec = spec_for("fast")
-    anchors = model.calibration[setting_key(spec.views, spec.ll_shrinkage)]
+    anchors = model.calibration[setting_key(spec)]
     assert 0 < anchors.good < anchors.bad
 
 
@@ -68,7 +68,7 @@ def test_build_pristine_stores_anchors_that_extract_and_score_use(photos_dir, ti
                         tiny_models["ll"], "--device", "cpu", "--no-progress"])
     model = PristineModel.load(str(out))
     spec = spec_for("fast")
-    key = setting_key(spec.views, spec.ll_shrinkage)
+    key = setting_key(spec)
     assert list(model.calibration) == [key]
     anchors = model.calibration[key]
 

@@ -54,6 +54,32 @@ def test_mvg_distance_shrinks_the_pooled_covariance(shrinkage):
     assert mvg_distance(mu_r, cov_r, mu_t, cov_t, shrinkage=shrinkage) == pytest.approx(expected, rel=1e-9)
 
 
+def test_isotropic_term_adds_the_plain_distance_in_units_of_the_mean_variance():
+    rng = np.random.default_rng(9)
+    d = 10
+    mu_r, mu_t = rng.normal(size=d), rng.normal(size=d)
+    cov_r, cov_t = _random_spd(rng, d), _random_spd(rng, d)
+    diff, mean_variance = mu_r - mu_t, np.trace((cov_r + cov_t) / 2) / d
+    base = mvg_distance(mu_r, cov_r, mu_t, cov_t, shrinkage=0.1)
+    expected = np.sqrt(base ** 2 + 0.03 * diff @ diff / (mean_variance + 1e-3))
+    assert mvg_distance(mu_r, cov_r, mu_t, cov_t, shrinkage=0.1, isotropic=0.03) == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="isotropic"):
+        mvg_distance(mu_r, cov_r, mu_t, cov_t, isotropic=-1.0)
+
+
+def test_isotropic_term_weighs_the_direction_the_pristine_patches_spread_along():
+    """A shift along the pristine model's widest direction, which the Mahalanobis form all but ignores,
+    moves d once the isotropic term is on; a shift along its narrowest direction moves it either way."""
+    cov = np.diag([400.0] + [1.0] * 127)  # one direction 400 times as wide, as in trained LL features
+    wide, narrow = np.eye(128)[0] * 10, np.eye(128)[1] * 0.7
+    zero = np.zeros(128)
+    plain = [mvg_distance(zero, cov, shift, cov, shrinkage=0.1) for shift in (wide, narrow)]
+    with_term = [mvg_distance(zero, cov, shift, cov, shrinkage=0.1, isotropic=0.03) for shift in (wide, narrow)]
+    assert plain[0] < plain[1]  # ten times the shift, counted for less
+    assert with_term[0] > with_term[1]
+    assert with_term[1] == pytest.approx(plain[1], rel=0.02)
+
+
 def test_shrinkage_makes_the_distance_independent_of_feature_scale():
     """Features of rank 3 in 8-d (as collapsed encoder features are): with shrinkage and no ridge,
     scaling every feature by c leaves d unchanged; the fixed ridge alone does not."""
