@@ -19,8 +19,8 @@ it ranks exactly as the paper's score does, and means the same in every run
 and collection scored with the same model.
 
 Distances depend on how the patches are cut and on the distance rule
-(shrinkage, isotropic weight), so anchors are stored per `setting_key`; a setting the pristine model has no
-anchors for gets no calibrated score.
+(shrinkage, isotropic weight), so anchors are stored per `setting_key`; a
+setting the pristine model has no anchors for gets no calibrated score.
 """
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ import numpy as np
 
 from grepq_core.distortions import apply_distortion
 from grepq_core.errors import GrepqError
+from grepq_core.zero_shot import isotropic_suffix, ll_distance
 
-__all__ = ["TYPES", "LEVEL", "GOOD", "BAD", "Anchors", "isotropic_suffix", "setting_key", "view_patches", "fit_anchors"]
+__all__ = ["TYPES", "LEVEL", "GOOD", "BAD", "Anchors", "setting_key", "view_patches", "fit_anchors"]
 
 TYPES = ("gaussian_blur", "motion_blur", "white_noise", "jpeg", "jpeg2000", "pixelate")
 LEVEL = 4
@@ -56,12 +57,6 @@ class Anchors:
         """d on the 0-100 scale."""
         gain = math.log(GOOD / (100 - GOOD)) * 2 / (self.bad - self.good)
         return float(100 / (1 + math.exp(-gain * ((self.good + self.bad) / 2 - d))))
-
-
-def isotropic_suffix(isotropic: float) -> str:
-    """How keys and identities name the isotropic weight: not at all when 0, so that anchors and rows
-    made before the term existed (which had none) still match."""
-    return f",isotropic={isotropic:g}" if isotropic else ""
 
 
 def setting_key(spec) -> str:
@@ -95,7 +90,6 @@ def fit_anchors(photos: list, pristine_features: list[np.ndarray], features_of, 
     from tqdm.auto import tqdm
 
     from grepq_core.pristine import fit_pristine
-    from grepq_core.zero_shot import ll_distance
 
     if len(photos) < 2:
         raise GrepqError(f"calibration needs at least 2 pristine photos, got {len(photos)}")

@@ -16,8 +16,8 @@ code computes, so that their released weights reproduce their figures:
   (the reference cannot score those at all).
 
 `fast` cuts fixed-size views that batch on a GPU (fragments, a 224 CLIP
-crop, 32 patches), shrinks the pooled covariance and adds the isotropic term; MODEL_CARD.md and
-docs/method.md give the measured difference.
+crop, 32 patches), shrinks the pooled covariance and adds the isotropic
+term; MODEL_CARD.md and docs/method.md give the measured difference.
 """
 from __future__ import annotations
 
@@ -31,8 +31,7 @@ __all__ = ["PROFILES", "spec_for"]
 PROFILES = {
     "fast": {},
     "reference": {"views": ViewConfig(ll_view="full", hl_size=None, max_patches=None),
-                  "hl_positional": "omit", "ll_shrinkage": 0.0,
-                  "ll_isotropic": 0.0},
+                  "hl_positional": "omit", "ll_shrinkage": 0.0, "ll_isotropic": 0.0},
 }
 
 

@@ -33,8 +33,8 @@ from grepq_core.errors import GrepqError
 if TYPE_CHECKING:
     from grepq_core.pristine import PristineModel
 
-__all__ = ["LL_SHRINKAGE", "LL_ISOTROPIC", "mvg_distance", "patch_statistics", "ll_distance", "ll_score_of_distance", "ll_score",
-           "ll_score_identity", "hl_score", "combined_score"]
+__all__ = ["LL_SHRINKAGE", "LL_ISOTROPIC", "mvg_distance", "patch_statistics", "ll_distance", "ll_score_of_distance",
+           "ll_score", "isotropic_suffix", "ll_score_identity", "hl_score", "combined_score"]
 
 LL_EPS, LL_SHRINKAGE, LL_ISOTROPIC, LL_SCALE = 1e-3, 0.1, 0.03, 100.0
 
@@ -103,6 +103,12 @@ def ll_score(pristine: PristineModel, patch_features: np.ndarray, eps: float = L
     return ll_score_of_distance(ll_distance(pristine, patch_features, eps, shrinkage, isotropic), scale)
 
 
+def isotropic_suffix(isotropic: float) -> str:
+    """How identities and calibration keys name the isotropic weight: not at all when 0, so that rows and
+    anchors made before the term existed (which had none) still match."""
+    return f",isotropic={isotropic:g}" if isotropic else ""
+
+
 def ll_score_identity(pristine: PristineModel, shrinkage: float = LL_SHRINKAGE, anchors=None,
                       isotropic: float = LL_ISOTROPIC) -> str:
     """Names what a default `ll_score` depends on besides the LL encoder: the pristine model and the settings.
@@ -111,8 +117,6 @@ def ll_score_identity(pristine: PristineModel, shrinkage: float = LL_SHRINKAGE, 
     (and the calibrated zs_ll_100, whose `anchors` it names too) when either
     changes instead of mixing scores of two rules.
     """
-    from grepq_core.calibration import isotropic_suffix
-
     digest = hashlib.sha256(np.ascontiguousarray(pristine.mean).tobytes()
                             + np.ascontiguousarray(pristine.cov).tobytes()).hexdigest()[:12]
     calibration = f",anchors={anchors.good:.6g}/{anchors.bad:.6g}" if anchors else ""
