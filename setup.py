@@ -13,7 +13,7 @@ setup(
     description="Tell good images from bad ones without a reference (GRepQ, WACV 2024), at collection scale.",
     python_requires=">=3.10",
     packages=find_packages(include=["grepq_core*", "transforms*", "pipelines*"]),
-    package_data={"grepq_core": ["assets/*", "configs/*.json"]},
+    package_data={"grepq_core.model": ["assets/*", "configs/*.json"], "grepq_core.evaluation": ["assets/*"]},
     install_requires=[
         "apache-beam>=2.60",
         "torch>=2.1",

@@ -26,9 +26,11 @@ from PIL import Image
 from scipy import stats
 from tqdm import tqdm
 
-from grepq_core.distortions import apply_distortion
-from grepq_core.extractor import EncoderSpec, Extractor, image_views
-from grepq_core.profiles import spec_for
+from grepq_core.model.cut import image_views
+from grepq_core.model.extractor import Extractor
+from grepq_core.model.profiles import spec_for
+from grepq_core.model.settings import EncoderSpec
+from grepq_core.training.distortions import apply_distortion
 
 LEVELS = (1, 2, 3, 4, 5)
 QUALITIES = (90, 50, 20, 8)

@@ -48,12 +48,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from grepq_core.extractor import EncoderSpec, Extractor, ViewConfig, image_views
-from grepq_core.hl_encoder import build_hl_encoder, save_hl_checkpoint
-from grepq_core.imageio import load_image
-from grepq_core.ll_encoder import create_ll_encoder, load_ll_encoder, save_ll_checkpoint
-from grepq_core.pathways import parse_pathways
-from grepq_core.pristine import fit_pristine
+from grepq_core.images.decode import load_image
+from grepq_core.model.cut import image_views
+from grepq_core.model.extractor import Extractor
+from grepq_core.model.hl_encoder import build_hl_encoder, save_hl_checkpoint
+from grepq_core.model.ll_encoder import create_ll_encoder, load_ll_encoder, save_ll_checkpoint
+from grepq_core.model.pristine import fit_pristine
+from grepq_core.model.profiles import spec_for
+from grepq_core.model.settings import EncoderSpec
 
 
 def with_comment(jpeg: bytes, text: bytes) -> bytes:
@@ -310,9 +312,9 @@ def main(argv=None):
     with Phase("weights", sampler):
         weights = random_weights(work, args.ll_arch, args.hl_model)
     max_patches = None if args.max_patches == "all" else int(args.max_patches)
-    spec = EncoderSpec(pathways=parse_pathways(args.pathways), ll_weights=weights["ll"], pristine=weights["pristine"],
-                       hl_model=args.hl_model, hl_weights=weights["hl"], device=args.device,
-                       batch_size=args.batch_size, views=ViewConfig(max_patches=max_patches))
+    spec = spec_for(pathways=args.pathways, ll_weights=weights["ll"], pristine=weights["pristine"],
+                    hl_model=args.hl_model, hl_weights=weights["hl"], device=args.device,
+                    batch_size=args.batch_size, max_patches=max_patches)
     device = Extractor.load(dataclasses.replace(spec, pathways=())).device
     report["config"] = {"pathways": args.pathways, "ll_arch": args.ll_arch, "hl_model": args.hl_model,
                         "batch_size": args.batch_size, "max_patches": args.max_patches, "device": str(device),

@@ -7,7 +7,7 @@
 # huggingface_hub, safetensors, pytest and pytest-timeout; it reaches no registry. What
 # grepq's extract path imports beyond that, found by running the smoke check here with
 # every other package made unimportable, is below: apache-beam, what Beam imports at
-# run time that the image lacks, open_clip and ftfy, and piq (grepq_core.fsim, CUDA
+# run time that the image lacks, open_clip and ftfy, and piq (grepq_core.training.fsim, CUDA
 # tests). Versions are constraints.txt's. Beam's numpy<2.5 pin is not met there (numpy
 # 2.5): installed with --no-deps, the check shows whether that matters.
 #

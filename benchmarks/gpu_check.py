@@ -134,7 +134,8 @@ def _run(cmd: list[str], log: Log, env: dict, timeout: float, cwd: Path = ROOT) 
 
 
 ENV_MODULES = ["torch", "torchvision.io", "apache_beam", "apache_beam.ml.inference.base", "open_clip", "piq",
-               "skimage", "grepq_core.extractor", "grepq_core.fsim", "transforms.inference", "transforms.read",
+               "skimage", "grepq_core.model.extractor", "grepq_core.training.fsim", "transforms.inference",
+               "transforms.read",
                "pipelines.extract"]
 ENV_SNIPPET = r"""
 import importlib, importlib.metadata as md, json, sys
@@ -537,10 +538,12 @@ def parity(args) -> None:
     sys.path.insert(0, str(BENCH))
     from extract_throughput import random_weights
 
-    from grepq_core.device_decode import decode_on_device, device_decoder_name
     from grepq_core.errors import ImageError
-    from grepq_core.extractor import EncoderSpec, Extractor, image_views
-    from grepq_core.imageio import decode_image
+    from grepq_core.images.decode import decode_image
+    from grepq_core.model.cut import image_views
+    from grepq_core.model.device_decode import decode_on_device, device_decoder_name
+    from grepq_core.model.extractor import Extractor
+    from grepq_core.model.profiles import spec_for
 
     result: dict = {"torch": torch.__version__, "device": args.device, "timings_s": {}, "errors": {}}
     work = Path(args.work)
@@ -588,8 +591,8 @@ def parity(args) -> None:
                         "mean_kb": round(sum(map(len, datas)) / len(datas) / 1024, 1)}
     tick("corpus")
     weights = random_weights(work, args.ll_arch, args.hl_model)
-    spec_cpu = EncoderSpec(ll_weights=weights["ll"], pristine=weights["pristine"], hl_model=args.hl_model,
-                           hl_weights=weights["hl"], device="cpu", decode="cpu", batch_size=batch)
+    spec_cpu = spec_for(ll_weights=weights["ll"], pristine=weights["pristine"], hl_model=args.hl_model,
+                        hl_weights=weights["hl"], device="cpu", decode="cpu", batch_size=batch)
     spec_dev = dataclasses.replace(spec_cpu, device=args.device, decode="gpu")
     ref, dev = Extractor.load(spec_cpu), Extractor.load(spec_dev)
     device = dev.device

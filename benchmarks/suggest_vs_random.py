@@ -1,4 +1,4 @@
-"""Few-shot SRCC with suggested labels (grepq_core.selection) vs random labels.
+"""Few-shot SRCC with suggested labels (grepq_core.fitting.selection) vs random labels.
 
 A synthetic IQA set built offline: random crops of the holdout photos of
 `scripts/offline_photos.py` (never used to train the shipped LL model), each
@@ -29,15 +29,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grepq_core.distortions import apply_distortion, list_distortions
-from grepq_core.extractor import EncoderSpec, Extractor, image_views
-from grepq_core.fsim import fsim_matrix
-from grepq_core.imageio import load_image
+from grepq_core.fitting.ridge_fit import fit_ridge
+from grepq_core.fitting.selection import suggest_labels
+from grepq_core.images.decode import load_image
 from grepq_core.metrics import srcc
-from grepq_core.regressor import fit_ridge
-from grepq_core.selection import suggest_labels
-from grepq_core.shipped import SHIPPED_LL, SHIPPED_PRISTINE
-from pipelines.build_pristine import build_pristine
+from grepq_core.model.cut import image_views
+from grepq_core.model.extractor import Extractor
+from grepq_core.model.profiles import spec_for
+from grepq_core.model.settings import EncoderSpec
+from grepq_core.model.shipped import SHIPPED_LL, SHIPPED_PRISTINE
+from grepq_core.training.distortions import apply_distortion, list_distortions
+from grepq_core.training.fsim import fsim_matrix
+from grepq_core.training.pristine import build_pristine
 
 
 def _crops(photos: list[Path], per_photo: int, size: int, rng) -> list[np.ndarray]:
@@ -138,7 +141,7 @@ def main(argv=None):
     print(f"{len(images)} images ({len(photos)} photos x {args.crops} crops x (1 + {args.versions} versions)) "
           f"labelled by FSIM in {time.perf_counter() - start:.0f} s")
     start = time.perf_counter()
-    spec = EncoderSpec(pathways=("ll",), ll_weights=args.ll_weights, pristine=pristine, device="cpu")
+    spec = spec_for(pathways=("ll",), ll_weights=args.ll_weights, pristine=pristine, device="cpu")
     features, zero_shot, identity = extract(images, spec)
     print(f"features from {identity} in {time.perf_counter() - start:.0f} s")
 

@@ -2,7 +2,7 @@
 
 Contents are random crops (random scale, random position) of the holdout
 photos of `scripts/offline_photos.py`. Each crop is distorted with `--types`
-distortion types drawn at random from the registry (grepq_core.distortions),
+distortion types drawn at random from the registry (grepq_core.training.distortions),
 each at `--levels` levels drawn at random from 1..5; the undistorted crop is
 the reference and is not part of the set. Every image is labelled
 100 x FSIM(reference, distorted) (grepq_core.fsim): FSIM is the annotator
@@ -31,8 +31,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from grepq_core.distortions import NUM_LEVELS, apply_distortion, list_distortions
-from grepq_core.fsim import fsim_matrix
+from grepq_core.training.distortions import NUM_LEVELS, apply_distortion, list_distortions
+from grepq_core.training.fsim import fsim_matrix
 
 
 def _crop(photo: np.ndarray, width: int, height: int, rng: np.random.Generator) -> np.ndarray:

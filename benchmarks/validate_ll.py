@@ -37,12 +37,15 @@ from PIL import Image
 from scipy import stats
 from tqdm import tqdm
 
-from grepq_core.baselines import brisque, niqe
-from grepq_core.distortions import apply_distortion, list_distortions
-from grepq_core.extractor import EncoderSpec, Extractor, ViewConfig, image_views
-from grepq_core.fsim import fsim_matrix
+from grepq_core.evaluation.baselines import brisque, niqe
 from grepq_core.metrics import srcc
-from grepq_core.zero_shot import LL_ISOTROPIC, LL_SHRINKAGE
+from grepq_core.model.cut import image_views
+from grepq_core.model.extractor import Extractor
+from grepq_core.model.profiles import spec_for
+from grepq_core.model.settings import EncoderSpec
+from grepq_core.model.zero_shot import LL_ISOTROPIC, LL_SHRINKAGE
+from grepq_core.training.distortions import apply_distortion, list_distortions
+from grepq_core.training.fsim import fsim_matrix
 
 LEVELS = (1, 2, 3, 4, 5)
 
@@ -154,9 +157,9 @@ def main():
 
     types = list_distortions() if args.types == "all" else args.types.split(",")
     proxy_names = list(PROXIES) if args.proxies == "all" else args.proxies.split(",")
-    spec = EncoderSpec(pathways=("ll",), ll_weights=args.ll_weights, pristine=args.pristine, batch_size=30,
-                       views=ViewConfig(max_patches=args.max_patches or None, patch_stride=args.patch_stride),
-                       ll_shrinkage=args.shrinkage, ll_isotropic=args.isotropic)
+    spec = spec_for(pathways=("ll",), ll_weights=args.ll_weights, pristine=args.pristine, batch_size=30,
+                    max_patches=args.max_patches or None, patch_stride=args.patch_stride,
+                    ll_shrinkage=args.shrinkage, ll_isotropic=args.isotropic)
     model = Extractor.load(spec)
     baselines = {"NIQE": lambda imgs: -np.array([niqe(i) for i in imgs]),
                  "BRISQUE": lambda imgs: -np.array([brisque(i) for i in imgs])}

@@ -7,44 +7,39 @@
 The frame has every feature-row column the pipeline writes (features,
 zero-shot scores, identities, profile), the score columns (`score`,
 `calibrated`, `scorer`), and `dead_letter_stage`, `dead_letter_reason` and
-`dead_letter_detail`, set for images that could not be scored (their other
-columns are empty). It runs in this process, on `device` ("auto": CUDA when
-present), without Beam.
+`dead_letter_detail` (a `grepq_core.errors.Failure`), set for images that
+could not be scored (their other columns are empty). It runs in this
+process, on `device` ("auto": CUDA when present), without Beam.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import pandas as pd
 
-from grepq_core.devices import decodes_on_device
-from grepq_core.errors import GrepqError, ImageError
-from grepq_core.extractor import Extractor, ViewConfig
-from grepq_core.inputs import prepare, read_and_hash
-from grepq_core.pathways import parse_pathways
-from grepq_core.profiles import PROFILES, spec_for
-from grepq_core.scoring import RowScorer
+from grepq_core.errors import Failure, ImageError
+from grepq_core.fitting.scoring import RowScorer
+from grepq_core.images.paths import to_text
+from grepq_core.images.read import read_and_hash
+from grepq_core.model.cut import prepare
+from grepq_core.model.devices import decodes_on_device
+from grepq_core.model.extractor import Extractor
+from grepq_core.model.profiles import spec_for
 
 __all__ = ["load", "Model"]
 
-_VIEW_FIELDS = {f.name for f in dataclasses.fields(ViewConfig)}
+_FAILURE_COLUMNS = tuple(f"dead_letter_{name}" for name in Failure.WHY)
 
 
 def load(pathways: str = "ll,hl", profile: str = "fast", model: str | None = None,
          scale: tuple[float, float] | None = None, **settings) -> "Model":
     """Load the encoders (and a fitted ridge `model`, else zero-shot scores) once, to score many images.
 
-    `settings` are the CLI's encoder and view options by field name:
-    ll_weights, pristine, hl_model, hl_weights, hl_visual_weights, device,
-    decode, batch_size, and (fast profile) ll_view, hl_size, max_patches,
-    zero_shot. Weights that cannot be loaded raise here, before any image.
+    `settings` are the CLI's encoder and view options by name: device,
+    decode, batch_size, the views (ll_view, hl_size, max_patches, zero_shot,
+    ...; the reference profile fixes most) and every registered pathway's
+    settings (ll_weights, pristine, hl_model, hl_weights, hl_visual_weights,
+    ...). Weights that cannot be loaded raise here, before any image.
     """
-    views = {k: settings.pop(k) for k in list(settings) if k in _VIEW_FIELDS}
-    if profile == "reference" and set(views) - {"zero_shot"}:
-        raise GrepqError(f"`profile` reference fixes the views: leave out {', '.join(sorted(views))}")
-    base = PROFILES[profile].get("views", ViewConfig()) if profile in PROFILES else ViewConfig()
-    spec = spec_for(profile, pathways=parse_pathways(pathways), **settings)
-    spec = dataclasses.replace(spec, views=dataclasses.replace(base, **views))
+    spec = spec_for(profile, pathways, **settings)
     return Model(Extractor.load(spec), RowScorer(model, scale))
 
 
@@ -67,8 +62,9 @@ class Model:
         return pd.DataFrame(rows, columns=columns)
 
     def _batch(self, paths: list) -> list[dict]:
+        keys = [to_text(p) for p in paths]
         results, hashes = [], []
-        for path in paths:
+        for path, key in zip(paths, keys):
             try:
                 data, sha256 = read_and_hash(path)
                 hashes.append(sha256)
@@ -76,16 +72,13 @@ class Model:
             except ImageError as e:
                 hashes.append(None)
                 results.append(e)
-        results = [r if isinstance(r, ImageError) else {**r, **self.scorer({**r, "path": p})}
-                   for p, r in zip(paths, self.extractor.run(results))]
         out = []
-        for path, sha256, result in zip(paths, hashes, results):
-            head = {"path": path if isinstance(path, str) else path.decode("utf-8", "backslashreplace"),
-                    "sha256": sha256}
+        for key, sha256, result in zip(keys, hashes, self.extractor.run(results)):
             if isinstance(result, ImageError):
-                out.append({**head, "dead_letter_stage": result.stage, "dead_letter_reason": result.reason,
-                            "dead_letter_detail": result.detail})
+                failure = Failure.of(key, result, result.stage, sha256).row()
+                out.append({"path": key, "sha256": sha256, **{c: failure[n] for c, n in zip(_FAILURE_COLUMNS,
+                                                                                             Failure.WHY)}})
             else:
-                out.append({**head, **result, "dead_letter_stage": None, "dead_letter_reason": None,
-                            "dead_letter_detail": None})
+                out.append({"path": key, "sha256": sha256, **result, **self.scorer({**result, "path": key}),
+                            **dict.fromkeys(_FAILURE_COLUMNS)})
         return out

@@ -1,14 +1,18 @@
-"""The two exception types grepq raises on purpose.
+"""The exception types grepq raises on purpose, and the one shape of an input that ended without a score.
 
 `GrepqError` is any user-facing problem (bad flag, missing weights, bad label
 file) and its message says what to do. `ImageError` is one image that cannot
 be used; its short `reason` token (e.g. ``truncated``) is what a dead-letter
-row records, so a night's failures can be counted by kind.
+row records, so a night's failures can be counted by kind. `Failure` is
+that record: the Beam pipelines' dead letters, the Python API's columns
+and `grepq evaluate`'s list of left-out images are all made of it.
 """
+from __future__ import annotations
 
 import difflib
+from dataclasses import asdict, dataclass
 
-__all__ = ["GrepqError", "ImageError", "WeightsUnavailable", "did_you_mean"]
+__all__ = ["GrepqError", "ImageError", "WeightsUnavailable", "Failure", "did_you_mean"]
 
 
 class GrepqError(Exception):
@@ -39,3 +43,40 @@ def did_you_mean(name: str, choices, n: int = 3) -> str:
     """' Did you mean a, b?' for the choices closest to `name`, or ''."""
     close = difflib.get_close_matches(name, list(choices), n=n)
     return f" Did you mean {', '.join(close)}?" if close else ""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One input that ended without a score: which, how far it got, why, and its content hash if read.
+
+    `path` is the input's key as outputs write it (escaped text,
+    grepq_core/images/paths.py). `detail` is for humans, at most
+    `MAX_DETAIL` characters.
+    """
+
+    path: str
+    stage: str
+    reason: str
+    detail: str = ""
+    sha256: str | None = None
+
+    FIELDS = ("path", "sha256", "stage", "reason", "detail")  # the order of a dead-letter row's columns
+    WHY = ("stage", "reason", "detail")
+    MAX_DETAIL = 500
+
+    def __post_init__(self):
+        object.__setattr__(self, "detail", self.detail[:self.MAX_DETAIL])
+
+    @classmethod
+    def of(cls, path: str, error: Exception, stage: str, sha256: str | None = None) -> Failure:
+        """The failure `error` means: an `ImageError` names its own stage and reason; anything else is a
+        bug's (reason ``error``), or at stage ``read`` an unreadable file's."""
+        if isinstance(error, ImageError):
+            return cls(path, error.stage, error.reason, error.detail, sha256)
+        return cls(path, stage, "unreadable" if stage == "read" else "error", f"{type(error).__name__}: {error}",
+                   sha256)
+
+    def row(self) -> dict:
+        """The dead-letter row: `FIELDS`, in order."""
+        record = asdict(self)
+        return {name: record[name] for name in self.FIELDS}

@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from grepq_core import pathways
+from grepq_core.model import registry
 
 __all__ = ["SECTIONS", "ReportInputs", "decile_rows", "keep_threshold", "thumbnail_jpeg", "render_report"]
 
@@ -68,7 +68,7 @@ class ReportInputs:
 
 
 def decision_values(scores: pd.DataFrame) -> pd.Series:
-    """What each image was kept or rejected by (grepq_core.scoring.decision_value): `calibrated`, else `score`."""
+    """What each image was kept or rejected by (`fitting.scoring.decision_value`): `calibrated`, else `score`."""
     return scores["calibrated"].where(scores["calibrated"].notna(), scores["score"])
 
 
@@ -256,9 +256,9 @@ def _parameters(inputs: ReportInputs, threshold: float | None) -> str:
     scores = inputs.scores
     kept = int(_kept(scores).sum())
     rows = [("output", inputs.source)] + [(k, v) for k, v in (inputs.run or {}).items()]
-    for name in pathways.names():
+    for name in registry.names():
         found = (inputs.identities or {}).get(name) or []
-        rows.append((f"{pathways.get(name).title or name} encoder", ", ".join(found) if found else
+        rows.append((f"{registry.get(name).title or name} encoder", ", ".join(found) if found else
                      "did not run" if inputs.identities is not None else _NO_FEATURES))
     if inputs.identities is not None:
         rows.append(("profile", ", ".join(inputs.identities.get("profile") or []) or "n/a"))

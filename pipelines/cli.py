@@ -12,6 +12,7 @@ import sys
 
 from grepq_core.errors import GrepqError
 from pipelines.options import flag_message
+from transforms.runs import grepq_version
 
 __all__ = ["main", "COMMANDS"]
 
@@ -83,12 +84,12 @@ def main(argv=None) -> int:
         + "\n\n`grepq COMMAND --help` shows a command's flags. Every command also takes --verbose "
         "(Beam's and other libraries' INFO lines too) and --log-level LEVEL.")
     top.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND", help="one of the commands below")
-    top.add_argument("--version", action="version", version=f"grepq {_version()}")
+    top.add_argument("--version", action="version", version=f"grepq {grepq_version()}")
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
         return 0
     if argv[0] == "--version":
-        print(f"grepq {_version()}")
+        print(f"grepq {grepq_version()}")
         return 0
     top.parse_args(argv[:1])
     name, rest = argv[0], argv[1:]
@@ -110,15 +111,6 @@ def main(argv=None) -> int:
         print(f"grepq {name}: error: {flag_message(message, module.arg_parser())}", file=sys.stderr)
         return getattr(user, "exit_code", 2)
     return 0
-
-
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("grepq")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 if __name__ == "__main__":

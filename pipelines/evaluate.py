@@ -26,8 +26,8 @@ from pipelines.options import COMMAND_FLAGS, HelpFormatter, encoder_spec, flag_m
 if TYPE_CHECKING:  # numpy, torch, pandas and the rest are imported where they are used: --help stays fast
     import numpy as np
 
-    from grepq_core import evaluation as E
-    from grepq_core.extractor import EncoderSpec
+    from grepq_core.evaluation import protocols as E
+    from grepq_core.model.settings import EncoderSpec
 
 __all__ = ["run", "arg_parser"]
 
@@ -42,20 +42,20 @@ PLCC_MAPPINGS = ("logistic", "cubic")
 
 def _zero_shot_methods() -> list[tuple[str, str, tuple[str, ...]]]:
     """(method, feature-row column, pathways it needs): each pathway's score, then the combined one."""
-    from grepq_core import pathways
+    from grepq_core.model import registry
 
-    ps = list(pathways.PATHWAYS.values())
+    ps = list(registry.PATHWAYS.values())
     combined = [p for p in ps if p.combined]
     return ([(f"grepq {p.title} ({p.zero_shot_column})", p.zero_shot_column, (p.name,)) for p in ps]
-            + [(f"grepq {'+'.join(p.title for p in combined)} (zs_combined)", "zs_combined",
+            + [(f"grepq {'+'.join(p.title for p in combined)} ({registry.COMBINED})", registry.COMBINED,
                 tuple(p.name for p in combined))])
 
 
 def _few_shot_methods() -> list[tuple[str, tuple[str, ...]]]:
     """(method, pathways whose features it uses): all of them together, then each alone."""
-    from grepq_core import pathways
+    from grepq_core.model import registry
 
-    ps = list(pathways.PATHWAYS.values())
+    ps = list(registry.PATHWAYS.values())
     return ([(f"grepq {'+'.join(p.title for p in ps)} ridge", tuple(p.name for p in ps))]
             + [(f"grepq {p.title} ridge", (p.name,)) for p in ps])
 
@@ -87,18 +87,12 @@ def arg_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _unavailable_reason(pathway: str, spec: EncoderSpec, error: str) -> str:
-    """A one-line reason naming the setting: '`hl_weights` openai unavailable (could not fetch ...)'."""
-    field = f"{pathway}_weights"
-    return f"`{field}` {getattr(spec, field, '?')} unavailable ({error.split(': ')[0]}); pass `{field}` PATH"
-
-
 def _pathway_reasons(spec: EncoderSpec, missing: dict[str, str]) -> dict[str, str]:
     """pathway -> why its features are absent, for each absent pathway, in this command's flags."""
-    from grepq_core import pathways
+    from grepq_core.model import registry
 
-    reasons = {p: f"`pathways` {','.join(spec.pathways)}" for p in pathways.names() if p not in spec.pathways}
-    reasons.update({p: _unavailable_reason(p, spec, m) for p, m in missing.items()})
+    reasons = {p: f"`pathways` {','.join(spec.pathways)}" for p in registry.names() if p not in spec.pathways}
+    reasons.update({p: f"not loaded: {m.splitlines()[0]}" for p, m in missing.items()})
     return {p: flag_message(r, arg_parser()) for p, r in reasons.items()}
 
 
@@ -115,7 +109,7 @@ def _missing_reason(needs: tuple[str, ...], reasons: dict[str, str]) -> str | No
 
 def _zero_shot_rows(rows, base, mos, reasons: dict[str, str], zs_ll_reason: str | None,
                     mapping: str) -> list[E.Result]:
-    from grepq_core import evaluation as E
+    from grepq_core.evaluation import protocols as E
 
     results = []
     for method, column, needs in _zero_shot_methods():
@@ -134,8 +128,8 @@ def _zero_shot_rows(rows, base, mos, reasons: dict[str, str], zs_ll_reason: str 
 def _few_shot_rows(rows, base, mos, splits, reasons: dict[str, str], mapping: str, groups) -> list[E.Result]:
     import numpy as np
 
-    from grepq_core import evaluation as E
-    from grepq_core.features import feature_layout, feature_matrix, zero_shot_score
+    from grepq_core.evaluation import protocols as E
+    from grepq_core.fitting.features import feature_layout, feature_matrix, zero_shot_score
     from pipelines.evaluate_data import NSS_WIDTH
 
     layout, identities = feature_layout(rows)
@@ -161,18 +155,18 @@ def _few_shot_rows(rows, base, mos, splits, reasons: dict[str, str], mapping: st
 def _zs_ll_reason(spec: EncoderSpec) -> str | None:
     if not spec.views.zero_shot:
         return flag_message("`no_zero_shot`", arg_parser())
-    if not spec.pristine:
+    if not spec.setting("pristine"):
         return flag_message("`pristine` none", arg_parser())
     return None
 
 
 def _header(args, report: dict) -> str:
-    from grepq_core import pathways
+    from grepq_core.model import registry
 
     enc = report["encoders"]
     lines = [f"# grepq evaluate: {args.dataset}, {report['images']} images in {report['groups']} groups", "",
              f"- root: {args.root}",
-             "- encoders: " + ", ".join(f"{pathways.get(n).title} {i or '-'}" for n, i in enc.items())
+             "- encoders: " + ", ".join(f"{registry.get(n).title} {i or '-'}" for n, i in enc.items())
              + f"; views {_views_text(report['views'])}",
              f"- profile: {report['profile']}",
              "- all scores higher-is-better: NIQE and BRISQUE are negated",
@@ -211,10 +205,10 @@ def run(argv=None) -> dict:
     import fsspec
     import numpy as np
 
-    from grepq_core import evaluation as E
-    from grepq_core import pathways
-    from grepq_core.datasets import load_dataset
-    from grepq_core.extractor import load_available
+    from grepq_core.evaluation import protocols as E
+    from grepq_core.evaluation.datasets import load_dataset
+    from grepq_core.model import registry
+    from grepq_core.model.extractor import load_available
     from pipelines.evaluate_data import Cache, gather
 
     spec = encoder_spec(args)
@@ -248,7 +242,7 @@ def run(argv=None) -> dict:
         "dataset": args.dataset, "root": args.root, "labels": args.labels, "images": len(df),
         "groups": int(df["group"].nunique()), "dropped": dropped,
         "encoders": {name: (extractor.encoders[name].identity if name in extractor.encoders else None)
-                     for name in pathways.names()},
+                     for name in registry.names()},
         "not_loaded": missing, "views": dataclasses.asdict(spec.views), "profile": spec.profile,
         "plcc_mapping": mapping, "protocol": protocol,
         "results": [dataclasses.asdict(r) for r in results],

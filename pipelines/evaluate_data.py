@@ -19,14 +19,15 @@ import math
 import time
 
 import numpy as np
-from tqdm import tqdm
 
-from grepq_core.baselines import brisque, niqe, nss_features
-from grepq_core.errors import ImageError
-from grepq_core.extractor import EncoderSpec, Extractor, image_views
-from grepq_core.imageio import decode_image
-from grepq_core.inputs import read_and_hash
-from transforms import runs, store
+from grepq_core.errors import Failure, ImageError
+from grepq_core.evaluation.baselines import brisque, niqe, nss_features
+from grepq_core.images.decode import decode_image
+from grepq_core.images.read import read_and_hash
+from grepq_core.model.cut import image_views
+from grepq_core.model.extractor import Extractor
+from grepq_core.model.settings import EncoderSpec
+from transforms import progress, runs, store
 from transforms.sinks import ParquetSink
 
 __all__ = ["NSS_WIDTH", "Cache", "gather"]
@@ -106,10 +107,12 @@ def gather(paths: list[str], extractor: Extractor, cache: Cache):
             new_features.append(features[i])
         batch.clear()
 
-    with tqdm(total=len(paths), unit="img", desc="features + baselines") as bar:
+    progress.start(len(paths))
+    try:
         for i, path in enumerate(paths):
             try:
                 data, sha256 = read_and_hash(path)
+                progress.read()
                 features[i] = cache.get("features", path, sha256)
                 baselines[i] = cache.get("baselines", path, sha256)
                 if features[i] is None or baselines[i] is None:
@@ -118,9 +121,9 @@ def gather(paths: list[str], extractor: Extractor, cache: Cache):
                 if features[i] is None:
                     batch.append((i, sha256, image_views(pixels, spec)))
             except ImageError as e:
-                dropped.append({"path": path, "stage": e.stage, "reason": e.reason, "detail": e.detail})
+                dropped.append(Failure.of(path, e, e.stage).row())
                 features[i] = baselines[i] = None
-                bar.update()
+                progress.advance()
                 continue
             if baselines[i] is None:
                 baselines[i] = _baseline_row(path, sha256, pixels)
@@ -130,9 +133,11 @@ def gather(paths: list[str], extractor: Extractor, cache: Cache):
             if max(len(new_features), len(new_baselines)) >= _FLUSH_EVERY and not batch:
                 cache.write(new_features, new_baselines)
                 new_features, new_baselines = [], []
-            bar.update()
+            progress.advance()
         if batch:
             run_batch()
+    finally:
+        progress.finish()
     cache.write(new_features, new_baselines)
     elapsed = time.perf_counter() - start
     log.info("%d of %d images computed, %d from the cache, %d dropped; %.1f images/s", computed, len(paths),

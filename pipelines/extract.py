@@ -33,16 +33,22 @@ class ThresholdExceeded(GrepqError):
     exit_code = 3
 
 
-def check_weights(spec) -> dict:
-    """Load every selected model once, on the CPU, before any image is read.
+def check_weights(spec, hand_over: bool = False) -> dict:
+    """Load every selected model once before any image is read; the identities rows will carry.
 
     Missing or unreachable weights stop the command here with a message that
     names the setting to change, instead of failing on every worker later.
-    Returns the identities feature rows will carry (encoders, zero-shot LL rule, profile).
+    The load cannot be skipped: an identity is a digest of the loaded
+    parameters (the HL one includes the prompt embeddings its text tower
+    computes), and `incremental` needs the identities before the pipeline
+    is built, to tell which earlier rows the same models made. With
+    `hand_over` (a runner in this process) the models load on the workers'
+    device and the workers take them instead of loading them again; else
+    they load on the CPU.
     """
-    from grepq_core.extractor import Extractor
+    from grepq_core.model.extractor import Extractor
 
-    model = Extractor.load(dataclasses.replace(spec, device="cpu"))
+    model = Extractor.load(spec if hand_over else dataclasses.replace(spec, device="cpu"), hand_over=hand_over)
     log.info("feature rows will carry %s", model.identities)
     return model.identities
 
@@ -159,7 +165,7 @@ def execute(args, options, test_pipeline=None, argv=None) -> dict:
     from transforms import counters, progress, runs, store
 
     matched = check_inputs(args.input)
-    identities = check_weights(encoder_spec(args))
+    identities = check_weights(encoder_spec(args), hand_over=_runs_here(options))
     run = runs.new_run_id()
     meta = {"run": run, "grepq_version": runs.grepq_version(), "started": _now(), "identities": identities,
             "argv": list(sys.argv[1:] if argv is None else argv)}

@@ -4,7 +4,7 @@
       zero-shot score and on both (alpha by CV each) -> keep the best -> write JSON
 
 The zero-shot fit is kept unless another cross-validates clearly better
-(grepq_core/fit_choice.py), so labels never make the score worse than none.
+(grepq_core/fitting/choice.py), so labels never make the score worse than none.
 
 Only the labelled rows leave the workers, so this stays cheap on a corpus of
 millions.
@@ -33,8 +33,9 @@ def _may_be_labelled(row, keys) -> bool:
 
 def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str, candidates=None):
     """Join, validate, fit and save; returns the model (runs on one worker)."""
-    from grepq_core.fit_choice import CANDIDATES, POOR_CV, SURE, fit_with_choice
-    from grepq_core.labels import join_labels
+    from grepq_core.fitting.choice import CANDIDATES, POOR_CV, SURE, fit_with_choice
+    from grepq_core.fitting.labels import join_labels
+    from grepq_core.fitting.ridge_file import save_ridge
 
     by_path = {r["path"]: r for r in rows}
     matched, warnings = join_labels(labels, list(by_path))
@@ -45,7 +46,7 @@ def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str, candidat
     chosen = [by_path[p] for p in matched]
     model = fit_with_choice(chosen, [matched[r["path"]] for r in chosen], alphas=alphas, folds=folds,
                             candidates=candidates or CANDIDATES)
-    model.save(output)
+    save_ridge(model, output)
     others = ", ".join(f"{n} {s:.3f}" if s is not None else f"{n} -" for n, s in model.choice["cv_srcc"].items())
     sure = model.choice.get("share_better")
     weighed = "" if sure is None else f"; the best fit beat zero-shot in {sure:.0%} of resamples (needs {SURE:.0%})"
@@ -63,20 +64,19 @@ def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str, candidat
 def build(p, args, features: str, output: str):
     import apache_beam as beam
 
-    from grepq_core import pathways
-    from grepq_core.labels import read_labels
+    from grepq_core.fitting.labels import read_labels
+    from grepq_core.model import registry
+    from pipelines.score import require_features
     from transforms import store
     from transforms.sinks import ParquetSink
-
-    from pipelines.score import require_features
 
     labels = read_labels(args.labels, lower_is_better=args.lower_is_better)
     source = ParquetSink(features, store.FEATURES_DIR, store.features_schema())
     require_features(source)
     keys = _label_keys(labels)
     alphas = [float(a) for a in args.alphas.split(",")]
-    cols = pathways.columns()
-    columns = ["path", *cols["features"], *cols["zero_shot"], "zs_combined", *store.identity_columns()]
+    cols = registry.columns()
+    columns = ["path", *cols["features"], *cols["zero_shot"], registry.COMBINED, *store.identity_columns()]
     (p
      | "Read" >> source.read(columns=columns)
      | "Labelled" >> beam.Filter(_may_be_labelled, keys)

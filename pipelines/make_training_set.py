@@ -20,12 +20,11 @@ import logging
 from typing import TYPE_CHECKING
 
 from grepq_core.errors import GrepqError
+from grepq_core.training.configs import MIN_SIZE, TrainingSetSpec
 from pipelines.options import HelpFormatter, parse
 
 if TYPE_CHECKING:  # Beam and torch are imported where they are used, so --help stays fast
     import apache_beam as beam
-
-    from grepq_core.training.data import TrainingSetSpec
 
 __all__ = ["run", "arg_parser", "build", "spec_from_args"]
 
@@ -55,9 +54,10 @@ def _steps():
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.metrics import Metrics
 
-    from grepq_core.devices import resolve_device
-    from grepq_core.imageio import decode_image, read_bytes
-    from grepq_core.paths import to_text
+    from grepq_core.images.decode import decode_image
+    from grepq_core.images.paths import to_text
+    from grepq_core.images.read import read_bytes
+    from grepq_core.model.devices import resolve_device
     from grepq_core.training.data import RECORDS_DIR, encode_record, index_row, make_record, record_filename
 
     class _Read(beam.DoFn):
@@ -148,17 +148,12 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def spec_from_args(args: argparse.Namespace) -> TrainingSetSpec:
     """The version plan the flags select."""
-    from grepq_core.distortions import list_distortions
-    from grepq_core.training.data import TrainingSetSpec
-
-    names = (tuple(list_distortions()) if args.distortions == "all"
-             else tuple(n.strip() for n in args.distortions.split(",") if n.strip()))
+    names = tuple(n.strip() for n in args.distortions.split(",") if n.strip())
     return TrainingSetSpec(distortions=names, levels=_ints(args.levels), per_image=args.per_image,
                            size=args.size, seed=args.seed)
 
 
 def arg_parser() -> argparse.ArgumentParser:
-    # The defaults are TrainingSetSpec's, as literals so that --help imports no torch (tests/test_cli.py checks).
     parser = argparse.ArgumentParser(
         prog="grepq make-training-set", description=__doc__.strip().splitlines()[0], allow_abbrev=False,
         formatter_class=HelpFormatter,
@@ -167,14 +162,17 @@ def arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", action="append", required=True,
                         help="glob of pristine photos (local or gs://); repeatable")
     parser.add_argument("--output", required=True, help="training-set prefix (directory, local or gs://)")
-    parser.add_argument("--distortions", default="all",
+    defaults = TrainingSetSpec
+    parser.add_argument("--distortions", default=",".join(defaults.distortions),
                         help="comma-separated distortion names to draw from, or 'all'")
-    parser.add_argument("--levels", default="2,4", help="levels (1-5) each drawn type is applied at")
-    parser.add_argument("--per-image", type=int, default=4,
+    parser.add_argument("--levels", default=",".join(map(str, defaults.levels)),
+                        help="levels (1-5) each drawn type is applied at")
+    parser.add_argument("--per-image", type=int, default=defaults.per_image,
                         help="distortion types per photo (4 with 2 levels: 4 x 2 + the reference = 9 versions)")
-    parser.add_argument("--size", type=int, default=384,
-                        help="shorter side resized to this, then a centre square crop (at least 224)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the distortion choice (with each path)")
+    parser.add_argument("--size", type=int, default=defaults.size,
+                        help=f"shorter side resized to this, then a centre square crop (at least {MIN_SIZE})")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="seed of the distortion choice (with each path)")
     parser.add_argument("--device", default="auto",
                         help="where FSIM is computed: auto (CUDA when the worker has it), cpu or cuda")
     return parser

@@ -9,8 +9,9 @@ did you mean --output?") instead of being dropped with a warning.
 
 grepq_core's errors name settings by field (`ll_weights`); `flag_message`
 turns those into this command's flags (--ll-weights), so a flag is renamed
-here and nowhere else. This module imports neither Beam nor torch at load
-time, so --help stays fast.
+here and nowhere else. Each pathway's flags come from the settings it
+declares (grepq_core/model/registry.py), with the defaults it declares.
+This module imports neither Beam nor torch, so --help stays fast.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import re
 
 from grepq_core.errors import GrepqError, did_you_mean
 
-__all__ = ["HelpFormatter", "DEFAULT_RUNNER", "COMMAND_FLAGS", "command_parser", "parse", "beam_options", "encoder_spec",
-           "flag_message", "require"]
+__all__ = ["HelpFormatter", "DEFAULT_RUNNER", "COMMAND_FLAGS", "command_parser", "parse", "beam_options",
+           "encoder_spec", "flag_message"]
 
 # The runner a command uses when --runner is not given: Beam's in-process
 # FnApiRunner, which every grepq pipeline runs on. (Beam's DirectRunner would
@@ -41,10 +42,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def _none_or_int(text: str) -> int | None:
     return None if text.lower() in ("none", "native", "all") else int(text)
-
-
-def _none_or_str(text: str) -> str | None:
-    return None if text.lower() == "none" else text
 
 
 def _input(p):
@@ -69,20 +66,15 @@ def _extract_output(p):
 
 
 def _encoders(p):
+    """The general encoder flags, then each registered pathway's own settings (grepq_core/model/registry.py)."""
+    from grepq_core.model import registry
+
     g = p.add_argument_group("encoders")
     g.add_argument("--profile", default="fast", choices=("fast", "reference"),
                    help="fast: batched fixed-size views; reference: exactly what the authors' code computes "
                    "(whole images, every patch; docs/method.md, Profiles)")
-    g.add_argument("--pathways", default="ll,hl", help="comma-separated subset of the pathways (ll, hl)")
-    g.add_argument("--ll-weights", default="shipped", help="LL encoder checkpoint: 'shipped', a path or an fsspec URL")
-    g.add_argument("--pristine", default="shipped", type=_none_or_str,
-                   help="pristine model .npz for the zero-shot LL score: 'shipped', a path/URL, or 'none'")
-    g.add_argument("--hl-model", default="RN50", help="open_clip architecture name or model-config JSON path")
-    g.add_argument("--hl-weights", default="openai", type=_none_or_str,
-                   help="open_clip pretrained tag, a checkpoint path/URL, or 'none' (random)")
-    g.add_argument("--hl-visual-weights",
-                   help="state dict of the image tower alone (e.g. the authors' high_level_model_weights.pth), "
-                   "replacing that of --hl-weights, which still embeds the prompts")
+    g.add_argument("--pathways", default=",".join(registry.names()),
+                   help=f"comma-separated subset of the pathways ({', '.join(registry.names())})")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     g.add_argument("--decode", default="auto", choices=("auto", "gpu", "cpu"),
                    help="gpu: JPEGs decoded in batches where the model runs (nvJPEG on CUDA); "
@@ -90,6 +82,16 @@ def _encoders(p):
     g.add_argument("--batch-size", type=int, default=32, help="images per model batch")
     g.add_argument("--large-model", action="store_true",
                    help="one model per worker machine shared by its processes (GPU workers)")
+    for name in registry.names():
+        pathway = registry.get(name)
+        if not pathway.settings:
+            continue
+        group = p.add_argument_group(f"{pathway.title or name} pathway")
+        for s in pathway.settings:
+            # Absent unless given (SUPPRESS), so that a profile's fixed values are not overridden by defaults.
+            fixed = "".join(f"; the {prof} profile fixes {v}" for prof, v in s.fixed.items())
+            group.add_argument(s.flag, dest=s.name, type=s.parse, choices=s.choices or None,
+                               default=argparse.SUPPRESS, help=f"{s.help} (default: {s.default}{fixed})")
 
 
 _PROFILE_VIEWS = "; the reference profile fixes it"
@@ -97,14 +99,15 @@ _PROFILE_VIEWS = "; the reference profile fixes it"
 
 def _views(p):
     g = p.add_argument_group("views (fast profile)")
-    g.add_argument("--ll-view", choices=("fragments", "full"),
+    g.add_argument("--ll-view", choices=("fragments", "full"), default=argparse.SUPPRESS,
                    help="fragments: 7x7 grid of 32x32 crops (batched); full: whole image (default: fragments"
                    + _PROFILE_VIEWS + ")")
-    g.add_argument("--hl-size", type=_none_or_int, help="CLIP view size, or 'native' (default: 224"
-                   + _PROFILE_VIEWS + ")")
-    g.add_argument("--max-patches", type=_none_or_int,
+    g.add_argument("--hl-size", type=_none_or_int, default=argparse.SUPPRESS,
+                   help="CLIP view size, or 'native' (default: 224" + _PROFILE_VIEWS + ")")
+    g.add_argument("--max-patches", type=_none_or_int, default=argparse.SUPPRESS,
                    help="cap on 96x96 zero-shot LL patches per image, or 'all' (default: 32" + _PROFILE_VIEWS + ")")
-    g.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot LL patches")
+    g.add_argument("--no-zero-shot", dest="zero_shot", action="store_false", default=argparse.SUPPRESS,
+                   help="skip the zero-shot LL patches")
 
 
 def _features(p):
@@ -212,33 +215,13 @@ def parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, ob
     return args, beam_options(rest)
 
 
-def require(args, *names: str):
-    """Stop with a clear message when a required setting is missing."""
-    missing = [n for n in names if not getattr(args, n, None)]
-    if missing:
-        raise GrepqError("missing " + ", ".join(f"`{n}`" for n in missing))
-
-
 def encoder_spec(args):
-    """The models and views the flags select, under the chosen profile."""
-    import dataclasses
+    """The models and views the flags select, under the chosen profile (grepq_core/model/profiles.py decides)."""
+    from grepq_core.model import registry
+    from grepq_core.model.profiles import GENERAL, VIEW_FIELDS, spec_for
 
-    from grepq_core.extractor import ViewConfig
-    from grepq_core.pathways import parse_pathways
-    from grepq_core.profiles import PROFILES, spec_for
-
-    given = {k: getattr(args, k) for k in ("ll_view", "hl_size", "max_patches") if getattr(args, k) is not None}
-    if args.profile == "fast":
-        views = dataclasses.replace(ViewConfig(), **given, zero_shot=not args.no_zero_shot)
-    elif given:
-        raise GrepqError(f"`profile` reference fixes the views: leave out {', '.join(f'`{k}`' for k in given)}")
-    else:
-        views = dataclasses.replace(PROFILES["reference"]["views"], zero_shot=not args.no_zero_shot)
-    spec = spec_for(args.profile, pathways=parse_pathways(args.pathways), ll_weights=args.ll_weights,
-                    pristine=args.pristine, hl_model=args.hl_model, hl_weights=args.hl_weights,
-                    hl_visual_weights=args.hl_visual_weights, device=args.device, decode=args.decode,
-                    batch_size=args.batch_size)
-    return dataclasses.replace(spec, views=views)
+    names = {*GENERAL, *VIEW_FIELDS, *(s.name for s in registry.settings())}
+    return spec_for(args.profile, args.pathways, **{k: v for k, v in vars(args).items() if k in names})
 
 
 def flag_message(text: str, parser: argparse.ArgumentParser | None) -> str:

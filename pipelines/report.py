@@ -30,10 +30,10 @@ def _identities(features: str) -> dict[str, list[str]] | None:
     """Encoder identities per pathway in the feature rows; None when there are no feature rows."""
     import pyarrow.compute as pc
 
-    from grepq_core import pathways
+    from grepq_core.model import registry
     from transforms import store
 
-    columns = {name: pathways.get(name).identity_column for name in pathways.names()} | {"profile": "profile"}
+    columns = {name: registry.get(name).identity_column for name in registry.names()} | {"profile": "profile"}
     table = store.read_table(features, store.FEATURES_DIR, columns=list(columns.values()),
                              schema=store.features_schema())
     if table.num_rows == 0:
@@ -43,7 +43,7 @@ def _identities(features: str) -> dict[str, list[str]] | None:
 
 def _model_record(scorers, model: str | None) -> dict | None:
     """The ridge model's fields: from --model, else from the `ridge:URI` scorer of the rows."""
-    from grepq_core.regressor import load_ridge
+    from grepq_core.fitting.ridge_file import load_ridge
 
     uris = [model] if model else sorted({s[len(_RIDGE_PREFIX):].rsplit("@", 1)[0]
                                          for s in scorers if s.startswith(_RIDGE_PREFIX)})
@@ -59,8 +59,8 @@ def _model_record(scorers, model: str | None) -> dict | None:
 
 def _thumbnails(paths, size: int) -> dict[str, bytes]:
     """JPEG thumbnails of the images that can still be read; the others are logged and left out."""
-    from grepq_core.imageio import load_image
-    from grepq_core.paths import to_local
+    from grepq_core.images.decode import load_image
+    from grepq_core.images.paths import to_local
     from grepq_core.report import thumbnail_jpeg
 
     out = {}

@@ -12,7 +12,7 @@ __all__ = ["run", "arg_parser", "build", "require_features"]
 
 
 def _csv_line(row: dict) -> str:
-    """One CSV line: the path quoted as CSV needs (paths hold no line breaks: grepq_core/paths.py)."""
+    """One CSV line: the path quoted as CSV needs (paths hold no line breaks: grepq_core/images/paths.py)."""
     import csv
     import io
 
@@ -29,7 +29,7 @@ def _number(x: float | None) -> str:
 def _decide(row: dict, threshold: float) -> dict:
     """Kept when its `decision_value` (the calibrated score, else the score) reaches the threshold (ties
     kept); unscorable rows are rejected."""
-    from grepq_core.scoring import decision_value
+    from grepq_core.fitting.scoring import decision_value
 
     value = decision_value(row)
     return {**row, "keep": value is not None and value >= threshold}

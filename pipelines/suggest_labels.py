@@ -1,7 +1,7 @@
 """`grepq suggest-labels`: feature rows -> the images to label first, as a CSV to fill in.
 
     read features -> standardise, project, pick spread-out rows across the
-      zero-shot range (grepq_core/selection.py) -> write path, score (empty), zero_shot
+      zero-shot range (grepq_core/fitting/selection.py) -> write path, score (empty), zero_shot
 
 The CSV lists the picks in picking order (the first k of them are a good
 set of k on their own) with an empty score column; once filled in, it is a
@@ -31,9 +31,9 @@ def _zero_shot(frame: pd.DataFrame) -> tuple[np.ndarray | None, str | None]:
     """The zero-shot score the scorer would use (combined, else each pathway's in turn) and its column."""
     import numpy as np
 
-    from grepq_core import pathways
+    from grepq_core.model import registry
 
-    for column in ("zs_combined", *pathways.columns()["zero_shot"]):
+    for column in (registry.COMBINED, *registry.columns()["zero_shot"]):
         values = frame[column].to_numpy(dtype=np.float64)
         if np.isfinite(values).any():
             return values, column
@@ -42,7 +42,7 @@ def _zero_shot(frame: pd.DataFrame) -> tuple[np.ndarray | None, str | None]:
 
 def _excluded(uri: str | None, paths: list[str]) -> set[str]:
     """Feature paths that the label file `uri` already labels."""
-    from grepq_core.labels import join_labels, read_labels
+    from grepq_core.fitting.labels import join_labels, read_labels
 
     if not uri:
         return set()
@@ -69,13 +69,13 @@ def run(argv=None):
     import numpy as np
     import pandas as pd
 
-    from grepq_core import pathways
-    from grepq_core.features import feature_layout, feature_matrix
-    from grepq_core.selection import suggest_labels
+    from grepq_core.fitting.features import feature_layout, feature_matrix
+    from grepq_core.fitting.selection import suggest_labels
+    from grepq_core.model import registry
     from transforms import store
 
-    cols = pathways.columns()
-    columns = ["path", *cols["features"], *cols["identity"], "zs_combined", *cols["zero_shot"]]
+    cols = registry.columns()
+    columns = ["path", *cols["features"], *cols["identity"], registry.COMBINED, *cols["zero_shot"]]
     table = store.read_table(args.features, store.FEATURES_DIR, columns=columns, schema=store.features_schema())
     if table.num_rows == 0:
         raise GrepqError(f"no feature rows under {args.features}/{store.FEATURES_DIR}: run `grepq extract` "

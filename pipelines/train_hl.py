@@ -5,13 +5,14 @@
 Writes CKPT, a grepq-hl checkpoint (`--hl-model M --hl-weights CKPT` loads
 it), and <CKPT>.log.jsonl; see grepq_core/training/hl.py.
 
-The parser imports no torch, so --help is fast: its defaults are those of
-HLTrainConfig (tests/test_cli.py checks that they agree).
+The parser imports no torch, so --help is fast: its defaults are
+HLTrainConfig's (grepq_core/training/configs.py).
 """
 from __future__ import annotations
 
 import argparse
 
+from grepq_core.training.configs import HLTrainConfig
 from pipelines.options import HelpFormatter
 
 __all__ = ["run", "arg_parser"]
@@ -23,20 +24,22 @@ def arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", action="append", required=True,
                         help="glob of pristine photos (local or fsspec URL); repeatable")
     parser.add_argument("--output", required=True, help="checkpoint path or URL (e.g. hl.pt)")
-    parser.add_argument("--hl-model", default="RN50", help="open_clip architecture name or model-config JSON path")
-    parser.add_argument("--hl-weights", default="openai",
+    c = HLTrainConfig
+    parser.add_argument("--hl-model", default=c.model, help="open_clip architecture name or model-config JSON path")
+    parser.add_argument("--hl-weights", default=c.weights,
                         help="start weights: open_clip pretrained tag, a checkpoint path/URL, or 'none'")
-    parser.add_argument("--epochs", type=int, default=15, help="passes over the photos")
+    parser.add_argument("--epochs", type=int, default=c.epochs, help="passes over the photos")
     # dest "batch": HLTrainConfig's errors name the field `batch`, which the CLI maps back to this flag.
-    parser.add_argument("--batch-size", dest="batch", metavar="BATCH_SIZE", type=int, default=128,
+    parser.add_argument("--batch-size", dest="batch", metavar="BATCH_SIZE", type=int, default=c.batch,
                         help="photos per step")
-    parser.add_argument("--tau-g", type=int, default=32,
+    parser.add_argument("--tau-g", type=int, default=c.tau_g,
                         help="each step's two groups are the batch-size/tau-g photos of lowest and of highest "
                              "pseudo-label")
-    parser.add_argument("--lr", type=float, default=1e-6, help="Adam learning rate after the warm-up")
-    parser.add_argument("--warmup-epochs", type=float, default=2.5,
+    parser.add_argument("--lr", type=float, default=c.lr, help="Adam learning rate after the warm-up")
+    parser.add_argument("--warmup-epochs", type=float, default=c.warmup_epochs,
                         help="epochs over which the learning rate rises linearly to --lr")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the head's initial weights and the photo order")
+    parser.add_argument("--seed", type=int, default=c.seed,
+                        help="seed of the head's initial weights and the photo order")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--max-steps", type=int, help="stop after N steps")
     parser.add_argument("--workers", type=int, default=2, help="decoding processes (0: in the main process)")
@@ -47,7 +50,7 @@ def arg_parser() -> argparse.ArgumentParser:
 def run(argv=None):
     args = arg_parser().parse_args(argv)  # first, so that a flag error needs no heavy import
     from grepq_core.training.data import list_images
-    from grepq_core.training.hl import HLTrainConfig, train_hl
+    from grepq_core.training.hl import train_hl
 
     images = list_images(args.input)
     config = HLTrainConfig(model=args.hl_model, weights=args.hl_weights, epochs=args.epochs, batch=args.batch,

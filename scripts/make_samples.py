@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from grepq_core.distortions import apply_distortion
-from grepq_core.fsim import fsim_matrix
+from grepq_core.training.distortions import apply_distortion
+from grepq_core.training.fsim import fsim_matrix
 
 KINDS = ["gaussian_blur", "white_noise", "jpeg", "motion_blur", "darken", "pixelate"]
 

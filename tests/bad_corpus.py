@@ -4,8 +4,8 @@
 ``{path: expected}``, where expected is ``"ok"`` (decodes to a usable RGB
 image) or the `ImageError` reason the image must be dead-lettered with.
 `expected_stage(expected)` names the stage that raises it: ``read``
-(`grepq_core.imageio.read_bytes`), ``decode`` (`decode_image`) or
-``prepare`` (`grepq_core.views.ensure_min_size` at `MIN_SIDE`, after a
+(`grepq_core.images.read.read_bytes`), ``decode`` (`decode_image`) or
+``prepare`` (`grepq_core.model.views.ensure_min_size` at `MIN_SIDE`, after a
 successful `load_image`). Content comes from scikit-image's bundled photos
 where it matters. Creation takes about a second; nothing is large on disk
 (oversized.jpg is sparse).

@@ -11,10 +11,11 @@ import torch
 from PIL import Image
 from skimage import data
 
-from grepq_core import views as V
-from grepq_core.hl_encoder import save_hl_checkpoint
-from grepq_core.ll_encoder import load_ll_encoder
-from grepq_core.pristine import PristineModel, fit_pristine, select_pristine_patches
+from grepq_core.model import views as V
+from grepq_core.model.hl_encoder import save_hl_checkpoint
+from grepq_core.model.ll_encoder import load_ll_encoder
+from grepq_core.model.pristine import PristineModel, fit_pristine
+from grepq_core.training.pristine_patches import select_pristine_patches
 from tests.tiny_models import tiny_clip_config_path, tiny_hl_encoder, tiny_ll_checkpoint
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -2,10 +2,10 @@
 import os
 
 import pytest
-
 from bad_corpus import make_bad_corpus
+
+from grepq_core.images.paths import to_text as text_path
 from pipelines import extract
-from grepq_core.paths import to_text as text_path
 from transforms.store import read_table
 
 

@@ -1,4 +1,4 @@
-"""Classical blind baselines: NIQE, BRISQUE, NSS features (grepq_core/baselines.py).
+"""Classical blind baselines: NIQE, BRISQUE, NSS features (grepq_core/evaluation/baselines.py).
 
 The test photo is scikit-image's motorcycle, which is not one of the photos
 behind the shipped NIQE pristine model.
@@ -10,9 +10,9 @@ import pytest
 import skimage.data
 from PIL import Image, ImageFilter
 
-import grepq_core.baselines as baselines
-from grepq_core.baselines import NIQE_PRISTINE_PHOTOS, brisque, fit_niqe_pristine, niqe, nss_features
+import grepq_core.evaluation.baselines as baselines
 from grepq_core.errors import ImageError
+from grepq_core.evaluation.baselines import NIQE_PRISTINE_PHOTOS, brisque, fit_niqe_pristine, niqe, nss_features
 
 
 def _decode(data: bytes) -> np.ndarray:

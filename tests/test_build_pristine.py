@@ -3,12 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from grepq_core import views as V
 from grepq_core.errors import GrepqError
-from grepq_core.imageio import load_image
-from grepq_core.ll_encoder import load_ll_encoder
-from grepq_core.pristine import PristineModel, select_pristine_patches
-from grepq_core.zero_shot import ll_score
+from grepq_core.images.decode import load_image
+from grepq_core.model import views as V
+from grepq_core.model.ll_encoder import load_ll_encoder
+from grepq_core.model.pristine import PristineModel
+from grepq_core.model.zero_shot import ll_distance, ll_score_of_distance
+from grepq_core.training.pristine_patches import select_pristine_patches
 from pipelines import build_pristine
 from tests.tiny_models import tiny_ll_checkpoint
 
@@ -35,7 +36,7 @@ def test_pristine_model_loads_and_scores(photos_dir, tmp_path):
         img = V.ensure_min_size(V.to_tensor(load_image(str(path))), 96)
         with torch.no_grad():
             features = encoder(V.normalize(V.patches(img), V.IMAGENET_MEAN, V.IMAGENET_STD)).numpy()
-        scores.append(ll_score(model, features))
+        scores.append(ll_score_of_distance(ll_distance(model, features)))
     assert all(np.isfinite(s) and 0 < s <= 0.5 for s in scores)
 
 

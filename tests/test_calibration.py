@@ -6,13 +6,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from grepq_core.calibration import BAD, GOOD, Anchors, setting_key
-from grepq_core.distortions import apply_distortion
 from grepq_core.errors import GrepqError
-from grepq_core.extractor import EncoderSpec, Extractor, ViewConfig, image_views
-from grepq_core.pristine import PristineModel
-from grepq_core.profiles import spec_for
-from grepq_core.shipped import SHIPPED_PRISTINE
+from grepq_core.model.anchors import BAD, GOOD, Anchors, setting_key
+from grepq_core.model.cut import image_views
+from grepq_core.model.extractor import Extractor
+from grepq_core.model.pristine import PristineModel
+from grepq_core.model.profiles import spec_for
+from grepq_core.model.shipped import SHIPPED_PRISTINE
+from grepq_core.training.distortions import apply_distortion
 from pipelines import build_pristine, extract, score
 from tests.conftest import photo
 
@@ -34,7 +35,7 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
 
 
 def _calibrated(images: list[np.ndarray]) -> list[float]:
-    spec = EncoderSpec(pathways=("ll",), device="cpu")
+    spec = spec_for(pathways=("ll",), device="cpu")
     model = Extractor.load(spec)
     return [row["zs_ll_100"] for row in model.encode([image_views(img, spec) for img in images])]
 
@@ -102,8 +103,8 @@ def test_settings_without_anchors_give_no_calibrated_score(photos_dir, tiny_mode
     img = photo("coffee", width=256)
     rows = {}
     for cap in (32, 64):
-        spec = EncoderSpec(pathways=("ll",), ll_weights=tiny_models["ll"], pristine=str(out), device="cpu",
-                           views=ViewConfig(max_patches=cap))
+        spec = spec_for(pathways=("ll",), ll_weights=tiny_models["ll"], pristine=str(out), device="cpu",
+                        max_patches=cap)
         rows[cap] = Extractor.load(spec).encode([image_views(img, spec)])[0]
     assert rows[32]["zs_ll_100"] is not None and rows[64]["zs_ll_100"] is None
     assert rows[64]["zs_ll"] is not None

@@ -132,10 +132,8 @@ def _defaults(parser) -> dict:
 
 
 def test_training_flags_default_to_the_configs_defaults():
-    from grepq_core.ll_encoder import list_ll_architectures
-    from grepq_core.training.data import TrainingSetSpec
-    from grepq_core.training.hl import HLTrainConfig
-    from grepq_core.training.ll import LLTrainConfig
+    from grepq_core.model.ll_encoder import list_ll_architectures
+    from grepq_core.training.configs import HLTrainConfig, LLTrainConfig, TrainingSetSpec
 
     for parser, config, dests in ((train_ll.arg_parser(), LLTrainConfig(), {}),
                                   (train_hl.arg_parser(), HLTrainConfig(), {"model": "hl_model",
@@ -152,13 +150,14 @@ def test_training_flags_default_to_the_configs_defaults():
 
 
 def test_light_copies_agree_with_the_core():
-    from grepq_core.datasets import DATASETS
+    from grepq_core.evaluation.datasets import DATASETS
     from grepq_core.metrics import MAPPINGS
+    from grepq_core.training.pristine import build_pristine as build_pristine_photos
 
     assert evaluate.DATASET_NAMES == tuple(DATASETS)
     assert evaluate.PLCC_MAPPINGS == tuple(MAPPINGS)
     flags = _defaults(build_pristine.arg_parser())
-    signature = inspect.signature(build_pristine.build_pristine).parameters
+    signature = inspect.signature(build_pristine_photos).parameters
     for flag, param in (("patch", "patch"), ("sharpness", "sharpness_frac"), ("colourfulness", "colour_frac"),
                         ("rule", "rule"), ("ll_weights", "ll_weights"), ("device", "device")):
         assert flags[flag] == signature[param].default, flag

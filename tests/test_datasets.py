@@ -1,4 +1,4 @@
-"""Dataset loaders and group-aware splits (grepq_core/datasets.py).
+"""Dataset loaders and group-aware splits (grepq_core/evaluation/datasets.py).
 
 Each test builds a small copy of a dataset's real layout in tmp_path: the
 label file in its official format and a few real images (crops of
@@ -15,9 +15,9 @@ import scipy.io
 import skimage.data
 from PIL import Image
 
-from grepq_core.datasets import DATASETS, load_dataset
-from grepq_core.evaluation import content_split
 from grepq_core.errors import GrepqError
+from grepq_core.evaluation.datasets import DATASETS, load_dataset
+from grepq_core.evaluation.protocols import content_split
 
 _SOURCES = (skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea())
 

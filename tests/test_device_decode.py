@@ -3,12 +3,14 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import photo
 from PIL import Image
 
-from conftest import photo
 from grepq_core.errors import ImageError
-from grepq_core.extractor import EncoderSpec, Extractor, image_views
-from grepq_core.imageio import decode_image, is_plain_jpeg
+from grepq_core.images.decode import decode_image, is_plain_jpeg
+from grepq_core.model.cut import image_views
+from grepq_core.model.extractor import Extractor
+from grepq_core.model.profiles import spec_for
 from pipelines import extract
 from transforms.store import read_table
 
@@ -28,8 +30,8 @@ def jpegs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def extractor(tiny_models):
-    spec = EncoderSpec(ll_weights=tiny_models["ll"], pristine=tiny_models["pristine"],
-                       hl_model=tiny_models["hl_model"], hl_weights=tiny_models["hl"], device="cpu", batch_size=4)
+    spec = spec_for(ll_weights=tiny_models["ll"], pristine=tiny_models["pristine"],
+                    hl_model=tiny_models["hl_model"], hl_weights=tiny_models["hl"], device="cpu", batch_size=4)
     return Extractor.load(spec)
 
 

@@ -1,12 +1,12 @@
-"""The graded distortion bank (grepq_core/distortions.py) on a real photo."""
+"""The graded distortion bank (grepq_core/training/distortions.py) on a real photo."""
 import numpy as np
 import pytest
 import skimage.data
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from grepq_core.distortions import DISTORTIONS, NUM_LEVELS, apply_distortion, list_distortions
 from grepq_core.errors import GrepqError
+from grepq_core.training.distortions import DISTORTIONS, NUM_LEVELS, apply_distortion, list_distortions
 
 KADID_SUBSET = {
     "blur": {"gaussian_blur", "lens_blur", "motion_blur"},

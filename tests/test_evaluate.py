@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFilter
 
-from grepq_core import evaluation as E
-from grepq_core.datasets import load_dataset
-from grepq_core.extractor import Extractor
+from grepq_core.evaluation import protocols as E
+from grepq_core.evaluation.datasets import load_dataset
+from grepq_core.model.extractor import Extractor
 from pipelines import evaluate, evaluate_data
 
 BLUR_RADII = (0, 1, 2, 4)
@@ -83,7 +83,7 @@ def test_both_protocols_write_json_and_markdown_with_every_row(first_run):
 
 @pytest.mark.parametrize("extra, reason", [
     (["--pathways", "ll"], "--pathways ll"),
-    (["--hl-weights", "/nonexistent/hl.pt"], "--hl-weights /nonexistent/hl.pt unavailable"),
+    (["--hl-weights", "/nonexistent/hl.pt"], "not loaded: weights file not found: /nonexistent/hl.pt"),
 ])
 def test_missing_hl_pathway_is_reported_with_its_reason(dataset, model_flags, tmp_path, extra, reason):
     # A repeated flag takes its last value, so `extra` overrides the tiny model's --hl-weights.
@@ -156,3 +156,13 @@ def test_zero_shot_leaves_out_missing_scores_and_reports_too_few():
     result = E.zero_shot("s", scores, mos)
     assert result.n_test == 8 and result.values["srcc"] == pytest.approx(1.0)
     assert not E.zero_shot("s", np.full(10, np.nan), mos).ran
+
+
+def test_evaluate_writes_progress_lines_not_a_bar_when_logged(dataset, model_flags, tmp_path, capfd):
+    """Redirected to a log, the command writes lines (no carriage returns of a progress bar)."""
+    from pipelines.cli import main
+
+    assert main(["evaluate", *_flags(dataset, tmp_path / "cache", tmp_path / "out", model_flags),
+                 "--protocol", "zero-shot"]) == 0
+    err = capfd.readouterr().err
+    assert "\r" not in err and "images computed" in err

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from grepq_core.features import ZERO_SHOT_BLOCK, feature_matrix
-from grepq_core.fit_choice import SURE, fit_with_choice
-from grepq_core.regressor import load_ridge
-from grepq_core.scoring import RowScorer
+from grepq_core.fitting.choice import SURE, fit_with_choice
+from grepq_core.fitting.features import ZERO_SHOT_BLOCK, feature_matrix
+from grepq_core.fitting.ridge_file import load_ridge, save_ridge
+from grepq_core.fitting.scoring import RowScorer
 
 
 def _rows(n, seed, informative_features: bool):
@@ -50,7 +50,7 @@ def test_informative_features_are_kept_when_they_cross_validate_better():
 def test_a_chosen_zero_shot_fit_saves_loads_and_scores_rows(tmp_path):
     rows, labels = _rows(60, 1, informative_features=False)
     model = fit_with_choice(rows, labels)
-    model.save(str(tmp_path / "m.json"))
+    save_ridge(model, str(tmp_path / "m.json"))
     loaded = load_ridge(str(tmp_path / "m.json"))
     assert loaded.choice == model.choice and loaded.identities[ZERO_SHOT_BLOCK].startswith("zero-shot:ll|")
     scorer = RowScorer(str(tmp_path / "m.json"))

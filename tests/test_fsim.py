@@ -1,4 +1,4 @@
-"""The FSIM annotator matrix (grepq_core/fsim.py) on versions of a real photo."""
+"""The FSIM annotator matrix (grepq_core/training/fsim.py) on versions of a real photo."""
 import numpy as np
 import piq
 import pytest
@@ -6,8 +6,8 @@ import skimage.data
 import torch
 from PIL import Image
 
-from grepq_core.distortions import NUM_LEVELS, apply_distortion
-from grepq_core.fsim import fsim_matrix
+from grepq_core.training.distortions import NUM_LEVELS, apply_distortion
+from grepq_core.training.fsim import fsim_matrix
 from tests.conftest import DEVICES
 
 

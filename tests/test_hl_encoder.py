@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from grepq_core.errors import GrepqError, WeightsUnavailable
-from grepq_core.hl_encoder import DEFAULT_PROMPTS, build_hl_encoder, save_hl_checkpoint
-from grepq_core.views import CLIP_MEAN, CLIP_STD
-from grepq_core.weights import save_checkpoint
+from grepq_core.model.hl_encoder import DEFAULT_PROMPTS, build_hl_encoder, save_hl_checkpoint
+from grepq_core.model.views import CLIP_MEAN, CLIP_STD
+from grepq_core.model.weights import save_checkpoint
 from tests.tiny_models import photo_batch, tiny_clip_config_path, tiny_hl_encoder
 
 KINDS = ["RN", "ViT"]
@@ -208,7 +208,7 @@ def test_missing_checkpoint_names_the_path(workdir):
 def test_openai_weights_offline_say_what_to_do(tmp_path):
     """open_clip fetches pretrained tags from the Hugging Face hub; offline that must fail fast and clearly."""
     script = (
-        "from grepq_core.hl_encoder import build_hl_encoder\n"
+        "from grepq_core.model.hl_encoder import build_hl_encoder\n"
         "from grepq_core.errors import WeightsUnavailable\n"
         "try:\n"
         "    build_hl_encoder('RN50', 'openai')\n"

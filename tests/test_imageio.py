@@ -17,6 +17,10 @@ import pytest
 import skimage.data
 from PIL import Image, features
 
+from grepq_core.errors import ImageError
+from grepq_core.images.decode import decode_image, is_plain_jpeg, load_image
+from grepq_core.images.read import DEFAULT_MAX_BYTES, is_local_path, read_bytes
+from grepq_core.model.views import ensure_min_size, to_tensor
 from tests.bad_corpus import (
     KIND_NAMES,
     MIN_SIDE,
@@ -27,16 +31,6 @@ from tests.bad_corpus import (
     expected_stage,
     make_bad_corpus,
 )
-from grepq_core.errors import ImageError
-from grepq_core.imageio import (
-    DEFAULT_MAX_BYTES,
-    decode_image,
-    is_local_path,
-    is_plain_jpeg,
-    load_image,
-    read_bytes,
-)
-from grepq_core.views import ensure_min_size, to_tensor
 
 # A memory address as an object's default repr shows it; never in a detail.
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
@@ -96,8 +90,8 @@ def test_details_are_the_same_in_another_process(corpus):
     script = textwrap.dedent("""
         import json, sys
         from grepq_core.errors import ImageError
-        from grepq_core.imageio import load_image
-        from grepq_core.views import ensure_min_size, to_tensor
+        from grepq_core.images.decode import load_image
+        from grepq_core.model.views import ensure_min_size, to_tensor
         out = {}
         for path in json.loads(sys.argv[1]):
             try:
@@ -302,7 +296,7 @@ def test_oversized_file_is_refused_before_reading(tmp_path, monkeypatch):
     with open(sparse, "wb") as f:
         f.truncate(OVERSIZED_BYTES)
     opened = []
-    monkeypatch.setattr("grepq_core.imageio.open", lambda *a, **k: opened.append(a), raising=False)
+    monkeypatch.setattr("grepq_core.images.read.open", lambda *a, **k: opened.append(a), raising=False)
     with pytest.raises(ImageError) as caught:
         read_bytes(str(sparse))
     assert caught.value.reason == "too_large" and str(OVERSIZED_BYTES) in caught.value.detail
@@ -327,7 +321,7 @@ class _GrowingFile(io.BytesIO):
 
 
 def test_a_file_that_grows_past_the_cap_is_refused_after_at_most_cap_plus_one_bytes():
-    from grepq_core.imageio import _read_capped
+    from grepq_core.images.read import _read_capped
 
     growing = _GrowingFile(b"x" * 100, size=4)
     with pytest.raises(ImageError) as caught:
@@ -474,8 +468,8 @@ def test_max_pixels_refuses_before_decoding():
 _STRIP_MEMORY = textwrap.dedent("""
     import resource, sys
     from grepq_core.errors import ImageError
-    from grepq_core.imageio import load_image
-    from grepq_core.views import ensure_min_size, to_tensor
+    from grepq_core.images.decode import load_image
+    from grepq_core.model.views import ensure_min_size, to_tensor
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     image = to_tensor(load_image(sys.argv[1]))
     try:

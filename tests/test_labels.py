@@ -4,8 +4,8 @@ import csv
 import pytest
 
 from grepq_core.errors import GrepqError
-from grepq_core.labels import join_labels, read_labels
-from grepq_core.regressor import MIN_TRAIN_ROWS
+from grepq_core.fitting.labels import join_labels, read_labels
+from grepq_core.fitting.ridge_fit import MIN_TRAIN_ROWS
 
 FEATURES = [f"/data/night/img_{i:02d}.jpg" for i in range(20)] + ["/data/other/img_00.jpg"]
 

@@ -7,17 +7,17 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from grepq_core import shipped
 from grepq_core.errors import GrepqError, WeightsUnavailable
-from grepq_core.ll_encoder import (
+from grepq_core.model import shipped
+from grepq_core.model.ll_encoder import (
     LLEncoder,
     create_ll_encoder,
     list_ll_architectures,
     load_ll_encoder,
     save_ll_checkpoint,
 )
-from grepq_core.views import IMAGENET_MEAN, IMAGENET_STD
-from grepq_core.weights import save_checkpoint
+from grepq_core.model.views import IMAGENET_MEAN, IMAGENET_STD
+from grepq_core.model.weights import save_checkpoint
 from tests.tiny_models import photo_batch, tiny_ll_checkpoint
 
 

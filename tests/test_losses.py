@@ -1,4 +1,4 @@
-"""QACL and GCL (grepq_core/losses.py): the formulas, evaluated by hand, and training on real photos."""
+"""QACL and GCL (grepq_core/training/losses.py): the formulas, evaluated by hand, and training on real photos."""
 import math
 
 import numpy as np
@@ -7,11 +7,11 @@ import skimage.data
 import torch
 from PIL import Image
 
-from grepq_core import views
-from grepq_core.distortions import apply_distortion
-from grepq_core.fsim import fsim_matrix
-from grepq_core.ll_encoder import LLEncoder
-from grepq_core.losses import ProjectionHead, gcl_loss, prompt_pseudo_labels, qacl_loss, select_groups
+from grepq_core.model import views
+from grepq_core.model.ll_encoder import LLEncoder
+from grepq_core.training.distortions import apply_distortion
+from grepq_core.training.fsim import fsim_matrix
+from grepq_core.training.losses import ProjectionHead, gcl_loss, prompt_pseudo_labels, qacl_loss, select_groups
 
 
 def _decoded(tmp_path, name: str, size: int) -> np.ndarray:

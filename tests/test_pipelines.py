@@ -9,10 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageFilter
 
-from grepq_core.regressor import load_ridge
+from grepq_core.fitting.ridge_file import load_ridge
 from pipelines import extract, fit, score
-from transforms.store import features_schema
-from transforms.store import read_table
+from transforms.store import features_schema, read_table
 
 
 def _extract(inputs, out, model_flags, *extra):

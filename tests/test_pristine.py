@@ -1,4 +1,4 @@
-"""Pristine-patch selection and the pristine model's storage (grepq_core/pristine.py)."""
+"""Pristine-patch selection and the pristine model's storage (grepq_core/model/pristine.py)."""
 import numpy as np
 import pytest
 import skimage.data
@@ -7,8 +7,8 @@ from PIL import Image
 from scipy import ndimage
 
 from grepq_core.errors import GrepqError
-from grepq_core.pristine import (PristineModel, colourfulness, fit_pristine, select_pristine_patches,
-                                 sharpness)
+from grepq_core.model.pristine import PristineModel, fit_pristine
+from grepq_core.training.pristine_patches import colourfulness, select_pristine_patches, sharpness
 
 
 def _decoded(tmp_path, name: str) -> np.ndarray:

@@ -13,19 +13,20 @@ import open_clip
 import pandas as pd
 import pytest
 import torch
+from conftest import photo
 from PIL import Image, ImageFilter
 from scipy.special import expit
 from torch import nn
 from torchvision.models import resnet18
 
-from conftest import photo
-from grepq_core import views as V
 from grepq_core.errors import WeightsUnavailable
-from grepq_core.extractor import Extractor, image_views
-from grepq_core.hl_encoder import build_hl_encoder
-from grepq_core.ll_encoder import load_ll_encoder
-from grepq_core.pristine import PristineModel, load_pristine
-from grepq_core.profiles import spec_for
+from grepq_core.model import views as V
+from grepq_core.model.cut import image_views
+from grepq_core.model.extractor import Extractor
+from grepq_core.model.hl_encoder import build_hl_encoder
+from grepq_core.model.ll_encoder import load_ll_encoder
+from grepq_core.model.pristine import PristineModel, load_pristine
+from grepq_core.model.profiles import spec_for
 from pipelines import evaluate
 from pipelines.cli import main
 from tests.tiny_models import tiny_clip_config_path
@@ -221,4 +222,4 @@ def test_the_reference_profile_fixes_its_views(capsys, tmp_path):
     (tmp_path / "one.jpg").write_bytes(b"")
     assert main(["extract", "--profile", "reference", "--max-patches", "8", "--input", str(tmp_path / "*.jpg"),
                  "--output", str(tmp_path / "o")]) == 2
-    assert "--profile reference fixes the views: leave out --max-patches" in capsys.readouterr().err
+    assert "--profile reference fixes --max-patches: leave them out" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Ridge on feature rows (grepq_core/regressor.py): alpha by CV, JSON storage, feature checks."""
+"""Ridge on feature rows (grepq_core/fitting/ridge.py): alpha by CV, JSON storage, feature checks."""
 import json
 
 import numpy as np
@@ -6,7 +6,8 @@ import pytest
 from scipy import stats
 
 from grepq_core.errors import GrepqError
-from grepq_core.regressor import MIN_TRAIN_ROWS, fit_ridge, load_ridge
+from grepq_core.fitting.ridge_file import load_ridge, save_ridge
+from grepq_core.fitting.ridge_fit import MIN_TRAIN_ROWS, fit_ridge
 
 LAYOUT = [["ll", 6], ["hl", 10]]
 IDS = {"ll": "ll:resnet18-w8@0123abcd", "hl": "hl:RN50:openai@89ab"}
@@ -67,21 +68,21 @@ def test_json_round_trip_gives_identical_predictions(tmp_path):
     X, y = _signal_data(3, 50, noise=0.2)
     model = fit_ridge(X, y, LAYOUT, IDS)
     path = tmp_path / "ridge.json"
-    model.save(str(path))
+    save_ridge(model, str(path))
     record = json.loads(path.read_text())
     assert record["format"] == "grepq-ridge/1" and record["layout"] == LAYOUT
     back = load_ridge(str(path), layout=LAYOUT, identities=IDS)
     np.testing.assert_array_equal(back.predict(X), model.predict(X))
     assert (back.alpha, back.n_train, back.cv, back.direction) == (model.alpha, model.n_train, model.cv,
                                                                    model.direction)
-    model.save("memory://grepq-test/ridge.json")
+    save_ridge(model, "memory://grepq-test/ridge.json")
     np.testing.assert_array_equal(load_ridge("memory://grepq-test/ridge.json").predict(X), model.predict(X))
 
 
 def test_mismatched_layout_or_identities_are_refused(tmp_path):
     X, y = _signal_data(4, 30, noise=0.2)
     path = str(tmp_path / "ridge.json")
-    fit_ridge(X, y, LAYOUT, IDS).save(path)
+    save_ridge(fit_ridge(X, y, LAYOUT, IDS), path)
     with pytest.raises(GrepqError, match="ll:6, hl:10"):
         load_ridge(path, layout=[["hl", 10], ["ll", 6]])
     other = {**IDS, "hl": "hl:ViT-B-32:openai@77"}
@@ -140,7 +141,7 @@ def test_label_scale_changes_nothing_but_the_scale(tmp_path, factor):
     rtol = 1e-7 if abs(factor) < 1e-307 else 1e-12  # a denormal keeps fewer digits
     np.testing.assert_allclose(scaled.predict(X) / factor, base.predict(X), rtol=rtol, atol=rtol)
     path = tmp_path / "ridge.json"
-    scaled.save(str(path))
+    save_ridge(scaled, str(path))
     assert _strict_json(path)["label_range"] == sorted([y.min() * factor, y.max() * factor])
     np.testing.assert_array_equal(load_ridge(str(path)).predict(X), scaled.predict(X))
 
@@ -153,7 +154,7 @@ def test_extreme_labels_fit_and_save_as_strict_json(tmp_path, labels):
          "tiny spread": 1 + 1e-12 * y}[labels]
     model = fit_ridge(X, y, LAYOUT, IDS)
     assert np.isfinite(model.predict(X)).all() and model.cv["srcc"] > 0.5
-    model.save(str(tmp_path / "ridge.json"))
+    save_ridge(model, str(tmp_path / "ridge.json"))
     _strict_json(tmp_path / "ridge.json")
 
 
@@ -181,11 +182,11 @@ def test_features_too_large_to_scale_and_bad_alphas_are_refused():
 
 def test_a_fit_that_overflows_is_refused_not_saved(monkeypatch):
     """Whatever the cause, a fit with a non-finite number in it never becomes a model."""
-    from grepq_core import regressor
+    from grepq_core.fitting import ridge_fit
 
     X, y = _signal_data(10, 30, noise=0.2)
-    real = regressor._TargetScale.unit
-    monkeypatch.setattr(regressor._TargetScale, "unit", property(lambda self: real.fget(self) * 1e308))
+    real = ridge_fit._TargetScale.unit
+    monkeypatch.setattr(ridge_fit._TargetScale, "unit", property(lambda self: real.fget(self) * 1e308))
     with pytest.raises(GrepqError, match="the ridge fit is unusable \\(field coef\\[0\\] must be finite"):
         fit_ridge(X, y, LAYOUT, IDS)
 

@@ -8,9 +8,9 @@ import textwrap
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import StandardOptions
+from conftest import photo
 from PIL import Image
 
-from conftest import photo
 from pipelines import extract
 from pipelines.cli import main
 from pipelines.options import DEFAULT_RUNNER, parse
@@ -185,7 +185,7 @@ def test_incremental_reruns_never_repeat_a_row_or_a_dead_letter(corpus, tmp_path
 
 
 def test_file_names_are_reversible_and_stay_on_one_line(tmp_path, model_flags):
-    from grepq_core.paths import to_local
+    from grepq_core.images.paths import to_local
 
     root = tmp_path / "names"
     root.mkdir()

@@ -5,9 +5,9 @@ import pickle
 import pytest
 
 from grepq_core.errors import GrepqError
-from grepq_core.ll_encoder import load_ll_encoder
-from grepq_core.pristine import PristineModel
-from grepq_core.regressor import load_ridge
+from grepq_core.fitting.ridge_file import load_ridge
+from grepq_core.model.ll_encoder import load_ll_encoder
+from grepq_core.model.pristine import PristineModel
 
 
 class _Payload:

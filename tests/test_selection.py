@@ -4,9 +4,10 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFilter
 
-from grepq_core.regressor import load_ridge
-from grepq_core.selection import project_features, suggest_labels
-from pipelines import extract, fit, suggest_labels as suggest_cli
+from grepq_core.fitting.ridge_file import load_ridge
+from grepq_core.fitting.selection import project_features, suggest_labels
+from pipelines import extract, fit
+from pipelines import suggest_labels as suggest_cli
 from transforms.store import read_table
 
 

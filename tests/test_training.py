@@ -8,15 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
-from grepq_core import views as V
 from grepq_core.errors import GrepqError
-from grepq_core.hl_encoder import build_hl_encoder, save_hl_checkpoint
-from grepq_core.imageio import load_image
-from grepq_core.ll_encoder import create_ll_encoder, load_ll_encoder
+from grepq_core.images.decode import load_image
+from grepq_core.model import views as V
+from grepq_core.model.hl_encoder import build_hl_encoder, save_hl_checkpoint
+from grepq_core.model.ll_encoder import create_ll_encoder, load_ll_encoder
+from grepq_core.model.weights import load_checkpoint, parameters_digest
 from grepq_core.training.data import TrainingSetSpec, load_record, plan_versions, read_index
 from grepq_core.training.ll import LLTrainConfig, qacl_batch_loss, qacl_views, train_ll
-from grepq_core.weights import load_checkpoint, parameters_digest
-from pipelines import make_training_set, train_hl, train_ll as train_ll_cli
+from pipelines import make_training_set, train_hl
+from pipelines import train_ll as train_ll_cli
 from tests.conftest import photo
 from tests.tiny_models import photo_batch, tiny_clip_config_path, tiny_hl_encoder
 

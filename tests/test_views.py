@@ -12,8 +12,8 @@ import torchvision.transforms as T
 from PIL import Image
 
 from grepq_core.errors import ImageError
-from grepq_core.imageio import decode_image
-from grepq_core.views import (
+from grepq_core.images.decode import decode_image
+from grepq_core.model.views import (
     CLIP_MEAN,
     CLIP_STD,
     IMAGENET_MEAN,

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from grepq_core.errors import WeightsUnavailable
-from grepq_core.weights import load_checkpoint, open_uri, parameters_digest, save_checkpoint
+from grepq_core.model.weights import load_checkpoint, open_uri, parameters_digest, save_checkpoint
 
 
 class _WritesMarker:

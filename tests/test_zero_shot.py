@@ -1,4 +1,4 @@
-"""Zero-shot scores (grepq_core/zero_shot.py): the MVG distance and the LL/HL/combined scores."""
+"""Zero-shot scores (grepq_core/model/zero_shot.py): the MVG distance and the LL/HL/combined scores."""
 import numpy as np
 import pytest
 import skimage.data
@@ -6,11 +6,19 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from grepq_core import views as V
 from grepq_core.errors import GrepqError
-from grepq_core.ll_encoder import LLEncoder
-from grepq_core.pristine import fit_pristine, select_pristine_patches
-from grepq_core.zero_shot import combined_score, hl_score, ll_score, mvg_distance, patch_statistics
+from grepq_core.model import views as V
+from grepq_core.model.ll_encoder import LLEncoder
+from grepq_core.model.pristine import fit_pristine
+from grepq_core.model.zero_shot import (
+    combined_score,
+    hl_score,
+    ll_distance,
+    ll_score_of_distance,
+    mvg_distance,
+    patch_statistics,
+)
+from grepq_core.training.pristine_patches import select_pristine_patches
 
 
 def _random_spd(rng: np.random.Generator, d: int) -> np.ndarray:
@@ -120,13 +128,14 @@ def test_ll_score_range_and_identity():
     rng = np.random.default_rng(5)
     pristine_features = rng.normal(size=(50, 8))
     pristine = fit_pristine(pristine_features, "ll:test")
-    assert ll_score(pristine, pristine_features) == pytest.approx(0.5, abs=1e-12)
-    scores = [ll_score(pristine, pristine_features + shift) for shift in (0.5, 2.0, 8.0, 64.0)]
+    assert ll_score_of_distance(ll_distance(pristine, pristine_features)) == pytest.approx(0.5, abs=1e-12)
+    scores = [ll_score_of_distance(ll_distance(pristine, pristine_features + shift))
+              for shift in (0.5, 2.0, 8.0, 64.0)]
     assert all(0 < s < 0.5 for s in scores)
     assert all(a > b for a, b in zip(scores, scores[1:]))
-    assert 0 < ll_score(pristine, rng.normal(size=(1, 8)) + 3) < 0.5
+    assert 0 < ll_score_of_distance(ll_distance(pristine, rng.normal(size=(1, 8)) + 3)) < 0.5
     with pytest.raises(GrepqError, match="8-d"):
-        ll_score(pristine, rng.normal(size=(10, 4)))
+        ll_distance(pristine, rng.normal(size=(10, 4)))
 
 
 def test_hl_score_properties():
@@ -167,6 +176,6 @@ def test_zero_shot_ll_score_falls_as_gaussian_blur_grows(tmp_path):
     for sigma in (0, 1, 2, 4):
         image = V.to_tensor(_decoded(tmp_path, "chelsea", blur=sigma))
         test_patches = V.patches(image, size=96, stride=48, max_patches=None).permute(0, 2, 3, 1).numpy()
-        scores.append(ll_score(pristine, features(test_patches)))
+        scores.append(ll_score_of_distance(ll_distance(pristine, features(test_patches))))
     assert all(0 < s <= 0.5 for s in scores)
     assert all(a > b for a, b in zip(scores, scores[1:])), scores

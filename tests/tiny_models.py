@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from skimage import data
 
-from grepq_core import views
-from grepq_core.hl_encoder import HLEncoder, build_hl_encoder
-from grepq_core.ll_encoder import create_ll_encoder, save_ll_checkpoint
+from grepq_core.model import views
+from grepq_core.model.hl_encoder import HLEncoder, build_hl_encoder
+from grepq_core.model.ll_encoder import create_ll_encoder, save_ll_checkpoint
 
 __all__ = ["photo_batch", "tiny_clip_config_path", "tiny_hl_encoder", "tiny_ll_checkpoint"]
 

@@ -14,7 +14,8 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
 from grepq_core.errors import ImageError
-from grepq_core.extractor import EncoderSpec, Extractor
+from grepq_core.model.extractor import Extractor
+from grepq_core.model.settings import EncoderSpec
 from transforms import counters, dead_letters
 from transforms.read import ImageRecord
 

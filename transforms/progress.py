@@ -1,9 +1,10 @@
-"""Progress of a local extract run: images done of those matched, images/s and time left.
+"""Progress of a local run (extract, evaluate): images done of those matched, images/s and time left.
 
 On a terminal it is a bar (tqdm); in logs, a line every `every` seconds
-and one at the end. It counts in this process only, which is where a local
-runner executes every bundle; on Dataflow, nothing starts it and the Beam
-counters in the job's UI show progress instead.
+(the command itself ends with its summary). It counts in this process
+only, which is where a local runner executes every bundle; on Dataflow,
+nothing starts it and the Beam counters in the job's UI show progress
+instead.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 
 __all__ = ["start", "advance", "read", "finish"]
 
-log = logging.getLogger("pipelines.extract")
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _state: dict | None = None
 

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.io import fileio
 
-from grepq_core.devices import decodes_on_device
-from grepq_core.extractor import EncoderSpec, Views
-from grepq_core.inputs import prepare, read_and_hash
+from grepq_core.images.paths import to_text
+from grepq_core.images.read import read_and_hash
+from grepq_core.model import registry
+from grepq_core.model.cut import Views, prepare
+from grepq_core.model.devices import decodes_on_device
+from grepq_core.model.settings import EncoderSpec
 from transforms import counters, dead_letters
-from grepq_core.paths import to_text
 
 __all__ = ["ImageRecord", "MatchImages", "ReadAndPrepare", "glob_local", "is_local_pattern"]
 
@@ -95,6 +97,7 @@ class ReadAndPrepare(beam.DoFn):
         self._device_decode = False
 
     def setup(self):
+        registry.ensure(self._spec)  # a pathway registered in the launcher cuts its views here too
         self._device_decode = decodes_on_device(self._spec.decode)
 
     def process(self, path: str | bytes, known: dict | None = None, dead: dict | None = None):

@@ -1,6 +1,6 @@
 """Feature rows -> quality scores, and the keep / reject split, in a Beam pipeline.
 
-How one row is scored is grepq_core/scoring.py's `RowScorer`: a fitted
+How one row is scored is grepq_core/fitting/scoring.py's `RowScorer`: a fitted
 regressor's prediction, or the zero-shot score without one.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 
 import apache_beam as beam
 
-from grepq_core.scoring import RowScorer, decision_value
+from grepq_core.fitting.scoring import RowScorer, decision_value
 from transforms import store
 
 __all__ = ["ScoreRows", "KeepThreshold"]

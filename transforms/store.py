@@ -8,7 +8,7 @@ all read and write outputs the same way:
     OUTPUT/scores/RUN-*.parquet        `grepq score`
     OUTPUT/baselines/*.parquet         `grepq evaluate`'s cache of classical metrics
 
-The feature schema follows the pathway registry (grepq_core/pathways.py);
+The feature schema follows the pathway registry (grepq_core/model/registry.py);
 the identity columns in each row say which encoders, and which pristine
 model and distance settings, produced it, and rows are only ever compared or
 mixed when those agree (`same_models`).
@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from grepq_core import pathways
+from grepq_core.errors import Failure
+from grepq_core.model import registry
 from transforms import runs
 
 __all__ = ["FEATURES_DIR", "DEAD_LETTERS_DIR", "SCORES_DIR", "BASELINES_DIR", "DEAD_LETTERS",
@@ -32,13 +33,7 @@ DEAD_LETTERS_DIR = "dead_letters"
 SCORES_DIR = "scores"
 BASELINES_DIR = "baselines"
 
-DEAD_LETTERS = pa.schema([
-    ("path", pa.string()),
-    ("sha256", pa.string()),  # null when the file could not be read
-    ("stage", pa.string()),
-    ("reason", pa.string()),
-    ("detail", pa.string()),
-])
+DEAD_LETTERS = pa.schema([(name, pa.string()) for name in Failure.FIELDS])  # sha256 null: the file was not read
 
 BASELINES = pa.schema([
     ("path", pa.string()),
@@ -51,7 +46,7 @@ BASELINES = pa.schema([
 
 def features_schema() -> pa.Schema:
     """The feature rows' schema for the registered pathways (built-in: ll, hl)."""
-    cols = pathways.columns()
+    cols = registry.columns()
     return pa.schema(
         [("path", pa.string()), ("sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
          ("decoder", pa.string()), ("profile", pa.string())]
@@ -70,13 +65,13 @@ def scores_schema() -> pa.Schema:
 
 def zero_shot_columns() -> list[str]:
     """Every zero-shot score column: each pathway's, the combined one, and the calibrated 0-100 ones."""
-    cols = pathways.columns()
-    return [*cols["zero_shot"], "zs_combined", *cols["calibrated"]]
+    cols = registry.columns()
+    return [*cols["zero_shot"], registry.COMBINED, *cols["calibrated"]]
 
 
 def identity_columns() -> list[str]:
     """The columns that say how a row was made; rows equal in all of them are comparable."""
-    return ["profile", *pathways.columns()["identity"]]
+    return ["profile", *registry.columns()["identity"]]
 
 
 def same_models(row: dict, identities: dict) -> bool:

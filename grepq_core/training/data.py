@@ -30,17 +30,18 @@ import hashlib
 import io
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import fsspec
 import numpy as np
 import torch
 
-from grepq_core import views as V
-from grepq_core.distortions import NUM_LEVELS, apply_distortion, list_distortions
-from grepq_core.errors import GrepqError, did_you_mean
-from grepq_core.npz import read_tagged_npz
-from grepq_core.fsim import fsim_matrix
+from grepq_core.errors import GrepqError
+from grepq_core.model import views as V
+from grepq_core.model.npz import read_tagged_npz
+from grepq_core.training.configs import TrainingSetSpec
+from grepq_core.training.distortions import apply_distortion
+from grepq_core.training.fsim import fsim_matrix
 
 __all__ = [
     "FORMAT",
@@ -48,7 +49,6 @@ __all__ = [
     "RECORDS_DIR",
     "SKIPPED",
     "TrainingRecord",
-    "TrainingSetSpec",
     "decode_record",
     "derived_seed",
     "encode_record",
@@ -65,45 +65,12 @@ FORMAT = "grepq-training/1"
 RECORDS_DIR = "records"
 INDEX = "index"
 SKIPPED = "skipped"
-_MIN_SIZE = 7 * 32  # one 7x7 grid of 32x32 fragments
 
 
 def derived_seed(*parts) -> int:
     """A 63-bit seed from any values (seed, path, step, ...): stable across runs and machines."""
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-@dataclass(frozen=True)
-class TrainingSetSpec:
-    """Which versions each photo gets: `per_image` distortion types x `levels`, at `size`."""
-
-    distortions: tuple[str, ...] = field(default_factory=lambda: tuple(list_distortions()))
-    levels: tuple[int, ...] = (2, 4)
-    per_image: int = 4
-    size: int = 384
-    seed: int = 0
-
-    def __post_init__(self):
-        known = set(list_distortions())
-        for name in self.distortions:
-            if name not in known:
-                raise GrepqError(f"`distortions`: unknown distortion {name!r}.{did_you_mean(name, known)} "
-                                 f"Valid: all, or any of {', '.join(sorted(known))}")
-        if len(set(self.distortions)) != len(self.distortions):
-            raise GrepqError(f"`distortions` lists a name twice: {', '.join(self.distortions)}")
-        if not self.levels or any(not 1 <= level <= NUM_LEVELS for level in self.levels):
-            raise GrepqError(f"`levels` takes levels between 1 and {NUM_LEVELS}, got {list(self.levels)}")
-        if not 1 <= self.per_image <= len(self.distortions):
-            raise GrepqError(f"`per_image` must be between 1 and the {len(self.distortions)} distortions given, "
-                             f"got {self.per_image}")
-        if self.size < _MIN_SIZE:
-            raise GrepqError(f"`size` must be at least {_MIN_SIZE} (one 7x7 grid of 32x32 fragments), got {self.size}")
-
-    @property
-    def num_versions(self) -> int:
-        """K: the reference plus one version per (type, level)."""
-        return 1 + self.per_image * len(self.levels)
 
 
 @dataclass

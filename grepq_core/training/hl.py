@@ -28,50 +28,26 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import fsspec
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from grepq_core import views as V
 from grepq_core.errors import GrepqError, ImageError
-from grepq_core.hl_encoder import HLEncoder, build_hl_encoder, save_hl_checkpoint
-from grepq_core.imageio import load_image
-from grepq_core.losses import ProjectionHead, gcl_loss, prompt_pseudo_labels, select_groups
+from grepq_core.images.decode import load_image
+from grepq_core.model import views as V
+from grepq_core.model.devices import resolve_device
+from grepq_core.model.hl_encoder import HLEncoder, build_hl_encoder, save_hl_checkpoint
+from grepq_core.training.configs import HLTrainConfig
 from grepq_core.training.data import derived_seed
-from grepq_core.devices import resolve_device
 from grepq_core.training.ll import sibling_path
+from grepq_core.training.losses import ProjectionHead, gcl_loss, prompt_pseudo_labels, select_groups
 
-__all__ = ["HLTrainConfig", "gcl_batch_loss", "load_clip_views", "train_hl"]
+__all__ = ["gcl_batch_loss", "load_clip_views", "train_hl"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class HLTrainConfig:
-    """What defines a GCL run; docs/method.md's and the reference's settings are the defaults."""
-
-    model: str = "RN50"
-    weights: str | None = "openai"
-    epochs: int = 15
-    batch: int = 128
-    tau_g: int = 32
-    lr: float = 1e-6
-    warmup_epochs: float = 2.5
-    temperature: float = 0.5
-    label_temperature: float = 0.1
-    head_dim: int = 128
-    size: int = 224
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.batch // self.tau_g < 2:
-            raise GrepqError(f"`batch` / `tau_g` must be at least 2 (groups of two or more), "
-                             f"got {self.batch} / {self.tau_g}")
-        if self.epochs < 1 or self.warmup_epochs < 0:
-            raise GrepqError("`epochs` must be at least 1 and `warmup_epochs` at least 0")
 
 
 class _ClipViews(Dataset):

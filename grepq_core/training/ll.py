@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import fsspec
 import numpy as np
@@ -46,16 +46,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from grepq_core import views as V
-from grepq_core.devices import resolve_device
 from grepq_core.errors import GrepqError
-from grepq_core.ll_encoder import LLEncoder, create_ll_encoder, load_ll_encoder, save_ll_checkpoint
-from grepq_core.losses import qacl_loss
+from grepq_core.model import views as V
+from grepq_core.model.devices import resolve_device
+from grepq_core.model.ll_encoder import LLEncoder, create_ll_encoder, load_ll_encoder, save_ll_checkpoint
+from grepq_core.model.weights import load_checkpoint, save_checkpoint
+from grepq_core.training.configs import LLTrainConfig
 from grepq_core.training.data import derived_seed, load_record, read_index
-from grepq_core.weights import load_checkpoint, save_checkpoint
+from grepq_core.training.losses import qacl_loss
 
 __all__ = [
-    "LLTrainConfig",
     "STATE_FORMAT",
     "qacl_batch_loss",
     "qacl_views",
@@ -65,28 +65,6 @@ __all__ = [
 
 STATE_FORMAT = "grepq-ll-train-state/1"
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LLTrainConfig:
-    """What defines a QACL run; docs/method.md's settings are the defaults."""
-
-    arch: str = "resnet18"
-    epochs: int = 15
-    batch: int = 8
-    lr: float = 1e-4
-    min_lr: float = 1e-6
-    weight_decay: float = 0.05
-    tau: float = 0.5
-    grid: int = 7
-    fragment: int = 32
-    seed: int = 0
-    init: str | None = None  # start from these LL weights (any `load_ll_encoder` source) instead of random
-
-    def __post_init__(self):
-        if min(self.epochs, self.batch, self.grid, self.fragment) < 1:
-            raise GrepqError(f"`epochs`, `batch`, `grid` and `fragment` must be at least 1, "
-                             f"got {self.epochs}, {self.batch}, {self.grid} and {self.fragment}")
 
 
 def sibling_path(checkpoint: str, suffix: str) -> str:

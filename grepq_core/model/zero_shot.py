@@ -17,7 +17,7 @@ isotropic term (`LL_ISOTROPIC`): the Mahalanobis form weighs a direction by
 how little the pristine patches vary along it, so the directions they vary
 most along (fine detail and texture, which JPEG removes) counted for almost
 nothing, and JPEG levels came out of order on busy photos. Their effect on
-held-out photos is in MODEL_CARD.md. `shrinkage=0, isotropic=0` gives the
+held-out photos is in benchmarks/notes.md. `shrinkage=0, isotropic=0` gives the
 method's formula.
 """
 from __future__ import annotations
@@ -26,15 +26,15 @@ import hashlib
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.special import expit
 
 from grepq_core.errors import GrepqError
+from grepq_core.model.anchors import isotropic_suffix
 
 if TYPE_CHECKING:
-    from grepq_core.pristine import PristineModel
+    from grepq_core.model.pristine import PristineModel
 
 __all__ = ["LL_SHRINKAGE", "LL_ISOTROPIC", "mvg_distance", "patch_statistics", "ll_distance", "ll_score_of_distance",
-           "ll_score", "isotropic_suffix", "ll_score_identity", "hl_score", "combined_score"]
+           "ll_score_identity", "hl_score", "combined_score"]
 
 LL_EPS, LL_SHRINKAGE, LL_ISOTROPIC, LL_SCALE = 1e-3, 0.1, 0.03, 100.0
 
@@ -94,19 +94,9 @@ def ll_distance(pristine: PristineModel, patch_features: np.ndarray, eps: float 
 
 def ll_score_of_distance(d: float, scale: float = LL_SCALE) -> float:
     """1 - sigmoid(d / scale); in (0, 0.5] for d >= 0."""
+    from scipy.special import expit  # here, not at the top: the LL pathway's settings import this module
+
     return float(expit(-d / scale))
-
-
-def ll_score(pristine: PristineModel, patch_features: np.ndarray, eps: float = LL_EPS,
-             scale: float = LL_SCALE, shrinkage: float = LL_SHRINKAGE, isotropic: float = LL_ISOTROPIC) -> float:
-    """1 - sigmoid(d / scale) for one image's [P, D] patch features; in (0, 0.5]."""
-    return ll_score_of_distance(ll_distance(pristine, patch_features, eps, shrinkage, isotropic), scale)
-
-
-def isotropic_suffix(isotropic: float) -> str:
-    """How identities and calibration keys name the isotropic weight: not at all when 0, so that rows and
-    anchors made before the term existed (which had none) still match."""
-    return f",isotropic={isotropic:g}" if isotropic else ""
 
 
 def ll_score_identity(pristine: PristineModel, shrinkage: float = LL_SHRINKAGE, anchors=None,
@@ -126,6 +116,8 @@ def ll_score_identity(pristine: PristineModel, shrinkage: float = LL_SHRINKAGE, 
 
 def hl_score(cos_good, cos_bad, gain: float = 10.0):
     """sigmoid(gain (cos_good - cos_bad)); scalars or arrays, elementwise."""
+    from scipy.special import expit
+
     return expit(gain * (np.asarray(cos_good, dtype=np.float64) - np.asarray(cos_bad, dtype=np.float64)))
 
 

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from grepq_core.errors import GrepqError
+from grepq_core.fitting.ridge_fit import DEFAULT_ALPHAS, fit_ridge
 from grepq_core.metrics import correlations
-from grepq_core.regressor import DEFAULT_ALPHAS, fit_ridge
 
 __all__ = ["METRICS", "Result", "content_split", "content_splits", "zero_shot", "few_shot", "few_shot_choice",
            "zero_shot_on_splits", "not_run",
@@ -151,8 +151,8 @@ def few_shot_choice(method: str, rows: list[dict], mos, splits, mapping: str = "
     With `groups` (each row's content) the CV folds hold whole contents, as
     the split's test does.
     """
-    from grepq_core.features import feature_matrix
-    from grepq_core.fit_choice import fit_with_choice
+    from grepq_core.fitting.choice import fit_with_choice
+    from grepq_core.fitting.features import feature_matrix
 
     mos = np.asarray(mos, dtype=np.float64)
     groups = None if groups is None else np.asarray(groups)

@@ -47,7 +47,7 @@ from scipy import ndimage
 from scipy.interpolate import PchipInterpolator
 from skimage import color
 
-from .errors import GrepqError, did_you_mean
+from grepq_core.errors import GrepqError, did_you_mean
 
 __all__ = [
     "DISTORTIONS",

@@ -49,8 +49,8 @@ from scipy.ndimage import correlate
 from scipy.special import gamma
 
 from grepq_core.errors import GrepqError, ImageError
-from grepq_core.pristine import gaussian_window
-from grepq_core.zero_shot import mvg_distance, patch_statistics
+from grepq_core.model.zero_shot import mvg_distance, patch_statistics
+from grepq_core.training.pristine_patches import gaussian_window
 
 __all__ = ["NIQE_PRISTINE_PHOTOS", "niqe", "brisque", "nss_features", "fit_niqe_pristine"]
 

@@ -16,11 +16,11 @@ reference's full set); CLIP resizing uses torch's antialiased bicubic on the
 tensor rather than Pillow's, within about one grey level of it.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from dataclasses import dataclass
 
 __all__ = [
     "CLIP_MEAN",

@@ -7,15 +7,18 @@ decoded with torchvision's `decode_jpeg` on the model's device (nvJPEG on
 CUDA, libjpeg-turbo on the CPU), upright by EXIF. An image the device
 decoder rejects falls back to Pillow on the CPU alone; the batch never
 fails for it.
+
+torchvision is imported on the first decode, not with this module: importing
+it costs seconds (it pulls in torch._dynamo), which a process that decodes
+on the CPU never needs to pay.
 """
 from __future__ import annotations
 
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg
 
-from grepq_core import views as V
 from grepq_core.errors import ImageError
-from grepq_core.imageio import decode_image
+from grepq_core.images.decode import decode_image
+from grepq_core.model import views as V
 
 __all__ = ["decode_on_device", "device_decoder_name"]
 
@@ -27,6 +30,8 @@ def device_decoder_name(device: torch.device) -> str:
 
 def _device_decode_all(datas: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
     """Batched decode; if the batch fails, one by one so only the bad images are lost."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
     try:
         return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
     except RuntimeError:

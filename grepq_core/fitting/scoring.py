@@ -5,7 +5,7 @@ Shared by `grepq score` (transforms/scoring.py) and the Python API
 Without a model the score is the zero-shot score: the combined one when
 every combined pathway ran, else the first pathway's that did; its
 ``calibrated`` value is the zero-shot score on the fixed 0-100 scale
-(grepq_core/calibration.py) where the row has one.
+(grepq_core/training/calibration.py) where the row has one.
 
 Keep / reject and the report go by `decision_value`: the calibrated value
 where there is one (a scale means the same in every run), else the score.
@@ -18,9 +18,9 @@ import math
 import fsspec
 import numpy as np
 
-from grepq_core import pathways
-from grepq_core.features import block_identity, row_vector, zero_shot_score
-from grepq_core.regressor import load_ridge
+from grepq_core.fitting.features import block_identity, row_vector, zero_shot_score
+from grepq_core.fitting.ridge_file import load_ridge
+from grepq_core.model import registry
 
 __all__ = ["zero_shot_score", "calibrated_zero_shot", "decision_value", "RowScorer"]
 
@@ -32,7 +32,7 @@ def _digest(uri: str) -> str:
 
 def calibrated_zero_shot(row: dict) -> float | None:
     """The first calibrated 0-100 zero-shot score a feature row has, else None."""
-    for column in pathways.columns()["calibrated"]:
+    for column in registry.columns()["calibrated"]:
         value = row.get(column)
         if value is not None and math.isfinite(value):
             return value

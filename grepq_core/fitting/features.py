@@ -1,7 +1,7 @@
 """Feature rows -> the matrix the regressor sees, and what it was made of.
 
 A row carries one feature block per pathway that ran (``ll_features``,
-``hl_features``, ...: grepq_core/pathways.py) and the identities of the
+``hl_features``, ...: grepq_core/model/registry.py) and the identities of the
 encoders that produced them. The layout (which blocks, in which order, how
 wide) plus the identities are stored with a fitted regressor, so a model is
 never applied to features from other encoders.
@@ -12,14 +12,13 @@ behind it (`zero_shot_identity`), so that a fit can use what zero-shot knows.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
-
 import math
+from typing import Iterable, Mapping
 
 import numpy as np
 
-from grepq_core import pathways
 from grepq_core.errors import GrepqError
+from grepq_core.model import registry
 
 __all__ = ["ZERO_SHOT_BLOCK", "zero_shot_score", "zero_shot_identity", "block_identity", "feature_layout",
            "feature_matrix", "row_vector"]
@@ -30,7 +29,7 @@ ZERO_SHOT_BLOCK = "zero_shot"
 def zero_shot_score(row: Mapping) -> tuple[float | None, str]:
     """(score, scorer name): the combined zero-shot score when every combined pathway ran, else the first
     pathway's that did; (None, "zero-shot:none") when no pathway scored."""
-    for column in ("zs_combined", *pathways.columns()["zero_shot"]):
+    for column in (registry.COMBINED, *registry.columns()["zero_shot"]):
         value = row.get(column)
         if value is not None and math.isfinite(value):
             return value, f"zero-shot:{column[3:]}"
@@ -39,7 +38,7 @@ def zero_shot_score(row: Mapping) -> tuple[float | None, str]:
 
 def zero_shot_identity(row: Mapping) -> str:
     """What a row's zero-shot score depends on: the rule that picked it and every identity column."""
-    columns = ("profile", *pathways.columns()["identity"])
+    columns = ("profile", *registry.columns()["identity"])
     return "|".join([zero_shot_score(row)[1], *(f"{c}={row.get(c)}" for c in columns)])
 
 
@@ -47,14 +46,14 @@ def block_identity(row: Mapping, block: str) -> str | None:
     """The identity of one feature block of a row (a pathway's encoder, or the zero-shot rule)."""
     if block == ZERO_SHOT_BLOCK:
         return zero_shot_identity(row)
-    return row.get(pathways.get(block).identity_column)
+    return row.get(registry.get(block).identity_column)
 
 
 def feature_layout(rows: Iterable[Mapping]) -> tuple[list[list], dict[str, str]]:
     """([[block, width], ...], {block: identity}) shared by all rows, or an error."""
     layout, identities = None, None
     for row in rows:
-        present = [p for p in pathways.PATHWAYS.values() if row.get(p.features_column) is not None]
+        present = [p for p in registry.PATHWAYS.values() if row.get(p.features_column) is not None]
         this_layout = [[p.name, len(row[p.features_column])] for p in present]
         this_ids = {p.name: row[p.identity_column] for p in present}
         if layout is None:
@@ -75,7 +74,7 @@ def row_vector(row: Mapping, layout: list[list]) -> np.ndarray:
             score = zero_shot_score(row)[0]
             values = None if score is None else [score]
         else:
-            values = row.get(pathways.get(block).features_column)
+            values = row.get(registry.get(block).features_column)
         if values is None or len(values) != width:
             raise GrepqError(f"{row.get('path')}: missing or wrong-width {block} features for layout {layout}")
         parts.append(np.asarray(values, dtype=np.float64))

@@ -1,116 +1,43 @@
 """Every selected pathway on one device: decoded images in, one feature row each out.
 
-`image_views` cuts the uint8 views of docs/method.md ("Views") from a decoded
-image on the CPU; `Extractor.decode` decodes JPEG bytes on the model's
-device and cuts them there; `Extractor.encode` runs each pathway's encoder on
+`Extractor.decode` decodes JPEG bytes on the model's device and cuts their
+views there (views of images decoded on the CPU come from
+grepq_core/model/cut.py); `Extractor.encode` runs each pathway's encoder on
 batches of views and returns the feature columns. Failures are values, not
 rows: `decode` returns an `ImageError` for an image no decoder could read,
-and what to do with it (a dead letter, a skipped image) is the caller's.
-The Beam ModelHandler (transforms/inference.py), the evaluation command and
-the benchmarks are all thin shells around this class.
+and what to do with it (a dead letter, a column of the API's frame) is the
+caller's. The Beam ModelHandler (transforms/inference.py), the Python API,
+the evaluation command and the benchmarks are all thin shells around this
+class.
 
 Deviation from the reference: the reference feeds whole images at full
 resolution one at a time. The default here is the fixed-shape, batchable
 form (fragments for LL, 224 centre crop for HL, a capped set of 96x96
-patches for zero-shot LL); `ViewConfig(ll_view="full", hl_size=None)` gives
-the reference's full-resolution behaviour, one image per forward pass.
+patches for zero-shot LL); the reference profile gives the reference's
+full-resolution behaviour, one image per forward pass.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import threading
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from grepq_core import pathways
-from grepq_core import views as V
-from grepq_core.device_decode import decode_on_device
-from grepq_core.devices import resolve_device
 from grepq_core.errors import GrepqError, ImageError, WeightsUnavailable
-from grepq_core.pathway import Encoder
-from grepq_core.zero_shot import LL_ISOTROPIC, LL_SHRINKAGE, combined_score
+from grepq_core.model import registry
+from grepq_core.model import views as V
+from grepq_core.model.cut import Views, cut_views
+from grepq_core.model.device_decode import decode_on_device
+from grepq_core.model.devices import resolve_device
+from grepq_core.model.pathway import Encoder
+from grepq_core.model.settings import EncoderSpec
+from grepq_core.model.zero_shot import combined_score
 
-__all__ = ["ViewConfig", "EncoderSpec", "Views", "image_views", "Extractor", "load_available"]
+__all__ = ["Extractor", "load_available"]
 
-
-@dataclass(frozen=True)
-class ViewConfig:
-    """How an image becomes model inputs (docs/method.md: views, zero-shot patches)."""
-
-    ll_view: str = "fragments"  # "fragments" (7x7 grid of 32x32) or "full" (whole image)
-    grid: int = 7
-    fragment: int = 32
-    hl_size: int | None = 224  # None: native resolution
-    zero_shot: bool = True
-    patch_size: int = 96
-    patch_stride: int = 48
-    max_patches: int | None = 32
-
-    def __post_init__(self):
-        if self.ll_view not in ("fragments", "full"):
-            raise GrepqError(f"`ll_view` must be 'fragments' or 'full', got {self.ll_view!r}")
-
-    @property
-    def min_side(self) -> int:
-        """Smaller images are upscaled to this shortest side before any view.
-
-        Fragments need a 7x7 grid of 32 (224); whole-image views only need
-        one zero-shot patch (96), and the CLIP tower its 32x downsampling.
-        """
-        if self.ll_view == "full":
-            return self.patch_size
-        return max(self.grid * self.fragment, self.patch_size if self.zero_shot else 0)
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """Everything needed to build an `Extractor` in any process: plain strings.
-
-    Picklable, so a Beam worker can load the same models as the launcher.
-    """
-
-    pathways: tuple[str, ...] = ("ll", "hl")
-    ll_weights: str = "shipped"
-    pristine: str | None = "shipped"  # None: no zero-shot LL score
-    hl_model: str = "RN50"
-    hl_weights: str | None = "openai"
-    device: str = "auto"
-    decode: str = "auto"  # "gpu": JPEGs decoded on the model's device; "cpu": Pillow; "auto": gpu on CUDA
-    batch_size: int = 32
-    views: ViewConfig = field(default_factory=ViewConfig)
-    profile: str = "fast"  # recorded in every row; `profiles.spec_for` sets the fields below
-    hl_visual_weights: str | None = None  # replaces the image tower of `hl_weights` (the reference HL model)
-    hl_positional: str = "interpolate"  # "omit": the attention pool's positional embedding left out
-    ll_shrinkage: float = LL_SHRINKAGE  # zero-shot LL distance's covariance shrinkage (0: docs/method.md's)
-    ll_isotropic: float = LL_ISOTROPIC  # weight of its isotropic term (0: docs/method.md's)
-
-
-@dataclass
-class Views:
-    """One decoded image's size, the decoder that read it, and its views (uint8 CHW arrays or tensors)."""
-
-    width: int
-    height: int
-    decoder: str
-    tensors: dict
-
-
-def _cut(image: torch.Tensor, config: ViewConfig, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Every view the named pathways need from one upright uint8 [3, H, W] image, on its device."""
-    image = V.ensure_min_size(image, config.min_side)
-    out = {}
-    for name in names:
-        out.update(pathways.get(name).views(image, config))
-    return out
-
-
-def image_views(pixels: np.ndarray, spec: EncoderSpec, decoder: str = "cpu") -> Views:
-    """A decoded HxWx3 uint8 image with its views cut on the CPU, ready for `Extractor.encode`."""
-    tensors = _cut(V.to_tensor(pixels), spec.views, spec.pathways)
-    return Views(pixels.shape[1], pixels.shape[0], decoder, {k: v.numpy() for k, v in tensors.items()})
+_HANDED_OVER: dict[EncoderSpec, "Extractor"] = {}  # see Extractor.load
 
 
 class Extractor:
@@ -125,7 +52,7 @@ class Extractor:
         self.device = resolve_device(spec.device)
         self.encoders = encoders
         # What each feature row records about the models that made it: rows equal here were made the same way.
-        self.identities = {column: None for column in pathways.columns()["identity"]}
+        self.identities = {column: None for column in registry.columns()["identity"]}
         self.identities["profile"] = spec.profile
         for encoder in encoders.values():
             self.identities.update(encoder.identities())
@@ -137,9 +64,20 @@ class Extractor:
         self._local = threading.local()
 
     @classmethod
-    def load(cls, spec: EncoderSpec) -> "Extractor":
-        """Load the weights `spec` names; fails before any image is read."""
-        return cls(spec, {name: pathways.get(name).load(spec) for name in spec.pathways})
+    def load(cls, spec: EncoderSpec, hand_over: bool = False) -> "Extractor":
+        """Load the weights `spec` names; fails before any image is read.
+
+        With `hand_over`, the next load of the same spec on the same device
+        in this process takes these models instead of loading them again:
+        a local run's launcher checks the weights, and its workers, in the
+        same process, then use what it loaded.
+        """
+        registry.ensure(spec)
+        key = dataclasses.replace(spec, device=str(resolve_device(spec.device)))
+        extractor = _HANDED_OVER.pop(key, None) or cls(key, {n: registry.get(n).load(key) for n in key.pathways})
+        if hand_over:
+            _HANDED_OVER[key] = extractor
+        return extractor
 
     def _forward(self, model, x: torch.Tensor, size: int) -> list[np.ndarray]:
         """Run `model` in chunks of exactly `size`, the last one zero-padded.
@@ -201,7 +139,7 @@ class Extractor:
                 image, decoder = result
                 try:
                     out.append(Views(int(image.shape[-1]), int(image.shape[-2]), decoder,
-                                     _cut(image, self.spec.views, self.spec.pathways)))
+                                     cut_views(image, self.spec)))
                 except ImageError as e:
                     out.append(e)
         return out
@@ -228,7 +166,7 @@ class Extractor:
         columns = {}
         with self._thread_stream(), self._autocast:
             views = [b.tensors for b in batch]
-            for name, pathway in pathways.PATHWAYS.items():
+            for name, pathway in registry.PATHWAYS.items():
                 if name in self.encoders and n:
                     feats, zs, calibrated = self.encoders[name].encode(self._run_grouped, views)
                     columns[pathway.features_column] = [f.astype(np.float32) for f in feats]
@@ -238,13 +176,13 @@ class Extractor:
                     columns[pathway.zero_shot_column] = calibrated = [float("nan")] * n
                 if pathway.calibrated_column:
                     columns[pathway.calibrated_column] = calibrated
-        combined = [p.zero_shot_column for p in pathways.PATHWAYS.values() if p.combined]
+        combined = [p.zero_shot_column for p in registry.PATHWAYS.values() if p.combined]
         rows = []
         for i, b in enumerate(batch):
             row = {"width": b.width, "height": b.height, "decoder": b.decoder}
             for column, values in columns.items():
                 row[column] = values[i] if column.endswith("_features") else _nullable(values[i])
-            row["zs_combined"] = _nullable(float(combined_score(*[columns[c][i] for c in combined])))
+            row[registry.COMBINED] = _nullable(float(combined_score(*[columns[c][i] for c in combined])))
             row.update(self.identities)
             rows.append(row)
         return rows
@@ -260,10 +198,11 @@ def load_available(spec: EncoderSpec) -> tuple[Extractor, dict[str, str]]:
     Each pathway is loaded on its own so that one missing set of weights
     does not hide the other; with none loaded this is an error.
     """
+    registry.ensure(spec)
     loaded, missing = {}, {}
     for name in spec.pathways:
         try:
-            loaded[name] = pathways.get(name).load(spec)
+            loaded[name] = registry.get(name).load(spec)
         except WeightsUnavailable as e:
             missing[name] = str(e)
     if not loaded:

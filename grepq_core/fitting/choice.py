@@ -3,7 +3,7 @@
 With a few dozen labels, a ridge on 128 or 1,152 feature values can rank
 unseen images worse than the zero-shot score alone. So three candidates
 are fitted on the labelled rows, each with its alpha chosen by the same
-K-fold cross-validation (grepq_core/regressor.py):
+K-fold cross-validation (grepq_core/fitting/ridge.py):
 
 - ``zero-shot``: ridge on the zero-shot score alone (a monotone map of it
   onto the labels' scale, so it ranks as zero-shot does; its figure is the
@@ -31,8 +31,15 @@ import numpy as np
 
 from grepq_core import metrics
 from grepq_core.errors import GrepqError
-from grepq_core.features import ZERO_SHOT_BLOCK, feature_layout, feature_matrix, zero_shot_identity, zero_shot_score
-from grepq_core.regressor import DEFAULT_ALPHAS, RidgeModel, fit_ridge, out_of_fold
+from grepq_core.fitting.features import (
+    ZERO_SHOT_BLOCK,
+    feature_layout,
+    feature_matrix,
+    zero_shot_identity,
+    zero_shot_score,
+)
+from grepq_core.fitting.ridge import RidgeModel
+from grepq_core.fitting.ridge_fit import DEFAULT_ALPHAS, fit_ridge, out_of_fold
 
 __all__ = ["SURE", "POOR_CV", "CANDIDATES", "fit_with_choice", "share_better"]
 

@@ -30,12 +30,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
-from grepq_core import shipped
-from grepq_core.views import IMAGENET, UNIT, Normalization
 from grepq_core.errors import GrepqError, WeightsUnavailable, did_you_mean
-from grepq_core.weights import load_checkpoint, parameters_digest, save_checkpoint
+from grepq_core.model import shipped
+from grepq_core.model.views import IMAGENET, UNIT, Normalization
+from grepq_core.model.weights import load_checkpoint, parameters_digest, save_checkpoint
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -72,6 +71,31 @@ class LLEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` float -> ``[B, feature_dim]`` LL features."""
         return self.head(self.trunk(x))
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock: the same layers, names and order, so its state dicts load as they are.
+
+    Written here because importing torchvision costs seconds (it pulls in
+    torch._dynamo), which a process that only runs the LL encoder should
+    not pay.
+    """
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
 
 
 def _resnet18_trunk(width: int) -> nn.Sequential:

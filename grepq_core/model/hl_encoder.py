@@ -44,8 +44,8 @@ from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from grepq_core.errors import GrepqError, WeightsUnavailable, did_you_mean
-from grepq_core.views import OPENAI_CLIP, Normalization
-from grepq_core.weights import load_checkpoint, parameters_digest, save_checkpoint
+from grepq_core.model.views import OPENAI_CLIP, Normalization
+from grepq_core.model.weights import load_checkpoint, parameters_digest, save_checkpoint
 
 __all__ = [
     "CHECKPOINT_FORMAT",

@@ -1,0 +1,149 @@
+"""Read one image's bytes from anywhere, with a cap, and hash them.
+
+Local paths are read with plain ``open()``, never parsed as URLs: a file
+named ``a::b.jpg`` or ``x#y.jpg`` is that file, and only regular files are
+opened, so a FIFO cannot hang a worker nor ``/dev/zero`` fill its memory.
+Other URIs (gs://, s3://, https://, memory://) go through fsspec.
+
+Failure reasons, all at ``stage="read"``:
+
+| reason | cause |
+| --- | --- |
+| ``unreadable`` | missing file, no permission, a directory, a broken symlink or a symlink loop, any ``OSError`` from the filesystem |
+| ``not_a_regular_file`` | a FIFO, socket or device (also through a symlink): refused before opening, as reading one can block forever or never end |
+| ``too_large`` | more than ``max_bytes`` (`DEFAULT_MAX_BYTES`, 256 MiB), refused before reading where the size is known |
+| ``empty_file`` | zero bytes |
+"""
+
+import hashlib
+import os
+import re
+import stat
+
+import fsspec
+
+from grepq_core.errors import ImageError
+
+__all__ = ["DEFAULT_MAX_BYTES", "read_bytes", "read_and_hash", "is_local_path", "clean_detail", "display_path"]
+
+# Far above any photo (a 100 MP camera JPEG is about 50 MiB), far below a worker's memory.
+DEFAULT_MAX_BYTES = 256 * 2**20
+
+def read_bytes(uri: str | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """All bytes of a local path or an fsspec URL (gs://, s3://, https://, memory://...).
+
+    Local paths (str, or bytes for file names that are not UTF-8; see
+    `is_local_path`) are opened with plain ``open()`` and only if they are
+    regular files, so a FIFO cannot hang the job nor /dev/zero fill memory.
+    Files over `max_bytes` are refused before reading where the size is
+    known, and no more than ``max_bytes + 1`` bytes are ever read.
+
+    Only ``OSError`` (what filesystems raise for missing, forbidden or
+    unreadable files) becomes ``unreadable``; anything else, such as a missing
+    fsspec filesystem package, is a setup problem and propagates.
+    """
+    if is_local_path(uri):
+        data = _read_local(_strip_file_scheme(uri), max_bytes)
+    else:
+        data = _read_remote(os.fsdecode(uri), max_bytes)
+    if not data:
+        raise ImageError("empty_file", f"{display_path(uri)}: 0 bytes", stage="read")
+    return data
+
+
+def is_local_path(uri: str | bytes) -> bool:
+    """Whether `uri` names a local file: no ``scheme://`` at all, or ``file://`` (as the read stage decides)."""
+    text = os.fsdecode(uri)
+    return "://" not in text or text.startswith("file://")
+
+
+def _strip_file_scheme(uri: str | bytes) -> str | bytes:
+    """The path of a ``file://`` URI, taken literally (no percent-decoding, as fsspec and Beam do)."""
+    prefix = b"file://" if isinstance(uri, bytes) else "file://"
+    return uri[len(prefix):] if uri.startswith(prefix) else uri
+
+
+def _read_local(path: str | bytes, max_bytes: int) -> bytes:
+    """A regular local file's bytes, its kind and size checked before anything is read."""
+    try:
+        _check_local(path, os.stat(path), max_bytes)
+        # O_NONBLOCK: if the path became a FIFO since the stat, open returns
+        # at once instead of waiting for a writer, and the fstat refuses it.
+        with open(path, "rb", opener=_open_nonblocking) as f:
+            size = _check_local(path, os.fstat(f.fileno()), max_bytes)
+            return _read_capped(f, path, max_bytes, size)
+    except OSError as exc:
+        raise ImageError("unreadable", f"{display_path(path)}: {clean_detail(exc.strerror or str(exc))}", stage="read") from exc
+
+
+def _open_nonblocking(path, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
+def _check_local(path: str | bytes, info: os.stat_result, max_bytes: int) -> int:
+    """Refuse anything but a regular file within `max_bytes`; return its size."""
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError("unreadable", f"{display_path(path)}: is a directory", stage="read")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError("not_a_regular_file", f"{display_path(path)}: {_file_kind(info.st_mode)}", stage="read")
+    _check_size(path, info.st_size, max_bytes)
+    return info.st_size
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), f"file type {stat.S_IFMT(mode):o}")
+
+
+def _check_size(uri: str | bytes, size: int | None, max_bytes: int) -> None:
+    if size is not None and size > max_bytes:
+        raise ImageError("too_large", f"{display_path(uri)}: {size} bytes, more than the {max_bytes} allowed",
+                         stage="read")
+
+
+def _read_capped(f, uri: str | bytes, max_bytes: int, size: int | None) -> bytes:
+    """At most ``max_bytes + 1`` bytes of `f`: enough to tell a file over the cap, even one still growing.
+
+    `size` (when known) sizes the first read, so a small file does not make
+    Python allocate the whole cap.
+    """
+    limit = max_bytes + 1
+    data = f.read(limit if size is None else min(size + 1, limit))
+    if size is not None and len(data) == size + 1 < limit:  # grew since its size was taken
+        data += f.read(limit - len(data))
+    _check_size(uri, len(data), max_bytes)
+    return data
+
+
+def _read_remote(uri: str, max_bytes: int) -> bytes:
+    """An fsspec URL's bytes; its size, when the filesystem reports one, is checked before reading."""
+    try:
+        with fsspec.open(uri, "rb") as f:
+            size = getattr(f, "size", None)
+            size = size if isinstance(size, int) else None
+            _check_size(uri, size, max_bytes)
+            return _read_capped(f, uri, max_bytes, size)
+    except OSError as exc:
+        raise ImageError("unreadable", f"{uri}: {clean_detail(str(exc))}", stage="read") from exc
+
+
+def display_path(uri: str | bytes) -> str:
+    """A path as valid UTF-8 text for a detail: undecodable bytes become \\xNN escapes."""
+    raw = uri if isinstance(uri, bytes) else uri.encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+# An object's default repr, e.g. Pillow's "cannot identify image file <_io.BytesIO object at 0x7f...>".
+_ADDRESS_REPR = re.compile(r"\s*<[^<>]*\bat 0x[0-9a-fA-F]+>")
+
+
+def clean_detail(message: str) -> str:
+    """`message` without object reprs holding memory addresses, which differ from run to run."""
+    return _ADDRESS_REPR.sub("", message)
+
+
+def read_and_hash(uri: str | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, str]:
+    """(the file's bytes, their sha256 in hex); `ImageError` at stage ``read`` if it cannot be read."""
+    data = read_bytes(uri, max_bytes)
+    return data, hashlib.sha256(data).hexdigest()
