@@ -7,15 +7,20 @@ error. The paper tunes alpha per dataset by hand; this automates that
 choice. SRCC over all out-of-fold predictions, rather than the mean of
 per-fold SRCCs, because folds of a few rows give rank correlations too
 coarse to compare (a 2-row fold has none).
+
+`free` last columns can be left out of the penalty (`FreeColumnsRidge`):
+with the zero-shot score as that column, the fit is zero-shot plus a
+correction from the features that alpha shrinks towards nothing, rather
+than a choice between the two (grepq_core/fitting/choice.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.linear_model import Ridge
-from sklearn.model_selection import GroupKFold, KFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
+from sklearn.model_selection import GroupKFold, KFold
 from sklearn.preprocessing import StandardScaler
 
 from grepq_core import metrics
@@ -23,10 +28,43 @@ from grepq_core.errors import GrepqError
 from grepq_core.fitting.ridge import RidgeModel, describe_layout, layout_pairs
 from grepq_core.fitting.ridge_file import InvalidModel, check_model
 
-__all__ = ["MIN_TRAIN_ROWS", "DEFAULT_ALPHAS", "fit_ridge", "out_of_fold"]
+__all__ = ["MIN_TRAIN_ROWS", "DEFAULT_ALPHAS", "CORRECTION_ALPHAS", "FreeColumnsRidge", "fit_ridge", "out_of_fold"]
 
 MIN_TRAIN_ROWS = 10
 DEFAULT_ALPHAS = (0.1, 1.0, 10.0, 100.0)
+# A correction to free columns may need to shrink to almost nothing: with 128 standardised columns and 50
+# rows, alpha 100 still lets it outweigh the zero-shot score.
+CORRECTION_ALPHAS = (1e3, 1e4, 1e5)
+
+
+class FreeColumnsRidge(BaseEstimator, RegressorMixin):
+    """Ridge whose last `free` columns (and the intercept) are not penalised.
+
+    Fitted in two steps (Frisch-Waugh): the penalised columns and the target
+    are first stripped of what the free columns explain linearly; ridge on
+    what is left gives the penalised coefficients, least squares of the rest
+    the free ones. As alpha grows the fit tends to least squares on the free
+    columns alone.
+    """
+
+    def __init__(self, alpha: float = 1.0, free: int = 1):
+        self.alpha, self.free = alpha, free
+
+    def fit(self, X, y):
+        X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        penalised, base = X[:, :-self.free], np.column_stack([np.ones(len(y)), X[:, -self.free:]])
+
+        def residual(target):
+            return target - base @ np.linalg.lstsq(base, target, rcond=None)[0]
+
+        ridge = Ridge(alpha=self.alpha, fit_intercept=False).fit(residual(penalised), residual(y))
+        rest = np.linalg.lstsq(base, y - penalised @ ridge.coef_, rcond=None)[0]
+        self.coef_ = np.concatenate([ridge.coef_, rest[1:]])
+        self.intercept_ = float(rest[0])
+        return self
+
+    def predict(self, X):
+        return np.asarray(X, dtype=np.float64) @ self.coef_ + self.intercept_
 
 
 @dataclass(frozen=True)
@@ -110,19 +148,40 @@ def _splitter(n: int, folds: int, seed: int, groups):
     return KFold(n_splits=min(folds, n), shuffle=True, random_state=seed), None
 
 
-def out_of_fold(X: np.ndarray, y: np.ndarray, alpha: float, folds: int = 5, seed: int = 0, groups=None) -> np.ndarray:
+def _regressor(alpha: float, free: int):
+    return FreeColumnsRidge(alpha, free) if free else Ridge(alpha=alpha)
+
+
+def out_of_fold(X: np.ndarray, y: np.ndarray, alpha: float, folds: int = 5, seed: int = 0, groups=None,
+                free: int = 0) -> np.ndarray:
     """Each labelled row's prediction by a ridge (alpha `alpha`) fitted without its fold, as `fit_ridge`
     cross-validates (same folds for the same arguments); rows must all be labelled."""
     X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
     splitter, groups = _splitter(len(y), folds, seed, None if groups is None else np.asarray(groups))
-    return _cv_trial(alpha, X, _TargetScale.of(y).standardise(y), splitter, groups)[3]
+    return _cv_trial(alpha, X, _TargetScale.of(y).standardise(y), splitter, groups, free)[3]
 
 
-def _cv_trial(alpha: float, X: np.ndarray, z: np.ndarray, splitter, groups=None) -> tuple:
-    """(alpha, SRCC, RMSE in standardised units, out-of-fold predictions) for one alpha."""
-    pipe = make_pipeline(StandardScaler(), Ridge(alpha=alpha))  # the scaler is refitted per fold
-    pred = cross_val_predict(pipe, X, z, cv=splitter, groups=groups)
-    return alpha, metrics.srcc(pred, z), float(np.sqrt(np.mean((pred - z) ** 2))), pred
+def _cv_trial(alpha: float, X: np.ndarray, z: np.ndarray, splitter, groups=None, free: int = 0) -> tuple:
+    """(alpha, SRCC, RMSE in standardised units, out-of-fold predictions) for one alpha.
+
+    The scaler is refitted per fold. With one free column, whose weight came
+    out positive in every fold, the predictions SRCC ranks are each fold's
+    put back on that column's scale (the column plus the correction in its
+    units): pooled as they are, the folds' different intercepts and weights
+    would scramble the ranking across folds that the column itself keeps,
+    and the candidate would lose to the bare column for that alone.
+    """
+    pred, ranked, same_scale = np.empty_like(z), np.empty_like(z), free == 1
+    for train, test in splitter.split(X, z, groups):
+        scaler = StandardScaler().fit(X[train])
+        model = _regressor(alpha, free).fit(scaler.transform(X[train]), z[train])
+        pred[test] = model.predict(scaler.transform(X[test]))
+        if same_scale:
+            weight = model.coef_[-1]
+            same_scale = weight > 0
+            ranked[test] = scaler.mean_[-1] + scaler.scale_[-1] * (pred[test] - model.intercept_) / weight
+    ranked = ranked if same_scale else pred
+    return alpha, metrics.srcc(ranked, z), float(np.sqrt(np.mean((pred - z) ** 2))), ranked
 
 
 def _check_fitted(model: RidgeModel, X: np.ndarray) -> None:
@@ -140,7 +199,7 @@ def _check_fitted(model: RidgeModel, X: np.ndarray) -> None:
 
 
 def fit_ridge(X: np.ndarray, y: np.ndarray, layout, identities: dict, alphas=DEFAULT_ALPHAS,
-              folds: int = 5, seed: int = 0, groups=None) -> RidgeModel:
+              folds: int = 5, seed: int = 0, groups=None, free: int = 0) -> RidgeModel:
     """Fit ridge on the labelled rows (NaN `y` = unlabelled), alpha by K-fold CV.
 
     `layout` is [(name, width), ...] in column order; `identities` maps each
@@ -148,7 +207,8 @@ def fit_ridge(X: np.ndarray, y: np.ndarray, layout, identities: dict, alphas=DEF
     must be finite and not all equal; a fit that is not finite is refused.
     `groups` (one per row: the content each image shows) makes the folds
     whole contents, so that the CV figure is one on unseen contents, as the
-    test it stands for; without it the folds are random images.
+    test it stands for; without it the folds are random images. The last
+    `free` columns are not penalised (`FreeColumnsRidge`).
     """
     layout = layout_pairs(layout)
     labelled = ~np.isnan(np.asarray(y, dtype=np.float64).ravel())
@@ -158,12 +218,12 @@ def fit_ridge(X: np.ndarray, y: np.ndarray, layout, identities: dict, alphas=DEF
     z = target.standardise(y)
 
     splitter, groups = _splitter(len(y), folds, seed, None if groups is None else np.asarray(groups)[labelled])
-    trials = [_cv_trial(alpha, X, z, splitter, groups) for alpha in alphas]
+    trials = [_cv_trial(alpha, X, z, splitter, groups, free) for alpha in alphas]
     best_alpha, _, _, best_pred = min(
         trials, key=lambda t: (-t[1] if np.isfinite(t[1]) else np.inf, t[2]))
 
     scaler = StandardScaler().fit(X)
-    ridge = Ridge(alpha=best_alpha).fit(scaler.transform(X), z)
+    ridge = _regressor(best_alpha, free).fit(scaler.transform(X), z)
     cv = {"srcc": metrics.srcc(best_pred, z), "plcc": metrics.plcc(best_pred, z), "folds": splitter.n_splits,
           "grouped": groups is not None, "by_alpha": [[a, s, rmse * target.unit] for a, s, rmse, _ in trials]}
     model = RidgeModel(coef=ridge.coef_.astype(np.float64) * target.unit,
