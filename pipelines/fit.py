@@ -50,7 +50,8 @@ def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str, candidat
     others = ", ".join(f"{n} {s:.3f}" if s is not None else f"{n} -" for n, s in model.choice["cv_srcc"].items())
     sure = model.choice.get("share_better")
     bars = ", ".join(f"{name} {share:.0%}" for name, share in SURE.items())
-    weighed = "" if sure is None else f"; the last fit weighed beat zero-shot in {sure:.0%} of resamples (needs: {bars})"
+    weighed = "" if sure is None else (f"; the last fit weighed beat zero-shot in {sure:.0%} of resamples "
+                                       f"(needs: {bars})")
     print(f"fitted ridge on {model.n_train} labelled images ({', '.join(f'{b}:{w}' for b, w in model.layout)}), "
           f"alpha={model.alpha:g}: kept {model.choice['chosen']} by {model.cv['folds']}-fold CV SRCC "
           f"({others}{weighed}); PLCC={model.cv['plcc']:.3f} -> {output}")

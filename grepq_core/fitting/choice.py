@@ -105,7 +105,8 @@ def fit_with_choice(rows: list[dict], labels, alphas=DEFAULT_ALPHAS, folds: int 
     best, sure = ranked[0][1], None
     if cv.get("zero-shot") is not None:
         best = "zero-shot"
-        for _, name in ranked[:[n for _, n in ranked].index("zero-shot")]:
+        names = [name for _, name in ranked]
+        for name in names[:names.index("zero-shot")]:  # those with a better CV figure than zero-shot, best first
             X = feature_matrix(rows, fits[name].layout)
             predictions = out_of_fold(X, labels, fits[name].alpha, folds, groups=groups, free=available[name][2])
             sure = share_better(predictions, zero_shot, labels, groups)
