@@ -197,3 +197,21 @@ def test_by_alpha_reports_rmse_in_label_units():
     small = fit_ridge(X, y, LAYOUT, IDS)
     for (_, _, rmse_big), (_, _, rmse) in zip(model.cv["by_alpha"], small.cv["by_alpha"]):
         assert rmse_big == pytest.approx(10 * rmse)
+
+
+def test_free_columns_are_not_penalised():
+    """With a huge alpha the penalised weights vanish and the free column gets its least-squares weight; with
+    none the fit is ordinary least squares on all columns."""
+    from sklearn.linear_model import LinearRegression
+
+    from grepq_core.fitting.ridge_fit import FreeColumnsRidge
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 6))
+    y = X @ np.array([1.0, -2.0, 0.5, 0.0, 0.3, 3.0]) + rng.normal(0, 0.1, 40)
+    shrunk = FreeColumnsRidge(alpha=1e12).fit(X, y)
+    alone = LinearRegression().fit(X[:, -1:], y)
+    assert np.abs(shrunk.coef_[:-1]).max() < 1e-6
+    assert shrunk.coef_[-1] == pytest.approx(alone.coef_[0]) and shrunk.intercept_ == pytest.approx(alone.intercept_)
+    free = FreeColumnsRidge(alpha=0.0).fit(X, y)
+    assert np.allclose(free.predict(X), LinearRegression().fit(X, y).predict(X))
