@@ -119,7 +119,8 @@ def _labels(p, required: bool = True):
     g.add_argument("--labels", required=required, help="CSV with columns path (or file name) and score"
                    + ("" if required else "; given, a ridge regressor is fitted on it (not given: zero-shot scores)"))
     g.add_argument("--lower-is-better", action="store_true", help="scores are DMOS (lower is better)")
-    g.add_argument("--alphas", default="0.1,1,10,100", help="ridge alphas to choose from by CV")
+    g.add_argument("--alphas", default="0.1,1,10,100", help="ridge alphas to choose from by CV (the correction "
+                   "of features+zero-shot: 1e3, 1e4, 1e5)")
     g.add_argument("--folds", type=int, default=5, help="cross-validation folds")
     g.add_argument("--candidates", default="zero-shot,features,features+zero-shot",
                    help="fits to choose from by CV (docs/method.md, \"Data-efficient prediction\"); "
