@@ -48,10 +48,11 @@ def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str, candidat
                             candidates=candidates or CANDIDATES)
     save_ridge(model, output)
     others = ", ".join(f"{n} {s:.3f}" if s is not None else f"{n} -" for n, s in model.choice["cv_srcc"].items())
-    sure = model.choice.get("share_better")
-    bars = ", ".join(f"{name} {share:.0%}" for name, share in SURE.items())
+    sure, weight = model.choice.get("share_better"), model.choice.get("weight")
     weighed = "" if sure is None else (f"; the last fit weighed beat zero-shot in {sure:.0%} of resamples "
-                                       f"(needs: {bars})")
+                                       f"(features alone need {SURE:.0%}; a correction enters at 2 x share - 1)")
+    if weight is not None:
+        weighed += f"; correction at weight {weight:.2f}"
     print(f"fitted ridge on {model.n_train} labelled images ({', '.join(f'{b}:{w}' for b, w in model.layout)}), "
           f"alpha={model.alpha:g}: kept {model.choice['chosen']} by {model.cv['folds']}-fold CV SRCC "
           f"({others}{weighed}); PLCC={model.cv['plcc']:.3f} -> {output}")

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from grepq_core.fitting.choice import SURE, fit_with_choice
+from grepq_core.fitting.choice import SURE, correction_weight, fit_with_choice
 from grepq_core.fitting.features import ZERO_SHOT_BLOCK, feature_matrix
 from grepq_core.fitting.ridge_file import load_ridge, save_ridge
+from grepq_core.fitting.ridge_fit import fit_ridge
 from grepq_core.fitting.scoring import RowScorer
 
 
@@ -55,7 +56,7 @@ def test_labels_with_a_term_zero_shot_misses_beat_zero_shot_on_held_out_rows(see
     model = fit_with_choice(rows[:50], labels[:50])
     fitted, zero_shot = _held_out_srcc(model, rows[50:], labels[50:])
     assert model.choice["chosen"] == "features+zero-shot"
-    assert model.choice["share_better"] >= SURE["features+zero-shot"]
+    assert model.choice["weight"] == correction_weight(model.choice["share_better"]) > 0
     assert fitted > zero_shot + 0.015
 
 
@@ -66,7 +67,31 @@ def test_informative_features_are_kept_when_they_cross_validate_better():
     model = fit_with_choice(rows[:60], labels[:60])
     assert model.choice["chosen"] in ("features", "features+zero-shot")
     assert model.choice["cv_srcc"][model.choice["chosen"]] > model.choice["cv_srcc"]["zero-shot"]
-    assert model.choice["share_better"] >= SURE[model.choice["chosen"]]
+    if model.choice["chosen"] == "features":
+        assert model.choice["share_better"] >= SURE
+    else:
+        assert model.choice["weight"] == correction_weight(model.choice["share_better"]) > 0
+
+
+def test_a_correction_counts_as_much_as_the_resamples_are_sure_of_it():
+    assert [correction_weight(p) for p in (0.0, 0.3, 0.5, 0.75, 0.9, 1.0)] == pytest.approx([0, 0, 0, 0.5, 0.8, 1])
+
+
+def test_a_correction_the_labels_only_partly_back_enters_at_part_weight(tmp_path):
+    """A term only the features carry, weak against the label noise: the correction is kept at a weight under
+    one, its features' coefficients are that share of the full correction's at the same alpha, and the
+    weight survives a save."""
+    other = np.random.default_rng(101).uniform(0, 1, 50)
+    rows, labels = _rows(50, 1, informative_features=False, other_term=other)
+    labels = labels + 15 * other
+    model = fit_with_choice(rows, labels)
+    assert model.choice["chosen"] == "features+zero-shot"
+    assert 0 < model.choice["weight"] < 1 and model.choice["weight"] == correction_weight(model.choice["share_better"])
+    X = feature_matrix(rows, model.layout)
+    full = fit_ridge(X, labels, model.layout, model.identities, alphas=(model.alpha,), free=1)
+    assert np.allclose(model.coef[:-1], model.choice["weight"] * full.coef[:-1])
+    save_ridge(model, str(tmp_path / "m.json"))
+    assert load_ridge(str(tmp_path / "m.json")).choice == model.choice
 
 
 def test_a_chosen_zero_shot_fit_saves_loads_and_scores_rows(tmp_path):

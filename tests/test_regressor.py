@@ -215,3 +215,25 @@ def test_free_columns_are_not_penalised():
     assert shrunk.coef_[-1] == pytest.approx(alone.coef_[0]) and shrunk.intercept_ == pytest.approx(alone.intercept_)
     free = FreeColumnsRidge(alpha=0.0).fit(X, y)
     assert np.allclose(free.predict(X), LinearRegression().fit(X, y).predict(X))
+
+
+def test_a_weighted_correction_is_that_share_of_the_ridge_and_the_free_column_refitted_to_the_rest():
+    """weight 0: least squares on the free column alone; weight w: the penalised weights are w times the
+    full ridge's, and the free column and intercept are least squares of what they leave."""
+    from sklearn.linear_model import LinearRegression
+
+    from grepq_core.fitting.ridge_fit import FreeColumnsRidge
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 6))
+    y = X @ np.array([1.0, -2.0, 0.5, 0.0, 0.3, 3.0]) + rng.normal(0, 0.1, 40)
+    none = FreeColumnsRidge(alpha=1.0, weight=0.0).fit(X, y)
+    alone = LinearRegression().fit(X[:, -1:], y)
+    assert np.abs(none.coef_[:-1]).max() == 0
+    assert none.coef_[-1] == pytest.approx(alone.coef_[0]) and none.intercept_ == pytest.approx(alone.intercept_)
+    full, part = FreeColumnsRidge(alpha=1.0).fit(X, y), FreeColumnsRidge(alpha=1.0, weight=0.3).fit(X, y)
+    assert np.allclose(part.coef_[:-1], 0.3 * full.coef_[:-1])
+    rest = LinearRegression().fit(X[:, -1:], y - X[:, :-1] @ part.coef_[:-1])
+    assert part.coef_[-1] == pytest.approx(rest.coef_[0]) and part.intercept_ == pytest.approx(rest.intercept_)
+    with pytest.raises(GrepqError, match="weight is between 0 and 1"):
+        fit_ridge(X, y, [["ll", 6]], {"ll": "ll:x"}, free=1, weight=1.5)

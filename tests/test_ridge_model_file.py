@@ -114,6 +114,10 @@ CORRUPTIONS = {
     "label range reversed": (_changed(label_range=[8.0, 1.0]), "field label_range has its lowest label"),
     "label range one value": (_changed(label_range=[1.0]), "field label_range must be [lowest, highest]"),
     "label range NaN": (_changed(label_range=[NAN, 1.0]), "field label_range[0] must be finite"),
+    "choice weight above one": (_changed(choice={"chosen": "features+zero-shot", "cv_srcc": {"features+zero-shot": 0.5},
+                                                 "weight": 1.5}), "field choice.weight must be between 0 and 1"),
+    "choice weight a string": (_changed(choice={"chosen": "features+zero-shot", "cv_srcc": {"features+zero-shot": 0.5},
+                                                "weight": "0.5"}), "field choice.weight must be a number"),
     **{f"missing {key}": (_changed(**{key: ...}), f"field '{key}' is missing")
        for key in ("coef", "intercept", "scaler_mean", "scaler_scale", "alpha", "layout", "identities",
                    "n_train", "cv", "direction")},

@@ -171,14 +171,18 @@ def _checked_fields(record: dict) -> dict:
 
 def _checked_choice(value) -> dict:
     """Which candidate fit was kept, each candidate's CV SRCC (None where it had none) and, where a fit
-    was weighed against zero-shot, the share of resamples in which it ranked better."""
+    was weighed against zero-shot, the share of resamples in which it ranked better, and the weight of a
+    kept correction."""
     if value == {}:
         return {}
     if not isinstance(value, dict) or not {"chosen", "cv_srcc"} <= set(value) <= {"chosen", "cv_srcc",
-                                                                                    "share_better"}:
-        raise InvalidModel("choice", "must be an object with chosen, cv_srcc and optionally share_better")
+                                                                                    "share_better", "weight"}:
+        raise InvalidModel("choice", "must be an object with chosen, cv_srcc and optionally share_better "
+                           "and weight")
     if value.get("share_better") is not None:
         _number(value["share_better"], "choice.share_better")
+    if "weight" in value and not 0 <= _number(value["weight"], "choice.weight") <= 1:
+        raise InvalidModel("choice.weight", "must be between 0 and 1")
     if not isinstance(value["chosen"], str) or not isinstance(value["cv_srcc"], dict):
         raise InvalidModel("choice", "must name the chosen candidate and map candidates to SRCC")
     if value["chosen"] not in value["cv_srcc"]:

@@ -11,7 +11,8 @@ coarse to compare (a 2-row fold has none).
 `free` last columns can be left out of the penalty (`FreeColumnsRidge`):
 with the zero-shot score as that column, the fit is zero-shot plus a
 correction from the features that alpha shrinks towards nothing, rather
-than a choice between the two (grepq_core/fitting/choice.py).
+than a choice between the two; `weight` scales that correction down
+further, by how surely it beats zero-shot (grepq_core/fitting/choice.py).
 """
 from __future__ import annotations
 
@@ -44,11 +45,13 @@ class FreeColumnsRidge(BaseEstimator, RegressorMixin):
     are first stripped of what the free columns explain linearly; ridge on
     what is left gives the penalised coefficients, least squares of the rest
     the free ones. As alpha grows the fit tends to least squares on the free
-    columns alone.
+    columns alone. `weight` (0 to 1) scales the penalised coefficients
+    before the free ones are fitted to what they leave: 0 is least squares
+    on the free columns alone, 1 the ridge as it is.
     """
 
-    def __init__(self, alpha: float = 1.0, free: int = 1):
-        self.alpha, self.free = alpha, free
+    def __init__(self, alpha: float = 1.0, free: int = 1, weight: float = 1.0):
+        self.alpha, self.free, self.weight = alpha, free, weight
 
     def fit(self, X, y):
         X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
@@ -57,9 +60,9 @@ class FreeColumnsRidge(BaseEstimator, RegressorMixin):
         def residual(target):
             return target - base @ np.linalg.lstsq(base, target, rcond=None)[0]
 
-        ridge = Ridge(alpha=self.alpha, fit_intercept=False).fit(residual(penalised), residual(y))
-        rest = np.linalg.lstsq(base, y - penalised @ ridge.coef_, rcond=None)[0]
-        self.coef_ = np.concatenate([ridge.coef_, rest[1:]])
+        coef = self.weight * Ridge(alpha=self.alpha, fit_intercept=False).fit(residual(penalised), residual(y)).coef_
+        rest = np.linalg.lstsq(base, y - penalised @ coef, rcond=None)[0]
+        self.coef_ = np.concatenate([coef, rest[1:]])
         self.intercept_ = float(rest[0])
         return self
 
@@ -148,8 +151,8 @@ def _splitter(n: int, folds: int, seed: int, groups):
     return KFold(n_splits=min(folds, n), shuffle=True, random_state=seed), None
 
 
-def _regressor(alpha: float, free: int):
-    return FreeColumnsRidge(alpha, free) if free else Ridge(alpha=alpha)
+def _regressor(alpha: float, free: int, weight: float = 1.0):
+    return FreeColumnsRidge(alpha, free, weight) if free else Ridge(alpha=alpha)
 
 
 def out_of_fold(X: np.ndarray, y: np.ndarray, alpha: float, folds: int = 5, seed: int = 0, groups=None,
@@ -161,11 +164,12 @@ def out_of_fold(X: np.ndarray, y: np.ndarray, alpha: float, folds: int = 5, seed
     return _cv_trial(alpha, X, _TargetScale.of(y).standardise(y), splitter, groups, free)[3]
 
 
-def _cv_trial(alpha: float, X: np.ndarray, z: np.ndarray, splitter, groups=None, free: int = 0) -> tuple:
+def _cv_trial(alpha: float, X: np.ndarray, z: np.ndarray, splitter, groups=None, free: int = 0,
+              weight: float = 1.0) -> tuple:
     """(alpha, SRCC, RMSE in standardised units, out-of-fold predictions) for one alpha.
 
-    The scaler is refitted per fold. With one free column, whose weight came
-    out positive in every fold, the predictions SRCC ranks are each fold's
+    The scaler is refitted per fold. With one free column, whose coefficient
+    came out positive in every fold, the predictions SRCC ranks are each fold's
     put back on that column's scale (the column plus the correction in its
     units): pooled as they are, the folds' different intercepts and weights
     would scramble the ranking across folds that the column itself keeps,
@@ -174,12 +178,12 @@ def _cv_trial(alpha: float, X: np.ndarray, z: np.ndarray, splitter, groups=None,
     pred, ranked, same_scale = np.empty_like(z), np.empty_like(z), free == 1
     for train, test in splitter.split(X, z, groups):
         scaler = StandardScaler().fit(X[train])
-        model = _regressor(alpha, free).fit(scaler.transform(X[train]), z[train])
+        model = _regressor(alpha, free, weight).fit(scaler.transform(X[train]), z[train])
         pred[test] = model.predict(scaler.transform(X[test]))
         if same_scale:
-            weight = model.coef_[-1]
-            same_scale = weight > 0
-            ranked[test] = scaler.mean_[-1] + scaler.scale_[-1] * (pred[test] - model.intercept_) / weight
+            slope = model.coef_[-1]
+            same_scale = slope > 0
+            ranked[test] = scaler.mean_[-1] + scaler.scale_[-1] * (pred[test] - model.intercept_) / slope
     ranked = ranked if same_scale else pred
     return alpha, metrics.srcc(ranked, z), float(np.sqrt(np.mean((pred - z) ** 2))), ranked
 
@@ -199,7 +203,7 @@ def _check_fitted(model: RidgeModel, X: np.ndarray) -> None:
 
 
 def fit_ridge(X: np.ndarray, y: np.ndarray, layout, identities: dict, alphas=DEFAULT_ALPHAS,
-              folds: int = 5, seed: int = 0, groups=None, free: int = 0) -> RidgeModel:
+              folds: int = 5, seed: int = 0, groups=None, free: int = 0, weight: float = 1.0) -> RidgeModel:
     """Fit ridge on the labelled rows (NaN `y` = unlabelled), alpha by K-fold CV.
 
     `layout` is [(name, width), ...] in column order; `identities` maps each
@@ -208,22 +212,25 @@ def fit_ridge(X: np.ndarray, y: np.ndarray, layout, identities: dict, alphas=DEF
     `groups` (one per row: the content each image shows) makes the folds
     whole contents, so that the CV figure is one on unseen contents, as the
     test it stands for; without it the folds are random images. The last
-    `free` columns are not penalised (`FreeColumnsRidge`).
+    `free` columns are not penalised, and `weight` scales the rest
+    (`FreeColumnsRidge`).
     """
     layout = layout_pairs(layout)
     labelled = ~np.isnan(np.asarray(y, dtype=np.float64).ravel())
     X, y = _training_rows(X, y, layout, identities)
     alphas = _checked_alphas(alphas)
+    if not 0 <= weight <= 1:
+        raise GrepqError(f"the correction's weight is between 0 and 1, got {weight}")
     target = _TargetScale.of(y)
     z = target.standardise(y)
 
     splitter, groups = _splitter(len(y), folds, seed, None if groups is None else np.asarray(groups)[labelled])
-    trials = [_cv_trial(alpha, X, z, splitter, groups, free) for alpha in alphas]
+    trials = [_cv_trial(alpha, X, z, splitter, groups, free, weight) for alpha in alphas]
     best_alpha, _, _, best_pred = min(
         trials, key=lambda t: (-t[1] if np.isfinite(t[1]) else np.inf, t[2]))
 
     scaler = StandardScaler().fit(X)
-    ridge = _regressor(best_alpha, free).fit(scaler.transform(X), z)
+    ridge = _regressor(best_alpha, free, weight).fit(scaler.transform(X), z)
     cv = {"srcc": metrics.srcc(best_pred, z), "plcc": metrics.plcc(best_pred, z), "folds": splitter.n_splits,
           "grouped": groups is not None, "by_alpha": [[a, s, rmse * target.unit] for a, s, rmse, _ in trials]}
     model = RidgeModel(coef=ridge.coef_.astype(np.float64) * target.unit,
