@@ -54,6 +54,10 @@ def arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init", default=c.init,
                         help="start from these LL weights instead of a random encoder: 'shipped', a "
                              "checkpoint path or URL of the same --arch (fine-tuning on one's own photos)")
+    parser.add_argument("--across", type=float, default=c.across,
+                        help="weight of the across-photo term beside QACL: a linear head on the features must "
+                             "rank the versions of all photos in a batch by their FSIM to their own reference "
+                             "(0: QACL alone)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--resume", help="continue from this checkpoint (same flags as the run that wrote it)")
     parser.add_argument("--checkpoint-every", type=int, default=500, help="also checkpoint every N steps (0: end only)")
@@ -69,7 +73,8 @@ def run(argv=None):
 
     config = LLTrainConfig(arch=args.arch, epochs=args.epochs, batch=args.batch, lr=args.lr, min_lr=args.min_lr,
                            weight_decay=args.weight_decay, tau=args.tau, grid=args.grid,
-                           fragment=args.fragment, seed=args.seed, init=args.init)
+                           fragment=args.fragment, seed=args.seed, init=args.init,
+                           across=args.across)
     train_ll(args.data, args.output, config, resume=args.resume, device=args.device,
              checkpoint_every=args.checkpoint_every, max_steps=args.max_steps, workers=args.workers,
              progress=not args.no_progress)

@@ -11,7 +11,8 @@ from grepq_core.model import views
 from grepq_core.model.ll_encoder import LLEncoder
 from grepq_core.training.distortions import apply_distortion
 from grepq_core.training.fsim import fsim_matrix
-from grepq_core.training.losses import ProjectionHead, gcl_loss, prompt_pseudo_labels, qacl_loss, select_groups
+from grepq_core.training.losses import (ProjectionHead, across_photo_loss, gcl_loss, prompt_pseudo_labels, qacl_loss,
+                                        select_groups)
 
 
 def _decoded(tmp_path, name: str, size: int) -> np.ndarray:
@@ -110,6 +111,20 @@ def test_qacl_trains_a_tiny_ll_encoder_on_real_distorted_photos(graded_photos):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0], losses
+
+
+def test_across_photo_term_is_one_minus_the_pearson_correlation():
+    rng = np.random.default_rng(0)
+    quality = rng.uniform(0.7, 1.0, 12)
+    scores = quality * 3 + rng.normal(0, 0.05, 12)
+    expected = 1 - np.corrcoef(scores, quality)[0, 1]
+    assert across_photo_loss(torch.tensor(scores), torch.tensor(quality)).item() == pytest.approx(expected)
+    q = torch.tensor(quality)
+    assert across_photo_loss(2 * q - 1, q).item() == pytest.approx(0, abs=1e-12)
+    assert across_photo_loss(-q, q).item() == pytest.approx(2)
+    assert math.isfinite(across_photo_loss(torch.zeros(4), torch.arange(4.0)).item())  # constant scores
+    with pytest.raises(ValueError, match="expected scores and quality"):
+        across_photo_loss(torch.zeros(4), torch.zeros(5))
 
 
 def test_pseudo_labels_follow_the_prompt_formula():

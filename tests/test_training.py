@@ -142,6 +142,28 @@ def test_resume_reaches_the_uninterrupted_state(training_set, tmp_path):
                  device="cpu", resume=str(tmp_path / "part.pt"))
 
 
+def test_the_across_photo_term_trains_with_qacl_and_resumes_with_its_head(training_set, tmp_path):
+    """--across adds the term to the loss and logs both parts; its head is saved with the state, so a resumed
+    run matches the uninterrupted one; without it the log and weights are QACL's alone."""
+    _, prefix = training_set
+    across = LLTrainConfig(**{**_TINY.__dict__, "across": 0.5, "epochs": 4})
+    full = train_ll(prefix, str(tmp_path / "full.pt"), across, device="cpu")
+    log = _log(tmp_path / "full.log.jsonl")
+    assert all(line["loss"] == pytest.approx(line["qacl"] + 0.5 * line["across"]) for line in log)
+    assert np.mean([line["across"] for line in log[-2:]]) < np.mean([line["across"] for line in log[:2]])
+    train_ll(prefix, str(tmp_path / "part.pt"), across, device="cpu", max_steps=3)
+    resumed = train_ll(prefix, str(tmp_path / "resumed.pt"), across, device="cpu", resume=str(tmp_path / "part.pt"))
+    assert _log(tmp_path / "resumed.log.jsonl") == log
+    assert parameters_digest(resumed) == parameters_digest(full)
+    assert load_checkpoint(str(tmp_path / "full.pt"))["meta"]["trained"] == "qacl+across"
+
+    plain = train_ll(prefix, str(tmp_path / "plain.pt"), _TINY, device="cpu")
+    assert set(_log(tmp_path / "plain.log.jsonl")[0]) == {"step", "epoch", "loss", "lr"}
+    assert "head" not in load_checkpoint(str(tmp_path / "plain.state.pt"))
+    assert parameters_digest(plain) != parameters_digest(train_ll(prefix, str(tmp_path / "other.pt"), LLTrainConfig(
+        **{**_TINY.__dict__, "across": 0.5}), device="cpu"))
+
+
 def test_init_fine_tunes_existing_weights(training_set, tmp_path):
     """--init starts from given weights (a checkpoint or the shipped model) and trains on from there."""
     _, prefix = training_set

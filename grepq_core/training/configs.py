@@ -66,11 +66,14 @@ class LLTrainConfig:
     fragment: int = 32
     seed: int = 0
     init: str | None = None  # start from these LL weights (any `load_ll_encoder` source) instead of random
+    across: float = 0.0  # weight of the across-photo term (losses.across_photo_loss) beside QACL; 0: QACL alone
 
     def __post_init__(self):
         if min(self.epochs, self.batch, self.grid, self.fragment) < 1:
             raise GrepqError(f"`epochs`, `batch`, `grid` and `fragment` must be at least 1, "
                              f"got {self.epochs}, {self.batch}, {self.grid} and {self.fragment}")
+        if not self.across >= 0:
+            raise GrepqError(f"`across` must be at least 0, got {self.across}")
 
 
 @dataclass(frozen=True)

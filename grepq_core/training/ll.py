@@ -9,7 +9,12 @@ a training set (data.py), each with K versions and their FSIM matrix A:
   versions of a photo (as the reference, which flips the stacked versions);
 - both views, ImageNet-normalised, go through the encoder in two passes
   and ``qacl_loss(f, g, A, tau)`` is minimised with AdamW, the learning
-  rate decaying along a cosine from `lr` to `min_lr` over all the run's steps.
+  rate decaying along a cosine from `lr` to `min_lr` over all the run's steps;
+- with ``across`` > 0, ``across`` times the across-photo term is added: a
+  linear head, trained with the encoder and thrown away after, scores both
+  views of every version in the batch, and its scores must rise with each
+  version's FSIM to its own reference (``across_photo_loss``), so versions
+  of different photos are put on one scale.
 
 Reproducibility: the encoder is initialised under ``torch.manual_seed(seed)``,
 or from ``init`` (e.g. "shipped": fine-tuning on one's own photos);
@@ -28,8 +33,9 @@ Files written for ``output`` = CKPT (a path or fsspec URL), at every
 checkpoint and at the end:
 
     CKPT             the encoder (`save_ll_checkpoint`; meta: step, epoch, config)
-    <CKPT>.state.pt  step, optimizer and scheduler state (``weights_only`` loadable)
-    <CKPT>.log.jsonl one line per step so far: step, epoch, loss, lr
+    <CKPT>.state.pt  step, optimizer and scheduler state, the across-photo head (``weights_only`` loadable)
+    <CKPT>.log.jsonl one line per step so far: step, epoch, loss, lr (and, with ``across``, the two terms:
+                     qacl, across)
 
 where <CKPT> is CKPT without a trailing ``.pt``.
 """
@@ -43,6 +49,7 @@ from dataclasses import asdict
 import fsspec
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -53,10 +60,11 @@ from grepq_core.model.ll_encoder import LLEncoder, create_ll_encoder, load_ll_en
 from grepq_core.model.weights import load_checkpoint, save_checkpoint
 from grepq_core.training.configs import LLTrainConfig
 from grepq_core.training.data import derived_seed, load_record, read_index
-from grepq_core.training.losses import qacl_loss
+from grepq_core.training.losses import across_photo_loss, qacl_loss
 
 __all__ = [
     "STATE_FORMAT",
+    "batch_losses",
     "qacl_batch_loss",
     "qacl_views",
     "sibling_path",
@@ -96,16 +104,9 @@ def qacl_views(versions: torch.Tensor, generator: torch.Generator,
     return torch.stack(anchors), torch.stack(seconds)
 
 
-def qacl_batch_loss(
-    encoder: LLEncoder,
-    versions: torch.Tensor,
-    fsim: torch.Tensor,
-    generator: torch.Generator,
-    tau: float = 0.5,
-    grid: int = 7,
-    fragment: int = 32,
-) -> torch.Tensor:
-    """QACL of one batch: versions ``[B, K, 3, H, W]`` uint8 and FSIM ``[B, K, K]`` on the encoder's device."""
+def _view_features(encoder: LLEncoder, versions: torch.Tensor, generator: torch.Generator, grid: int,
+                   fragment: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """LL features ``[B, K, D]`` of the anchor and the second view (`qacl_views`) of each version."""
     anchor, second = qacl_views(versions, generator, grid, fragment)
     batch, k = anchor.shape[:2]
     cuda = versions.device.type == "cuda"
@@ -116,7 +117,37 @@ def qacl_batch_loss(
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             features.append(encoder(x).float().view(batch, k, -1))
-    return qacl_loss(features[0], features[1], fsim.float(), tau)
+    return features[0], features[1]
+
+
+def qacl_batch_loss(
+    encoder: LLEncoder,
+    versions: torch.Tensor,
+    fsim: torch.Tensor,
+    generator: torch.Generator,
+    tau: float = 0.5,
+    grid: int = 7,
+    fragment: int = 32,
+) -> torch.Tensor:
+    """QACL of one batch: versions ``[B, K, 3, H, W]`` uint8 and FSIM ``[B, K, K]`` on the encoder's device."""
+    f, g = _view_features(encoder, versions, generator, grid, fragment)
+    return qacl_loss(f, g, fsim.float(), tau)
+
+
+def batch_losses(encoder: LLEncoder, head: nn.Module | None, versions: torch.Tensor, fsim: torch.Tensor,
+                 generator: torch.Generator, config: LLTrainConfig) -> dict[str, torch.Tensor]:
+    """The terms of one step: ``qacl``, and with a `head` ``across`` (the across-photo term on both views,
+    the quality of version k being its FSIM to the reference, ``fsim[:, k, 0]``); ``loss`` is
+    qacl + config.across * across."""
+    f, g = _view_features(encoder, versions, generator, config.grid, config.fragment)
+    terms = {"qacl": qacl_loss(f, g, fsim.float(), config.tau)}
+    loss = terms["qacl"]
+    if head is not None:
+        quality = fsim[:, :, 0].float().reshape(-1)
+        scores = head(torch.cat([f.flatten(0, 1), g.flatten(0, 1)])).squeeze(-1)
+        terms["across"] = across_photo_loss(scores, torch.cat([quality, quality]))
+        loss = loss + config.across * terms["across"]
+    return {"loss": loss, **terms}
 
 
 class _Records(Dataset):
@@ -169,7 +200,7 @@ def _start_from(encoder: LLEncoder, config: LLTrainConfig) -> None:
     log.info("starting from %s (%s)", config.init, identity)
 
 
-def _restore(resume: str, encoder, optimizer, scheduler, config: LLTrainConfig, n_records: int):
+def _restore(resume: str, encoder, head, optimizer, scheduler, config: LLTrainConfig, n_records: int):
     """Load encoder, optimizer and scheduler from a checkpoint; return (step, log lines so far)."""
     checkpoint = load_checkpoint(resume)
     state = load_checkpoint(sibling_path(resume, ".state.pt"))
@@ -183,6 +214,8 @@ def _restore(resume: str, encoder, optimizer, scheduler, config: LLTrainConfig, 
     if state["records"] != n_records:
         raise GrepqError(f"`resume`: the checkpoint was trained on {state['records']} records, `data` has {n_records}")
     encoder.load_state_dict(checkpoint["state_dict"])
+    if head is not None:
+        head.load_state_dict(state["head"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     step = state["step"]
@@ -191,13 +224,16 @@ def _restore(resume: str, encoder, optimizer, scheduler, config: LLTrainConfig, 
     return step, [line for line in lines if line["step"] <= step]
 
 
-def _save(output: str, encoder, optimizer, scheduler, config: LLTrainConfig, step: int, epoch: int,
+def _save(output: str, encoder, head, optimizer, scheduler, config: LLTrainConfig, step: int, epoch: int,
           n_records: int, log_lines: list[dict], data: list[str]) -> None:
-    meta = {"trained": "qacl", "step": step, "epoch": epoch, "config": asdict(config), "data": data}
+    meta = {"trained": "qacl" if head is None else "qacl+across", "step": step, "epoch": epoch,
+            "config": asdict(config), "data": data}
     save_ll_checkpoint(encoder, output, config.arch, meta=meta)
-    save_checkpoint({"format": STATE_FORMAT, "step": step, "records": n_records, "config": asdict(config),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                    sibling_path(output, ".state.pt"))
+    state = {"format": STATE_FORMAT, "step": step, "records": n_records, "config": asdict(config),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    if head is not None:
+        state["head"] = head.state_dict()
+    save_checkpoint(state, sibling_path(output, ".state.pt"))
     with fsspec.open(sibling_path(output, ".log.jsonl"), "wt") as f:
         f.writelines(json.dumps(line) + "\n" for line in log_lines)
 
@@ -237,11 +273,13 @@ def train_ll(
     encoder = encoder.to(target)
     if target.type == "cuda":
         encoder = encoder.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    head = nn.Linear(encoder.config["feature_dim"], 1).to(target) if config.across > 0 else None
+    parameters = [*encoder.parameters(), *([] if head is None else head.parameters())]
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(config, total))
     step, log_lines = 0, []
     if resume:
-        step, log_lines = _restore(resume, encoder, optimizer, scheduler, config, len(rows))
+        step, log_lines = _restore(resume, encoder, head, optimizer, scheduler, config, len(rows))
         log.info("resumed %s at step %d of %d", resume, step, total)
     log.info("QACL: %d photos x %d versions, %d steps per epoch, %d steps", len(rows),
              len(rows[0][1]["names"]), per_epoch, total)
@@ -254,18 +292,19 @@ def train_ll(
         epoch = (step - 1) // per_epoch + 1
         lr = optimizer.param_groups[0]["lr"]
         generator = torch.Generator().manual_seed(derived_seed(config.seed, "views", step))
-        loss = qacl_batch_loss(encoder, versions.to(target), fsim.to(target), generator, config.tau,
-                                config.grid, config.fragment)
+        terms = batch_losses(encoder, head, versions.to(target), fsim.to(target), generator, config)
+        loss = terms["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        log_lines.append({"step": step, "epoch": epoch, "loss": loss.item(), "lr": lr})
+        parts = {} if head is None else {name: terms[name].item() for name in ("qacl", "across")}
+        log_lines.append({"step": step, "epoch": epoch, "loss": loss.item(), "lr": lr, **parts})
         bar.set_postfix(loss=f"{loss.item():.4f}", epoch=epoch)
         bar.update()
         if checkpoint_every and step % checkpoint_every == 0 and step < stop:
-            _save(output, encoder, optimizer, scheduler, config, step, epoch, len(rows), log_lines, data)
+            _save(output, encoder, head, optimizer, scheduler, config, step, epoch, len(rows), log_lines, data)
     bar.close()
-    _save(output, encoder, optimizer, scheduler, config, step, (step - 1) // per_epoch + 1, len(rows),
+    _save(output, encoder, head, optimizer, scheduler, config, step, (step - 1) // per_epoch + 1, len(rows),
           log_lines, data)
     return encoder.eval()

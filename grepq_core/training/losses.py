@@ -17,6 +17,17 @@ and the batch loss is the mean of L over photos. It is evaluated with
 logits and A = 0 (w = 0) stay finite as long as every row and column has one
 non-zero weight (the diagonal, A_ii = 1, does).
 
+QACL only compares versions of one photo. The across-photo term (grepq's
+own, off by default) compares every version of every photo in the batch:
+a linear head h (thrown away after training) scores each version's feature,
+and with q its FSIM to its own reference (A_i0: one scale for every photo,
+1 for the reference itself)::
+
+    L_across = 1 - pearson(h(f), q)     over all B x K versions together
+
+so a version of one photo and a version of another are ranked against each
+other, as a ridge on the features must rank unseen photos.
+
 GCL, on projected embeddings z (cosine similarity c(a, b) of the
 L2-normalised rows, temperature T), groups L (lowest pseudo-label) and H
 (highest), each with at least two members. For a member a of group G, with
@@ -39,6 +50,7 @@ from torch import nn
 
 __all__ = [
     "ProjectionHead",
+    "across_photo_loss",
     "gcl_loss",
     "prompt_pseudo_labels",
     "qacl_loss",
@@ -62,6 +74,16 @@ def qacl_loss(f: torch.Tensor, g: torch.Tensor, A: torch.Tensor, tau: float = 0.
     rows = torch.logsumexp(s, dim=-1) - torch.logsumexp(s + log_w, dim=-1)
     cols = torch.logsumexp(s, dim=-2) - torch.logsumexp(s + log_w, dim=-2)
     return (rows.mean(dim=-1) + cols.mean(dim=-1)).mean()
+
+
+def across_photo_loss(scores: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """1 - Pearson correlation of the head's `scores` with `quality` (both [N], versions of all photos
+    together): 0 when the scores are a rising linear map of the quality, 2 when a falling one."""
+    if scores.shape != quality.shape or scores.ndim != 1 or scores.numel() < 2:
+        raise ValueError(f"expected scores and quality [N], N >= 2, got {tuple(scores.shape)}, {tuple(quality.shape)}")
+    s = scores - scores.mean()
+    q = (quality - quality.mean()).to(s.dtype)
+    return 1 - (s * q).sum() / (s.norm() * q.norm()).clamp_min(1e-12)
 
 
 def prompt_pseudo_labels(
