@@ -149,8 +149,15 @@ def _ints(text: str) -> tuple[int, ...]:
 def spec_from_args(args: argparse.Namespace) -> TrainingSetSpec:
     """The version plan the flags select."""
     names = tuple(n.strip() for n in args.distortions.split(",") if n.strip())
+    ladders = []
+    for text in args.ladder:
+        name, _, values = text.partition("=")
+        try:
+            ladders.append((name.strip(), tuple(float(v) for v in values.split(","))))
+        except ValueError as e:
+            raise GrepqError(f"`--ladder` takes NAME=P1,P2,P3,P4,P5, got {text!r}") from e
     return TrainingSetSpec(distortions=names, levels=_ints(args.levels), per_image=args.per_image,
-                           size=args.size, seed=args.seed)
+                           size=args.size, seed=args.seed, ladders=tuple(ladders))
 
 
 def arg_parser() -> argparse.ArgumentParser:
@@ -173,6 +180,10 @@ def arg_parser() -> argparse.ArgumentParser:
                         help=f"shorter side resized to this, then a centre square crop (at least {MIN_SIZE})")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="seed of the distortion choice (with each path)")
+    parser.add_argument("--ladder", action="append", default=[], metavar="NAME=P1,...,P5",
+                        help="other parameters for one type's five levels, mildest first, e.g. "
+                             "jpeg=90,60,35,15,5 (JPEG qualities; the registered ones are 43,36,24,7,4); "
+                             "repeatable")
     parser.add_argument("--device", default="auto",
                         help="where FSIM is computed: auto (CUDA when the worker has it), cpu or cuda")
     return parser

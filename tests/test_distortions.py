@@ -113,3 +113,33 @@ def test_non_rgb_uint8_image_is_rejected(photo):
         apply_distortion(photo.astype(np.float32), "jpeg", 1)
     with pytest.raises(ValueError, match="uint8"):
         apply_distortion(photo[..., 0], "jpeg", 1)
+
+
+def test_a_ladder_replaces_the_registered_parameters(photo):
+    """JPEG at the ladder's quality for each level, where the registered levels give their own qualities."""
+    import io
+
+    def pillow_jpeg(quality):
+        buffer = io.BytesIO()
+        Image.fromarray(photo).save(buffer, format="JPEG", quality=quality)
+        return np.asarray(Image.open(buffer).convert("RGB"))
+
+    ladder = (90, 60, 35, 15, 5)
+    for level, quality in enumerate(ladder, start=1):
+        np.testing.assert_array_equal(apply_distortion(photo, "jpeg", level, ladder=ladder), pillow_jpeg(quality))
+    np.testing.assert_array_equal(apply_distortion(photo, "jpeg", 1), pillow_jpeg(43))
+    with pytest.raises(GrepqError, match="has 5 parameters, got 3"):
+        apply_distortion(photo, "jpeg", 1, ladder=(90, 60, 35))
+    with pytest.raises(ValueError, match="level must be an integer"):
+        apply_distortion(photo, "jpeg", 6, ladder=ladder)
+
+
+def test_a_training_set_spec_takes_ladders_only_for_types_it_draws():
+    from grepq_core.training.configs import TrainingSetSpec
+
+    spec = TrainingSetSpec(distortions=("jpeg", "gaussian_blur"), per_image=2, ladders=(("jpeg", (90, 60, 35, 15, 5)),))
+    assert dict(spec.ladders)["jpeg"] == (90, 60, 35, 15, 5)
+    with pytest.raises(GrepqError, match="'jpeg2000' is not one of the distortions"):
+        TrainingSetSpec(distortions=("jpeg",), per_image=1, ladders=(("jpeg2000", (1, 2, 3, 4, 5)),))
+    with pytest.raises(GrepqError, match="jpeg needs 5 parameters"):
+        TrainingSetSpec(distortions=("jpeg",), per_image=1, ladders=(("jpeg", (90, 5)),))

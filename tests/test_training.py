@@ -101,6 +101,27 @@ def test_views_share_positions_across_versions(training_set, grid, fragment):
     assert not torch.equal(anchor, second)
 
 
+def test_make_training_set_ladder_gives_a_type_other_levels(tmp_path):
+    """--ladder jpeg=...: the records' JPEG versions are at the ladder's qualities, not the registered ones."""
+    from grepq_core.training.data import derived_seed
+    from grepq_core.training.distortions import apply_distortion
+
+    Image.fromarray(photo("astronaut", width=300)).save(tmp_path / "astronaut.png")
+    prefix = str(tmp_path / "set")
+    make_training_set.run(["--input", str(tmp_path / "*.png"), "--output", prefix, "--distortions", "jpeg",
+                           "--per-image", "1", "--levels", "1,5", "--size", "224", "--ladder", "jpeg=90,60,35,15,5"])
+    [row] = read_index(prefix)
+    record = load_record(prefix, row)
+    assert record.names == ["reference", "jpeg:1", "jpeg:5"]
+    for version, level in zip(record.versions[1:], (1, 5)):
+        expected = apply_distortion(record.versions[0], "jpeg", level, derived_seed(0, record.source, "jpeg"),
+                                    ladder=(90, 60, 35, 15, 5))
+        np.testing.assert_array_equal(version, expected)
+    assert not np.array_equal(record.versions[1], apply_distortion(record.versions[0], "jpeg", 1))
+    with pytest.raises(GrepqError, match="--ladder` takes NAME=P1"):
+        make_training_set.run(["--input", str(tmp_path / "*.png"), "--output", prefix, "--ladder", "jpeg=high"])
+
+
 def test_qacl_training_lowers_the_loss(training_set, tmp_path):
     _, prefix = training_set
     out = tmp_path / "ll.pt"

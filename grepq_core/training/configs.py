@@ -17,13 +17,15 @@ MIN_SIZE = 7 * 32  # a training photo holds one 7x7 grid of 32x32 fragments
 
 @dataclass(frozen=True)
 class TrainingSetSpec:
-    """Which versions each photo gets: `per_image` distortion types x `levels`, at `size`."""
+    """Which versions each photo gets: `per_image` distortion types x `levels`, at `size`; `ladders` give
+    a type other parameters for its five levels."""
 
     distortions: tuple[str, ...] = ("all",)  # "all": every registered distortion
     levels: tuple[int, ...] = (2, 4)
     per_image: int = 4
     size: int = 384
     seed: int = 0
+    ladders: tuple[tuple[str, tuple[float, ...]], ...] = ()  # (name, 5 parameters): replaces a type's levels
 
     def __post_init__(self):
         from grepq_core.training.distortions import NUM_LEVELS, list_distortions
@@ -44,6 +46,11 @@ class TrainingSetSpec:
                              f"got {self.per_image}")
         if self.size < MIN_SIZE:
             raise GrepqError(f"`size` must be at least {MIN_SIZE} (one 7x7 grid of 32x32 fragments), got {self.size}")
+        for name, values in self.ladders:
+            if name not in self.distortions:
+                raise GrepqError(f"`ladders`: {name!r} is not one of the distortions drawn from")
+            if len(values) != NUM_LEVELS:
+                raise GrepqError(f"`ladders`: {name} needs {NUM_LEVELS} parameters, mildest first, got {len(values)}")
 
     @property
     def num_versions(self) -> int:

@@ -97,8 +97,10 @@ def make_record(img: np.ndarray, source: str, spec: TrainingSetSpec,
     square = V.clip_view(V.to_tensor(img), spec.size)
     reference = np.ascontiguousarray(square.permute(1, 2, 0).numpy())
     versions, names = [reference], ["reference"]
+    ladders = dict(spec.ladders)
     for name, level in plan_versions(source, spec):
-        versions.append(apply_distortion(reference, name, level, seed=derived_seed(spec.seed, source, name)))
+        versions.append(apply_distortion(reference, name, level, seed=derived_seed(spec.seed, source, name),
+                                         ladder=ladders.get(name)))
         names.append(f"{name}:{level}")
     stack = np.stack(versions)
     return TrainingRecord(source, stack, fsim_matrix(stack, device=device), names)

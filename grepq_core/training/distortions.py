@@ -70,6 +70,7 @@ class Distortion:
     family: str
     fn: DistortionFn
     levels: tuple[float, ...]
+    impl: Callable[[np.ndarray, float, np.random.Generator], np.ndarray]  # (img, parameter, rng)
 
 
 _REGISTRY: dict[str, Distortion] = {}
@@ -90,7 +91,7 @@ def _register(name: str, family: str, levels: Sequence[float]):
 
         fn.__name__ = name
         fn.__doc__ = impl.__doc__
-        _REGISTRY[name] = Distortion(name, family, fn, tuple(levels))
+        _REGISTRY[name] = Distortion(name, family, fn, tuple(levels), impl)
         return impl
 
     return decorate
@@ -101,14 +102,26 @@ def list_distortions(family: str | None = None) -> list[str]:
     return sorted(n for n, d in _REGISTRY.items() if family is None or d.family == family)
 
 
-def apply_distortion(img: np.ndarray, name: str, level: int, seed: int = 0) -> np.ndarray:
+def apply_distortion(img: np.ndarray, name: str, level: int, seed: int = 0,
+                     ladder: Sequence[float] | None = None) -> np.ndarray:
     """Distort ``img`` (HxWx3 uint8) with distortion ``name`` at ``level``
-    (1 mildest .. 5 strongest); the same seed gives the same output."""
+    (1 mildest .. 5 strongest); the same seed gives the same output.
+
+    `ladder` (5 parameters, mildest first) replaces the registered levels'
+    parameters, e.g. JPEG qualities (90, 60, 35, 15, 5) instead of
+    (43, 36, 24, 7, 4).
+    """
     if name not in _REGISTRY:
         raise GrepqError(
             f"Unknown distortion {name!r}.{did_you_mean(name, _REGISTRY)} Valid names: {', '.join(list_distortions())}"
         )
-    return _REGISTRY[name].fn(img, level, np.random.default_rng(seed))
+    if ladder is None:
+        return _REGISTRY[name].fn(img, level, np.random.default_rng(seed))
+    if len(ladder) != NUM_LEVELS:
+        raise GrepqError(f"a ladder for {name} has {NUM_LEVELS} parameters, got {len(ladder)}")
+    _check_image(img)
+    _check_level(level)
+    return _REGISTRY[name].impl(img, ladder[level - 1], np.random.default_rng(seed))
 
 
 def _check_image(img: np.ndarray) -> None:
