@@ -44,6 +44,21 @@ def _none_or_int(text: str) -> int | None:
     return None if text.lower() in ("none", "native", "all") else int(text)
 
 
+def _seconds(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    seconds = float(text)
+    if not seconds > 0:
+        raise ValueError(f"a time budget must be positive, got {text!r}")
+    return seconds
+
+
+def _byte_size(text: str) -> int | None:
+    from grepq_core.model.settings import byte_size
+
+    return byte_size(text)
+
+
 def _input(p):
     p.add_argument("--input", action="append", required=True,
                    help="glob of images (local or gs://); repeatable")
@@ -82,6 +97,7 @@ def _encoders(p):
     g.add_argument("--batch-size", type=int, default=32, help="images per model batch")
     g.add_argument("--large-model", action="store_true",
                    help="one model per worker machine shared by its processes (GPU workers)")
+    _limits(p)
     for name in registry.names():
         pathway = registry.get(name)
         if not pathway.settings:
@@ -92,6 +108,23 @@ def _encoders(p):
             fixed = "".join(f"; the {prof} profile fixes {v}" for prof, v in s.fixed.items())
             group.add_argument(s.flag, dest=s.name, type=s.parse, choices=s.choices or None,
                                default=argparse.SUPPRESS, help=f"{s.help} (default: {s.default}{fixed})")
+
+
+def _limits(p):
+    """What one image may cost; an image over a limit is dead-lettered (too_slow, too_large)."""
+    from grepq_core.images.limits import DEFAULT_MAX_MEMORY, DEFAULT_MAX_SECONDS
+    from grepq_core.model.settings import DEFAULT_MAX_BATCH_BYTES
+
+    g = p.add_argument_group("limits per image")
+    g.add_argument("--max-image-seconds", type=_seconds, default=DEFAULT_MAX_SECONDS,
+                   help="seconds one image may take to decode, in a worker process that is stopped after them "
+                   "(too_slow); none: no limit, decoded in the reading process")
+    g.add_argument("--max-image-memory", type=_byte_size, default=f"{DEFAULT_MAX_MEMORY >> 20}MiB",
+                   help="memory one image may take to decode and cut, estimated from its header before any pixel "
+                   "is allocated (too_large); e.g. 512MiB, 2GiB, none")
+    g.add_argument("--max-batch-bytes", type=_byte_size, default=f"{DEFAULT_MAX_BATCH_BYTES >> 20}MiB",
+                   help="bytes of images (JPEG bytes for the device decoder, or views) one model batch may hold "
+                   "besides --batch-size images")
 
 
 _PROFILE_VIEWS = "; the reference profile fixes it"

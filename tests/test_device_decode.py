@@ -7,7 +7,7 @@ from conftest import photo
 from PIL import Image
 
 from grepq_core.errors import ImageError
-from grepq_core.images.decode import decode_image, is_plain_jpeg
+from grepq_core.images.decode import decode_image, device_decodable
 from grepq_core.model.cut import image_views
 from grepq_core.model.extractor import Extractor
 from grepq_core.model.profiles import spec_for
@@ -55,9 +55,9 @@ def test_cmyk_and_png_are_not_sent_to_the_device_decoder(tmp_path):
     img.convert("CMYK").save(tmp_path / "cmyk.jpg")
     img.save(tmp_path / "coffee.png")
     img.save(tmp_path / "coffee.jpg")
-    assert not is_plain_jpeg((tmp_path / "cmyk.jpg").read_bytes())
-    assert not is_plain_jpeg((tmp_path / "coffee.png").read_bytes())
-    assert is_plain_jpeg((tmp_path / "coffee.jpg").read_bytes())
+    assert not device_decodable((tmp_path / "cmyk.jpg").read_bytes())
+    assert not device_decodable((tmp_path / "coffee.png").read_bytes())
+    assert device_decodable((tmp_path / "coffee.jpg").read_bytes())
 
 
 def test_a_bad_jpeg_in_a_device_batch_is_dead_lettered_alone(jpegs, extractor):

@@ -18,7 +18,8 @@ import skimage.data
 from PIL import Image, features
 
 from grepq_core.errors import ImageError
-from grepq_core.images.decode import decode_image, is_plain_jpeg, load_image
+from grepq_core.images.decode import decode_image, device_decodable, load_image
+from grepq_core.images.limits import DecodeLimits
 from grepq_core.images.read import DEFAULT_MAX_BYTES, is_local_path, read_bytes
 from grepq_core.model.views import ensure_min_size, to_tensor
 from tests.bad_corpus import (
@@ -399,7 +400,7 @@ def test_12_and_16_bit_jpegs_are_an_unsupported_format(bits, sof):
         decode_image(_jpeg_with_precision(bits, sof))
     assert caught.value.reason == "unsupported_format" and f"{bits}-bit JPEG" in caught.value.detail
     with pytest.raises(ImageError) as caught:
-        is_plain_jpeg(_jpeg_with_precision(bits, sof))
+        device_decodable(_jpeg_with_precision(bits, sof))
     assert caught.value.reason == "unsupported_format"
 
 
@@ -459,9 +460,9 @@ def test_not_an_image_detail_has_no_memory_address():
 
 def test_max_pixels_refuses_before_decoding():
     data = _encode(skimage.data.coffee(), "PNG")  # 400x600
-    assert decode_image(data, max_pixels=400 * 600).shape == (400, 600, 3)
+    assert decode_image(data, DecodeLimits(max_pixels=400 * 600)).shape == (400, 600, 3)
     with pytest.raises(ImageError) as caught:
-        decode_image(data, max_pixels=400 * 600 - 1)
+        decode_image(data, DecodeLimits(max_pixels=400 * 600 - 1))
     assert caught.value.reason == "decompression_bomb" and "600x400" in caught.value.detail
 
 

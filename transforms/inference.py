@@ -19,15 +19,34 @@ from grepq_core.model.settings import EncoderSpec
 from transforms import counters, dead_letters
 from transforms.read import ImageRecord
 
-__all__ = ["GrepqModelHandler", "ExtractFeatures"]
+__all__ = ["BatchSlots", "GrepqModelHandler", "ExtractFeatures"]
+
+
+class BatchSlots:
+    """How many of a batch's `batch_size` slots one (path, ImageRecord) takes: one per `max_batch_bytes /
+    batch_size` bytes it holds, at least one, at most all.
+
+    Beam's batching counts these instead of elements, so a batch holds at
+    most `batch_size` images and at most `max_batch_bytes` of them (or one
+    image alone): on the device-decode path, where whole files wait for
+    their batch, worker memory does not grow with file sizes.
+    """
+
+    def __init__(self, spec: EncoderSpec):
+        self._size = spec.batch_size
+        self._slot = max(1, spec.max_batch_bytes // spec.batch_size)
+
+    def __call__(self, keyed: tuple[str, ImageRecord]) -> int:
+        return min(self._size, max(1, -(-keyed[1].num_bytes() // self._slot)))
 
 
 class GrepqModelHandler(ModelHandler[ImageRecord, "dict | ImageError", Extractor]):
     """Batches of image records in; per image a feature row (without its path) or the `ImageError`."""
 
     def __init__(self, spec: EncoderSpec, large_model: bool = False):
-        # Full batches: the model pads short ones to this size anyway (see Extractor._forward).
-        super().__init__(min_batch_size=spec.batch_size, max_batch_size=spec.batch_size, large_model=large_model)
+        # Full batches where the bytes allow: the model pads short ones to this size anyway (Extractor._forward).
+        super().__init__(min_batch_size=spec.batch_size, max_batch_size=spec.batch_size,
+                         element_size_fn=BatchSlots(spec), large_model=large_model)
         self._spec = spec
 
     def load_model(self) -> Extractor:

@@ -1,0 +1,239 @@
+"""Decode in a worker process that is killed when the image's time budget runs out.
+
+A decoder's time is not bounded by the file's size: a 1.6 MB progressive
+JPEG with 10,000 empty scans takes minutes, Pillow cannot be interrupted,
+and a thread cannot be stopped. So `decode_in_time` hands the bytes to a
+worker process (Python with Pillow and numpy, no torch, kept from one image
+to the next) and waits at most `DecodeLimits.max_seconds` for the pixels;
+past that it kills the worker and raises ``too_slow``. A worker that dies
+(a decoder's crash, the kernel's out-of-memory killer) costs its image a
+``decoder_crashed`` dead letter instead of the whole job, and the worker
+caps its own address space a little above the memory budget, so a codec
+that needs more than `memory_needed` says gets ``too_large`` too.
+
+The pixels come back raw through the pipe, band by band, into the one
+array the caller keeps, so neither side holds a second copy. Both reasons
+are at stage ``decode``.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import resource
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+from grepq_core.errors import ImageError
+from grepq_core.images.decode import decode_rgb, opened
+from grepq_core.images.limits import DecodeLimits
+
+__all__ = ["decode_in_time"]
+
+_LENGTH = struct.Struct("<Q")
+_STARTUP_SECONDS = 120  # importing numpy and Pillow, on a machine that may be busy
+# Address space a worker may take beyond its own and the image's memory budget (libraries map some as they load).
+_ADDRESS_SLACK = 512 * 2**20
+_WORKER_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    # Large blocks come from mmap and go back to the system when freed, so one
+    # big image does not leave a worker holding its peak.
+    "MALLOC_MMAP_THRESHOLD_": "131072",
+}
+
+
+def decode_in_time(data: bytes, limits: DecodeLimits) -> tuple[np.ndarray, str | None]:
+    """`decode_rgb(data, limits)` in a worker process, stopped after `limits.max_seconds`.
+
+    Without a time budget (``max_seconds`` None) it decodes in this process.
+    """
+    if limits.max_seconds is None:
+        return decode_rgb(data, limits)
+    worker = _take()
+    try:
+        result = worker.decode(data, limits)
+    except ImageError:
+        _give(worker)
+        raise
+    except BaseException:
+        worker.stop()
+        raise
+    if isinstance(result, _Lost):
+        worker.stop()
+        raise ImageError(result.reason, result.detail)
+    _give(worker)
+    return result
+
+
+class _Lost:
+    """The worker timed out or died: its image's reason and detail."""
+
+    def __init__(self, reason: str, detail: str):
+        self.reason, self.detail = reason, detail
+
+
+class _Worker:
+    """One worker process and the pipes to it."""
+
+    def __init__(self):
+        env = {**os.environ, **_WORKER_ENV}
+        self._proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, env=env)
+        self._in, self._out = self._proc.stdin.fileno(), self._proc.stdout.fileno()
+        if _read_frame(self._out, time.monotonic() + _STARTUP_SECONDS) is None:
+            self.stop()
+            raise RuntimeError(f"a decode worker ({sys.executable} -m {__name__}) did not start")
+
+    def decode(self, data: bytes, limits: DecodeLimits) -> tuple[np.ndarray, str | None] | _Lost:
+        deadline = time.monotonic() + limits.max_seconds
+        try:
+            _write_frame(self._in, json.dumps(_limits_record(limits)).encode())
+            _write_frame(self._in, data)
+            reply = _read_frame(self._out, deadline)
+            if reply is not None:
+                reply = json.loads(reply)
+                if "error" in reply:
+                    raise ImageError(*reply["error"])
+                pixels = np.empty((reply["height"], reply["width"], 3), np.uint8)
+                if _read_into(self._out, memoryview(pixels).cast("B"), deadline):
+                    return pixels, reply["ignored"]
+        except BrokenPipeError:
+            pass
+        if time.monotonic() < deadline:  # the pipe closed: the worker is gone
+            return _Lost("decoder_crashed", f"the decoder died ({_how_it_ended(self._proc.wait())})")
+        return _Lost("too_slow", f"decoding took more than the {limits.max_seconds:g} s allowed per image")
+
+    def stop(self) -> None:
+        self._proc.kill()
+        self._proc.wait()
+        self._proc.stdin.close()
+        self._proc.stdout.close()
+
+    def close(self) -> None:
+        """Let an idle worker end by itself: it exits when its input closes."""
+        self._proc.stdin.close()
+        self._proc.wait()
+        self._proc.stdout.close()
+
+
+def _how_it_ended(returncode: int) -> str:
+    if returncode < 0:
+        return f"signal {signal.Signals(-returncode).name}"
+    return f"exit status {returncode}"
+
+
+_IDLE: list[_Worker] = []
+_IDLE_LOCK = threading.Lock()
+
+
+def _take() -> _Worker:
+    """An idle worker, or a new one: one per thread decoding at the same time."""
+    with _IDLE_LOCK:
+        if _IDLE:
+            return _IDLE.pop()
+    return _Worker()
+
+
+def _give(worker: _Worker) -> None:
+    with _IDLE_LOCK:
+        _IDLE.append(worker)
+
+
+@atexit.register
+def _close_idle() -> None:
+    with _IDLE_LOCK:
+        idle = list(_IDLE)
+        _IDLE.clear()
+    for worker in idle:
+        worker.close()
+
+
+def _limits_record(limits: DecodeLimits) -> dict:
+    return {"max_pixels": limits.max_pixels, "max_memory": limits.max_memory,
+            "later_bytes_per_pixel": limits.later_bytes_per_pixel}
+
+
+def _write_frame(fd: int, payload: bytes) -> None:
+    _write_all(fd, _LENGTH.pack(len(payload)))
+    _write_all(fd, payload)
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_frame(fd: int, deadline: float | None) -> bytes | None:
+    """One length-prefixed message, or None if it did not come before `deadline` (None: no limit) or the
+    pipe closed."""
+    head = bytearray(_LENGTH.size)
+    if not _read_into(fd, memoryview(head), deadline):
+        return None
+    body = bytearray(_LENGTH.unpack(head)[0])
+    return bytes(body) if _read_into(fd, memoryview(body), deadline) else None
+
+
+def _read_into(fd: int, view: memoryview, deadline: float | None) -> bool:
+    """Fill `view` from `fd`; False if the deadline passes or the pipe closes first."""
+    got = 0
+    while got < len(view):
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return False
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            return False
+        got += n
+    return True
+
+
+def _serve() -> None:
+    """The worker: decode requests from stdin, answer on stdout, until stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops its workers
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)  # stray prints from a library must not corrupt the replies
+    _write_frame(reply_fd, b"ready")
+    while True:
+        request = _read_frame(0, None)
+        data = _read_frame(0, None)
+        if request is None or data is None:
+            return
+        limits = DecodeLimits(**json.loads(request))
+        _cap_address_space(limits.max_memory)
+        try:
+            with opened(data, limits) as upright:
+                _write_frame(reply_fd, json.dumps({"width": upright.width, "height": upright.height,
+                                                   "ignored": upright.ignored}).encode())
+                try:
+                    for _, band in upright.bands():
+                        _write_all(reply_fd, np.ascontiguousarray(band))
+                except BaseException:
+                    os._exit(3)  # the reply is half written: the parent sees the worker die
+        except ImageError as e:
+            _write_frame(reply_fd, json.dumps({"error": [e.reason, e.detail, e.stage]}).encode())
+
+
+def _cap_address_space(max_memory: int | None) -> None:
+    """Allocations past what this process maps now, the budget and some slack fail (MemoryError: too_large)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    soft = hard
+    if max_memory is not None:
+        with open("/proc/self/statm") as f:
+            mapped = int(f.read().split()[0]) * resource.getpagesize()
+        soft = mapped + max_memory + _ADDRESS_SLACK
+        soft = soft if hard == resource.RLIM_INFINITY else min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+if __name__ == "__main__":
+    _serve()
