@@ -20,7 +20,7 @@ import sys
 import time
 
 from grepq_core.errors import GrepqError
-from pipelines.options import command_parser, encoder_spec, parse
+from pipelines.options import command_parser, encoder_spec, parse, writing_under
 
 __all__ = ["run", "execute", "build", "check_weights", "check_inputs", "arg_parser", "ThresholdExceeded"]
 
@@ -180,8 +180,9 @@ def execute(args, options, test_pipeline=None, argv=None) -> dict:
         if _runs_here(options):
             progress.start(matched, args.progress_every)
         try:
-            result = p.run()
-            result.wait_until_finish()
+            with writing_under(args.output):
+                result = p.run()
+                result.wait_until_finish()
         finally:
             progress.finish()
         totals = counters.totals(result)

@@ -16,12 +16,13 @@ This module imports neither Beam nor torch, so --help stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 
-from grepq_core.errors import GrepqError, did_you_mean
+from grepq_core.errors import GrepqError, did_you_mean, found_in
 
 __all__ = ["HelpFormatter", "DEFAULT_RUNNER", "COMMAND_FLAGS", "command_parser", "parse", "beam_options",
-           "encoder_spec", "flag_message"]
+           "encoder_spec", "flag_message", "writing_under"]
 
 # The runner a command uses when --runner is not given: Beam's in-process
 # FnApiRunner, which every grepq pipeline runs on. (Beam's DirectRunner would
@@ -261,3 +262,16 @@ def flag_message(text: str, parser: argparse.ArgumentParser | None) -> str:
     """A core message with its `field` names replaced by the parser's flags (--field-name)."""
     flags = {a.dest: a.option_strings[0] for a in (parser._actions if parser else []) if a.option_strings}
     return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: flags.get(m.group(1), m.group(0)), text)
+
+
+@contextlib.contextmanager
+def writing_under(folder: str):
+    """A pipeline that writes under `folder`: an I/O error inside it that names no file (Arrow's writers raise
+    such, e.g. on a full disk) becomes a one-line error naming `folder`."""
+    try:
+        yield
+    except Exception as e:
+        error = found_in(e, OSError)
+        if error is None or error.filename or found_in(e, GrepqError):
+            raise
+        raise GrepqError(f"cannot write under {folder}: {error.strerror or error}") from e

@@ -115,13 +115,12 @@ def build_inputs(scores_dir: str, features_dir: str | None = None, model: str | 
 
 def run(argv=None):
     args = arg_parser().parse_args(argv)  # first, so that a flag error needs no heavy import
-    import fsspec
-
+    from grepq_core.files import check_writable, write_file
     from grepq_core.report import render_report
 
+    check_writable(args.output)
     html = render_report(build_inputs(args.scores, args.features, args.model, args.threshold, args.thumbnail_size))
-    with fsspec.open(args.output, "w", encoding="utf-8") as f:
-        f.write(html)
+    write_file(args.output, html)
     print(f"report: {args.output}")
 
 

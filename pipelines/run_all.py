@@ -6,7 +6,7 @@ reject.txt, and report.html.
 """
 from __future__ import annotations
 
-from pipelines.options import command_parser, parse
+from pipelines.options import command_parser, parse, writing_under
 
 __all__ = ["run", "arg_parser"]
 
@@ -24,7 +24,7 @@ def run(argv=None):
         model = args.model_output or f"{out}/model.json"
         with beam.Pipeline(options=options) as p:
             fit.build(p, args, out, model)
-    with beam.Pipeline(options=options) as p:
+    with writing_under(out), beam.Pipeline(options=options) as p:
         score.build(p, args, out, model, out, replace=args.incremental)  # a nightly rerun scores everything again
     print(f"scores: {out}/scores/  keep list: {out}/keep.txt  reject list: {out}/reject.txt")
     threshold = [] if args.keep_above is None else ["--threshold", str(args.keep_above)]
