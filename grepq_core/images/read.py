@@ -9,12 +9,13 @@ Failure reasons, all at ``stage="read"``:
 
 | reason | cause |
 | --- | --- |
-| ``unreadable`` | missing file, no permission, a directory, a broken symlink or a symlink loop, any ``OSError`` from the filesystem |
+| ``unreadable`` | missing file, no permission, a directory, a broken symlink or a symlink loop, any ``OSError`` from the filesystem (a path longer than PATH_MAX is opened from its folder, so it is read like any other) |
 | ``not_a_regular_file`` | a FIFO, socket or device (also through a symlink): refused before opening, as reading one can block forever or never end |
 | ``too_large`` | more than ``max_bytes`` (`DEFAULT_MAX_BYTES`, 256 MiB), refused before reading where the size is known |
 | ``empty_file`` | zero bytes |
 """
 
+import errno
 import hashlib
 import os
 import re
@@ -28,6 +29,8 @@ __all__ = ["DEFAULT_MAX_BYTES", "read_bytes", "read_and_hash", "is_local_path", 
 
 # Far above any photo (a 100 MP camera JPEG is about 50 MiB), far below a worker's memory.
 DEFAULT_MAX_BYTES = 256 * 2**20
+_NAME_MAX = 255  # bytes in one path component on Linux filesystems
+_PATH_STEP = 2048  # bytes of path opened per call when a path is longer than PATH_MAX (4096)
 
 def read_bytes(uri: str | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """All bytes of a local path or an fsspec URL (gs://, s3://, https://, memory://...).
@@ -64,20 +67,51 @@ def _strip_file_scheme(uri: str | bytes) -> str | bytes:
 
 
 def _read_local(path: str | bytes, max_bytes: int) -> bytes:
-    """A regular local file's bytes, its kind and size checked before anything is read."""
+    """A regular local file's bytes, its kind and size checked before anything is read.
+
+    A path longer than the system's PATH_MAX (which plain calls refuse) is
+    opened from its folder, reached a few components at a time.
+    """
     try:
-        _check_local(path, os.stat(path), max_bytes)
-        # O_NONBLOCK: if the path became a FIFO since the stat, open returns
-        # at once instead of waiting for a writer, and the fstat refuses it.
-        with open(path, "rb", opener=_open_nonblocking) as f:
-            size = _check_local(path, os.fstat(f.fileno()), max_bytes)
-            return _read_capped(f, path, max_bytes, size)
+        try:
+            return _read_regular(path, max_bytes, None, path)
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG or len(os.path.basename(os.fsencode(path))) > _NAME_MAX:
+                raise
+        folder, name = _folder_of(path)
+        try:
+            return _read_regular(name, max_bytes, folder, path)
+        finally:
+            os.close(folder)
     except OSError as exc:
         raise ImageError("unreadable", f"{display_path(path)}: {clean_detail(exc.strerror or str(exc))}", stage="read") from exc
 
 
-def _open_nonblocking(path, flags: int) -> int:
-    return os.open(path, flags | os.O_NONBLOCK)
+def _read_regular(path: str | bytes, max_bytes: int, folder: int | None, shown: str | bytes) -> bytes:
+    """`path` (relative to the open folder `folder`, if given) read as `_read_local` says; `shown` in messages."""
+    _check_local(shown, os.stat(path, dir_fd=folder), max_bytes)
+    # O_NONBLOCK: if the path became a FIFO since the stat, open returns
+    # at once instead of waiting for a writer, and the fstat refuses it.
+    with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK, dir_fd=folder)) as f:
+        size = _check_local(shown, os.fstat(f.fileno()), max_bytes)
+        return _read_capped(f, shown, max_bytes, size)
+
+
+def _folder_of(path: str | bytes) -> tuple[int, bytes]:
+    """(an open descriptor of `path`'s folder, its last component), for a path too long to open in one call."""
+    head, name = os.path.split(os.fsencode(path))
+    folder = os.open(b"/" if head.startswith(b"/") else b".", os.O_RDONLY | os.O_DIRECTORY)
+    parts = [part for part in head.split(b"/") if part]
+    while parts:
+        step = [parts.pop(0)]
+        while parts and len(b"/".join(step)) + len(parts[0]) < _PATH_STEP:
+            step.append(parts.pop(0))
+        try:
+            inner = os.open(b"/".join(step), os.O_RDONLY | os.O_DIRECTORY, dir_fd=folder)
+        finally:
+            os.close(folder)
+        folder = inner
+    return folder, name
 
 
 def _check_local(path: str | bytes, info: os.stat_result, max_bytes: int) -> int:
