@@ -104,12 +104,16 @@ class _Capped(io.RawIOBase):
         n = self._raw.readinto(memoryview(buffer).cast("B")[:self._left + 1]) or 0
         self._left -= n
         if self._left < 0:
-            raise GrepqError(f"{self._what} is larger than {self._max >> 20} MiB")
+            raise GrepqError(f"{self._what} is larger than {_size(self._max)}")
         return n
 
     def close(self) -> None:
         self._raw.close()
         super().close()
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 2**20 else f"{n} bytes"
 
 
 def open_capped(uri: str, max_bytes: int, what: str):

@@ -1,11 +1,16 @@
-"""Label files: every problem is reported with counts; fit refuses too few rows."""
+"""Label files: every problem is reported with counts; fit refuses too few rows; read as a capped stream."""
 import csv
+import json
+import os
+import threading
 
 import pytest
 
 from grepq_core.errors import GrepqError
-from grepq_core.fitting.labels import join_labels, read_labels
+from grepq_core.fitting.labels import MAX_LABEL_BYTES, join_labels, read_labels
 from grepq_core.fitting.ridge_fit import MIN_TRAIN_ROWS
+from pipelines.cli import main
+from pipelines.options import parse
 
 FEATURES = [f"/data/night/img_{i:02d}.jpg" for i in range(20)] + ["/data/other/img_00.jpg"]
 
@@ -110,3 +115,40 @@ def extracted_small(tmp_path_factory, photos_dir, tiny_models):
     extract.run(["--input", str(corpus / "*.jpg"), "--output", str(out), "--pathways", "ll",
                  "--ll-weights", tiny_models["ll"], "--pristine", "none"])
     return out, sorted(str(p) for p in corpus.iterdir())
+
+
+@pytest.mark.timeout(60)
+def test_a_label_file_can_be_a_pipe(tmp_path, capsys):
+    """`--labels <(cat labels.csv)` used to fail with "File or stream is not seekable."."""
+    fifo = tmp_path / "labels.csv"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("path,score\na.jpg,3\nb.jpg,4\n"))
+    writer.start()
+    assert read_labels(str(fifo)).scores == {"a.jpg": 3.0, "b.jpg": 4.0}
+    writer.join()
+
+
+@pytest.mark.timeout(60)
+def test_an_endless_label_file_is_refused_at_the_cap_in_one_line(tmp_path, capsys):
+    """`--labels /dev/zero` used to grow to 24 GB before the kernel killed it."""
+    assert main(["fit", "--features", str(tmp_path), "--labels", "/dev/zero", "--output", str(tmp_path / "m.json")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"grepq fit: error: --labels /dev/zero is larger than {MAX_LABEL_BYTES >> 20} MiB"]
+
+
+def test_the_label_file_stays_out_of_the_pipeline(extracted_small, tmp_path):
+    """A large label file used to be pickled into the pipeline (a 200 MB one: 6.8 GB, killed after 300 s)."""
+    import apache_beam as beam
+
+    from pipelines import fit
+
+    out, paths = extracted_small
+    others = "".join(f"/elsewhere/{i:06d}/photo_{i}.jpg,{i % 5}\n" for i in range(100_000))
+    labels = _csv(tmp_path, "path,score\n" + "".join(f"{p},{i % 5}\n" for i, p in enumerate(paths)) + others)
+    assert os.path.getsize(labels) > 3_000_000
+    args, _ = parse(fit.arg_parser(), ["--features", str(out), "--labels", labels, "--output", "m.json"])
+    pipeline = beam.Pipeline()
+    fit.build(pipeline, args, str(out), str(tmp_path / "model.json"))
+    assert len(pipeline.to_runner_api().SerializeToString()) < 200_000
+    fit.run(["--features", str(out), "--labels", labels, "--output", str(tmp_path / "model.json")])
+    assert json.loads((tmp_path / "model.json").read_text())["n_train"] == len(paths)

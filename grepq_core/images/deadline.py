@@ -111,6 +111,9 @@ class _Worker:
             return _Lost("decoder_crashed", f"the decoder died ({_how_it_ended(self._proc.wait())})")
         return _Lost("too_slow", f"decoding took more than the {limits.max_seconds:g} s allowed per image")
 
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
     def stop(self) -> None:
         self._proc.kill()
         self._proc.wait()
@@ -135,11 +138,15 @@ _IDLE_LOCK = threading.Lock()
 
 
 def _take() -> _Worker:
-    """An idle worker, or a new one: one per thread decoding at the same time."""
-    with _IDLE_LOCK:
-        if _IDLE:
-            return _IDLE.pop()
-    return _Worker()
+    """An idle worker that is still alive, or a new one: one per thread decoding at the same time."""
+    while True:
+        with _IDLE_LOCK:
+            worker = _IDLE.pop() if _IDLE else None
+        if worker is None:
+            return _Worker()
+        if worker.alive():
+            return worker
+        worker.stop()
 
 
 def _give(worker: _Worker) -> None:

@@ -71,8 +71,10 @@ SUPPORTED_CONVERSIONS = {
 # A progressive JPEG with more scans than this is decoded by Pillow under the time budget, never on a device:
 # decode time grows with the scan count, and a device decoder cannot be stopped (libjpeg's default script has 10).
 MAX_DEVICE_SCANS = 32
-# Rows are converted in bands of about this many pixels (12 MB as RGB), so temporaries stay small.
-BAND_PIXELS = 1 << 22
+# Rows are converted in bands of about this many pixels, so temporaries stay small: at most
+# `_BAND_BYTES_PER_PIXEL` a pixel of one band (compositing alpha over white takes about 26).
+BAND_PIXELS = 1 << 20
+_BAND_BYTES_PER_PIXEL = 32
 
 # Modes too deep for Pillow's 8-bit convert (which clips): their nominal range.
 _HIGH_DEPTH_RANGE = {
@@ -222,7 +224,7 @@ def memory_needed(im: Image.Image, later_bytes_per_pixel: int = 0) -> int:
     work band by band and add nothing per pixel.
     """
     per_pixel = _stored_bytes_per_pixel(im.mode) + _codec_bytes_per_pixel(im) + 3 + later_bytes_per_pixel
-    return im.width * im.height * per_pixel + BAND_PIXELS * 16
+    return im.width * im.height * per_pixel + BAND_PIXELS * _BAND_BYTES_PER_PIXEL
 
 
 def _check_size(im: Image.Image, limits: DecodeLimits) -> None:
@@ -309,9 +311,13 @@ class Upright:
 
 
 def _scale_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Map low..high linearly to 0..255 (one band: float64 temporaries stay band-sized)."""
-    scaled = (values.astype(np.float64) - low) * (255.0 / (high - low))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    """Map low..high linearly to 0..255, in one band-sized float64 array."""
+    scaled = values.astype(np.float64)
+    scaled -= low
+    scaled *= 255.0 / (high - low)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 @contextlib.contextmanager
