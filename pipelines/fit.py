@@ -6,11 +6,10 @@
 The zero-shot fit is kept unless another cross-validates clearly better
 (grepq_core/fitting/choice.py), so labels never make the score worse than none.
 
-The label file is read as a capped stream and joined here against the
-feature rows' paths, streamed (grepq_core/fitting/labels.py); only the
-matched labels' scores go into the pipeline, and only the labelled rows leave
-the workers, so this stays cheap on a corpus of millions and with a label
-file of millions of rows.
+The label file is streamed here, with a byte cap, against the feature rows'
+paths (grepq_core/fitting/labels.py); only the matched labels' scores go
+into the pipeline, and only the labelled rows leave the workers, so this
+stays cheap on a corpus of millions and with a label file of millions of rows.
 """
 from __future__ import annotations
 
@@ -49,28 +48,27 @@ def fit_rows(rows: list[dict], scores: dict[str, float], alphas, folds: int, out
 
 
 def matched_labels(labels, features: str) -> dict[str, float]:
-    """{feature path: label score}: the labels joined to the feature rows' paths, streamed."""
-    from grepq_core.fitting.labels import join_labels
+    """{feature path: label score}: the label file streamed against the feature rows' paths."""
     from transforms import store
 
-    matched, warnings = join_labels(labels, store.column_values(features, store.FEATURES_DIR, "path"))
+    matched, warnings = labels.match(store.column_values(features, store.FEATURES_DIR, "path"))
     for w in warnings:
         log.warning("%s", w)
     if not matched:
-        raise GrepqError(f"none of the {len(labels.scores)} labels in `labels` {labels.source} matches a feature row")
+        raise GrepqError(f"none of the labels in `labels` {labels.uri} matches a feature row")
     return matched
 
 
 def build(p, args, features: str, output: str):
     import apache_beam as beam
 
-    from grepq_core.fitting.labels import read_labels
+    from grepq_core.fitting.labels import LabelFile
     from grepq_core.model import registry
     from pipelines.score import require_features
     from transforms import store
     from transforms.sinks import ParquetSink
 
-    labels = read_labels(args.labels, lower_is_better=args.lower_is_better)
+    labels = LabelFile(args.labels, lower_is_better=args.lower_is_better)  # its columns are checked first
     source = ParquetSink(features, store.FEATURES_DIR, store.features_schema())
     require_features(source)
     scores = matched_labels(labels, features)

@@ -42,11 +42,11 @@ def _zero_shot(frame: pd.DataFrame) -> tuple[np.ndarray | None, str | None]:
 
 def _excluded(uri: str | None, paths: list[str]) -> set[str]:
     """Feature paths that the label file `uri` already labels."""
-    from grepq_core.fitting.labels import join_labels, read_labels
+    from grepq_core.fitting.labels import LabelFile
 
     if not uri:
         return set()
-    matched, warnings = join_labels(read_labels(uri), paths)
+    matched, warnings = LabelFile(uri).match(paths)
     for w in warnings:
         log.warning("%s", w)
     return set(matched)

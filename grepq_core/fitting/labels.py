@@ -6,15 +6,18 @@ just the file name) and a `score` column (MOS, higher is better; pass
 exist: a label path is never opened, so a label file cannot make grepq read
 or write anywhere.
 
-A label file is read as a stream with a byte cap (`MAX_LABEL_BYTES`), so a
-pipe (``--labels <(cat labels.csv)``) works and /dev/zero or a huge file is
-refused without filling memory; `join_labels` then streams the feature
-paths past the labels, so only the matched labels' scores travel on.
+A label file is read once, as a stream with a byte cap (`MAX_LABEL_BYTES`),
+against the feature rows' paths (`LabelFile.match`): what is kept grows
+with the features and the labels that match them, not with the file, so a
+label file of millions of rows costs seconds and no memory to speak of, a
+pipe (``--labels <(cat labels.csv)``) works, and /dev/zero is refused at
+the cap. Only the matched labels' scores travel on.
 
 Problems are reported with counts. Rows that cannot be used (empty or
-non-numeric scores, exact duplicates, paths not in the features) are dropped
-with a warning; conflicting duplicates, a file name matching several
-images, or missing columns are errors. Errors name the setting (`labels`).
+non-numeric scores, exact duplicates, labels that match no feature row) are
+dropped with a warning; two different scores for one image, a file name
+matching several images, or missing columns are errors. Errors name the
+setting (`labels`).
 """
 from __future__ import annotations
 
@@ -22,26 +25,17 @@ import csv
 import io
 import math
 import posixpath
-from dataclasses import dataclass, field
 from typing import Iterable
 
 from grepq_core.errors import GrepqError
 from grepq_core.files import open_capped
 
-__all__ = ["MAX_LABEL_BYTES", "LabelSet", "read_labels", "join_labels"]
+__all__ = ["MAX_LABEL_BYTES", "LabelFile"]
 
 # A label file of 3 million images is about 200 MB; this is far beyond any labelling effort.
 MAX_LABEL_BYTES = 256 * 2**20
 _EXAMPLES = 5  # line numbers a warning cites
-
-
-@dataclass
-class LabelSet:
-    """Label scores by label key (path or file name), higher is better."""
-
-    scores: dict[str, float]
-    source: str
-    warnings: list[str] = field(default_factory=list)
+_SEVERAL = object()  # a file name that several feature rows have
 
 
 def _rows(uri: str):
@@ -82,83 +76,87 @@ def _score(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def read_labels(uri: str, lower_is_better: bool = False) -> LabelSet:
-    """Scores by path exactly as written in the CSV (a path's spaces, \\r or \\n are part of it)."""
-    rows = _rows(uri)
-    header = next(rows, (0, []))[1]
-    path_at, score_at = _columns(header, uri)
-    sign = -1.0 if lower_is_better else 1.0
-    scores: dict[str, float] = {}
-    unusable, examples, total, repeats, conflicts = 0, [], 0, 0, []
-    for line, cells in rows:
-        total += 1
-        if len(cells) > len(header):
-            raise GrepqError(f"`labels` {uri} is not a readable CSV: line {line} has {len(cells)} fields, "
-                             f"the header {len(header)}")
-        key = cells[path_at] if path_at < len(cells) else ""
-        score = _score(cells[score_at]) if score_at < len(cells) else None
-        if not key.strip() or score is None:
-            unusable += 1
-            examples += [f"line {line}"] if len(examples) < _EXAMPLES else []
-            continue
-        score *= sign
-        if key in scores:
-            repeats += 1
-            if scores[key] != score:
-                conflicts.append(key)
-        scores[key] = score
-    if conflicts:
-        raise GrepqError(f"{len(conflicts)} path(s) appear in `labels` {uri} with different scores, "
-                         f"e.g. {conflicts[0]!r}: keep one score per image")
-    warnings = []
-    if unusable:
-        warnings.append(f"{unusable} of {total} label rows have no path or a missing/non-numeric score and are "
-                        f"skipped ({', '.join(examples)})")
-    if repeats:
-        warnings.append(f"{repeats} duplicate label row(s) with equal scores were merged")
-    return LabelSet(scores, uri, warnings)
-
-
 def _name(path: str) -> str:
     return posixpath.basename(path.replace("\\", "/"))
 
 
-def join_labels(labels: LabelSet, feature_paths: Iterable[str]) -> tuple[dict[str, float], list[str]]:
-    """{feature path: score} for every label that names exactly one feature row.
-
-    A label key matches a feature path exactly, or else by file name when
-    exactly one feature row has that file name. `feature_paths` is read
-    once, as a stream: what is kept grows with the labels, not the features.
-    """
-    warnings = list(labels.warnings)
-    exact: set[str] = set()
-    by_name: dict[str, list[str]] = {_name(key): [] for key in labels.scores}  # up to two feature paths each
+def _targets(feature_paths: Iterable[str]) -> tuple[set[str], dict[str, object]]:
+    """The feature paths, and each file name's one path (`_SEVERAL` when more rows have it)."""
+    paths: set[str] = set()
+    by_name: dict[str, object] = {}
     for path in feature_paths:
-        if path in labels.scores:
-            exact.add(path)
-        found = by_name.get(_name(path))
-        if found is not None and len(found) < 2 and path not in found:
-            found.append(path)
-    matched, unmatched, ambiguous = {}, [], []
-    for key, score in labels.scores.items():
-        if key in exact:
-            target = key
-        else:
-            candidates = by_name[_name(key)]
-            if len(candidates) > 1:
-                ambiguous.append(key)
+        if path not in paths:
+            paths.add(path)
+            name = _name(path)
+            by_name[name] = path if name not in by_name else _SEVERAL
+    return paths, by_name
+
+
+class LabelFile:
+    """A label file opened for one pass: its columns are checked on opening, its rows streamed by `match`."""
+
+    def __init__(self, uri: str, lower_is_better: bool = False):
+        self.uri = uri
+        self._sign = -1.0 if lower_is_better else 1.0
+        self._rows = _rows(uri)
+        self._header = next(self._rows, (0, []))[1]
+        self._path_at, self._score_at = _columns(self._header, uri)
+
+    def match(self, feature_paths: Iterable[str]) -> tuple[dict[str, float], list[str]]:
+        """{feature path: score} for every label that names exactly one feature row, and the warnings.
+
+        A label's path matches a feature path exactly, or else by file name
+        when exactly one feature row has that file name. Scores are kept
+        exactly as written, spaces and line breaks in a path included.
+        """
+        paths, by_name = _targets(feature_paths)
+        matched: dict[str, float] = {}
+        counts = dict.fromkeys(("rows", "unusable", "repeats", "unmatched", "ambiguous", "conflicts"), 0)
+        examples: dict[str, list] = {"unusable": [], "unmatched": [], "ambiguous": [], "conflicts": []}
+
+        def note(kind: str, example) -> None:
+            counts[kind] += 1
+            if len(examples[kind]) < _EXAMPLES:
+                examples[kind].append(example)
+
+        for line, cells in self._rows:
+            counts["rows"] += 1
+            if len(cells) > len(self._header):
+                raise GrepqError(f"`labels` {self.uri} is not a readable CSV: line {line} has {len(cells)} fields, "
+                                 f"the header {len(self._header)}")
+            key = cells[self._path_at] if self._path_at < len(cells) else ""
+            score = _score(cells[self._score_at]) if self._score_at < len(cells) else None
+            if not key.strip() or score is None:
+                note("unusable", f"line {line}")
                 continue
-            if not candidates:
-                unmatched.append(key)
-                continue
-            target = candidates[0]
-        if target in matched and matched[target] != score:
-            raise GrepqError(f"labels {key!r} and another name the same image {target} with different scores")
-        matched[target] = score
-    if ambiguous:
-        raise GrepqError(f"{len(ambiguous)} label file name(s) match several images, e.g. {ambiguous[0]!r}: "
-                         "use full paths in the label file")
-    if unmatched:
-        warnings.append(f"{len(unmatched)} of {len(labels.scores)} labels match no feature row and are "
-                        f"ignored, e.g. {unmatched[0]!r}")
-    return matched, warnings
+            target = key if key in paths else by_name.get(_name(key))
+            if target is None:
+                note("unmatched", key)
+            elif target is _SEVERAL:
+                note("ambiguous", key)
+            elif target in matched:
+                counts["repeats"] += 1
+                if matched[target] != score * self._sign:
+                    note("conflicts", target)
+            else:
+                matched[target] = score * self._sign
+        return matched, self._report(counts, examples)
+
+    def _report(self, counts: dict, examples: dict) -> list[str]:
+        """The warnings of one pass; raises for the problems that are errors."""
+        if counts["ambiguous"]:
+            raise GrepqError(f"{counts['ambiguous']} label file name(s) match several images, e.g. "
+                             f"{examples['ambiguous'][0]!r}: use full paths in the label file")
+        if counts["conflicts"]:
+            raise GrepqError(f"{counts['conflicts']} image(s) have different scores in `labels` {self.uri}, e.g. "
+                             f"{examples['conflicts'][0]!r}: keep one score per image")
+        warnings = []
+        if counts["unusable"]:
+            warnings.append(f"{counts['unusable']} of {counts['rows']} label rows have no path or a missing/"
+                            f"non-numeric score and are skipped ({', '.join(examples['unusable'])})")
+        if counts["repeats"]:
+            warnings.append(f"{counts['repeats']} duplicate label row(s) with equal scores were merged")
+        if counts["unmatched"]:
+            warnings.append(f"{counts['unmatched']} of {counts['rows']} label rows match no feature row and are "
+                            f"ignored, e.g. {examples['unmatched'][0]!r}")
+        return warnings
