@@ -130,7 +130,8 @@ def _near_limit_images() -> dict[str, bytes]:
     rgba[..., 0], rgba[..., 3] = ramp >> 8, 200
     images = {"grey16.png": (Image.fromarray(ramp), {}),
               "grey16.jp2": (Image.fromarray(ramp), {}),
-              "float32.tif": (Image.fromarray((ramp >> 12).astype(np.float32) / 15), {"compression": "tiff_adobe_deflate"}),
+              "float32.tif": (Image.fromarray((ramp >> 12).astype(np.float32) / 15),
+                              {"compression": "tiff_adobe_deflate"}),
               "rgba_lossless.webp": (Image.fromarray(rgba), {"lossless": True})}
     out = {}
     for name, (image, options) in images.items():

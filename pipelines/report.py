@@ -58,15 +58,19 @@ def _model_record(scorers, model: str | None) -> dict | None:
 
 
 def _thumbnails(paths, size: int) -> dict[str, bytes]:
-    """JPEG thumbnails of the images that can still be read; the others are logged and left out."""
-    from grepq_core.images.decode import load_image
+    """JPEG thumbnails of the images that can still be read, within extract's default budgets; the others are
+    logged and left out."""
+    from grepq_core.images.deadline import decode_in_time
+    from grepq_core.images.limits import DEFAULT_MAX_SECONDS, DecodeLimits
     from grepq_core.images.paths import to_local
+    from grepq_core.images.read import read_bytes
     from grepq_core.report import thumbnail_jpeg
 
     out = {}
     for path in paths:
         try:
-            out[path] = thumbnail_jpeg(load_image(to_local(path)), size)
+            pixels, _ = decode_in_time(read_bytes(to_local(path)), DecodeLimits(max_seconds=DEFAULT_MAX_SECONDS))
+            out[path] = thumbnail_jpeg(pixels, size)
         except ImageError as e:
             log.warning("no thumbnail for %s: %s", path, e)
     return out

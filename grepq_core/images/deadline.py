@@ -56,25 +56,14 @@ def decode_in_time(data: bytes, limits: DecodeLimits) -> tuple[np.ndarray, str |
         return decode_rgb(data, limits)
     worker = _take()
     try:
-        result = worker.decode(data, limits)
-    except ImageError:
-        _give(worker)
+        return worker.decode(data, limits)
+    except BaseException as e:
+        if not isinstance(e, ImageError):  # interrupted half-way: the worker's state is unknown
+            worker.stop()
         raise
-    except BaseException:
-        worker.stop()
-        raise
-    if isinstance(result, _Lost):
-        worker.stop()
-        raise ImageError(result.reason, result.detail)
-    _give(worker)
-    return result
-
-
-class _Lost:
-    """The worker timed out or died: its image's reason and detail."""
-
-    def __init__(self, reason: str, detail: str):
-        self.reason, self.detail = reason, detail
+    finally:
+        if worker.alive():
+            _give(worker)
 
 
 class _Worker:
@@ -91,7 +80,9 @@ class _Worker:
             self.stop()
             raise RuntimeError(f"a decode worker ({sys.executable} -m {__name__}) did not start")
 
-    def decode(self, data: bytes, limits: DecodeLimits) -> tuple[np.ndarray, str | None] | _Lost:
+    def decode(self, data: bytes, limits: DecodeLimits) -> tuple[np.ndarray, str | None]:
+        """The worker's answer; `ImageError` for the decoder's errors, or after stopping a worker that took
+        too long or died."""
         deadline = time.monotonic() + limits.max_seconds
         try:
             _write_frame(self._in, json.dumps(_limits_record(limits)).encode())
@@ -107,22 +98,27 @@ class _Worker:
         except BrokenPipeError:
             pass
         if time.monotonic() < deadline:  # the pipe closed: the worker is gone
-            return _Lost("decoder_crashed", f"the decoder died ({_how_it_ended(self._proc.wait())})")
-        return _Lost("too_slow", f"decoding took more than the {limits.max_seconds:g} s allowed per image")
+            ended = _how_it_ended(self._proc.wait())
+            self.close()
+            raise ImageError("decoder_crashed", f"the decoder died ({ended})")
+        self.stop()
+        raise ImageError("too_slow", f"decoding took more than the {limits.max_seconds:g} s allowed per image")
 
     def alive(self) -> bool:
         return self._proc.poll() is None
 
     def stop(self) -> None:
         self._proc.kill()
-        self._proc.wait()
-        self._proc.stdin.close()
-        self._proc.stdout.close()
+        self.close()
 
     def close(self) -> None:
-        """Let an idle worker end by itself: it exits when its input closes."""
+        """Let the worker end: it exits when its input closes (or is killed if it does not)."""
         self._proc.stdin.close()
-        self._proc.wait()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
         self._proc.stdout.close()
 
 
@@ -153,7 +149,7 @@ def _take() -> _Worker:
             return _Worker()
         if worker.alive():
             return worker
-        worker.stop()
+        worker.close()
 
 
 def _give(worker: _Worker) -> None:

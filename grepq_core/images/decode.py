@@ -15,9 +15,10 @@ give identical dead-letter rows.
 Memory: before any pixel is allocated, the image's declared size prices
 what decoding it will take (`memory_needed`: Pillow's own pixels, the
 codec's buffers, the RGB result and what the caller adds per pixel) against
-`DecodeLimits.max_memory` (grepq_core/images/limits.py). Conversions and the EXIF rotation then work on
-bands of rows (`Upright.bands`), so no whole-image temporary beyond those
-is ever made, whatever the mode (a 16-bit image no longer becomes float64).
+`DecodeLimits.max_memory` (grepq_core/images/limits.py). Conversions and
+the EXIF rotation then work on bands of rows (`Upright.bands`), so no
+whole-image temporary beyond those is ever made, whatever the mode (a
+16-bit image no longer becomes float64).
 
 Metadata: damaged EXIF, ICC or text metadata never costs good pixels. An
 EXIF block that cannot be parsed leaves the image unrotated; a file that
@@ -196,7 +197,7 @@ def _stored_bytes_per_pixel(mode: str) -> int:
 
 
 def _codec_bytes_per_pixel(im: Image.Image) -> int:
-    """What the format's decoder holds besides Pillow's pixels, per pixel (measured by benchmarks/robustness.py).
+    """What the format's decoder holds besides Pillow's pixels, per pixel (tests/test_decode_memory.py measures it).
 
     A progressive JPEG keeps every DCT coefficient (2 bytes per component);
     OpenJPEG decodes to 32-bit planes plus a tile buffer; libtiff holds a
@@ -230,7 +231,8 @@ def memory_needed(im: Image.Image, later_bytes_per_pixel: int = 0) -> int:
 def _check_size(im: Image.Image, limits: DecodeLimits) -> None:
     pixels = im.width * im.height
     if limits.max_pixels is not None and pixels > limits.max_pixels:
-        raise ImageError("decompression_bomb", f"{im.width}x{im.height} = {pixels} pixels, more than {limits.max_pixels}")
+        raise ImageError("decompression_bomb",
+                         f"{im.width}x{im.height} = {pixels} pixels, more than {limits.max_pixels}")
     need = memory_needed(im, limits.later_bytes_per_pixel)
     if limits.max_memory is not None and need > limits.max_memory:
         raise ImageError("too_large", f"{im.width}x{im.height} {im.format} ({im.mode}) needs about {need >> 20} MiB "
