@@ -1,7 +1,6 @@
 """The memory budget: `memory_needed` prices each format at least at what decoding it really takes, and an image
 over the budget is refused before its pixels are allocated. Each decode runs in a fresh process, whose peak
 resident memory is the measure."""
-import io
 import json
 import os
 import subprocess
