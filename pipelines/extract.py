@@ -15,14 +15,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import sys
 import time
 
 from grepq_core.errors import GrepqError
 from pipelines.options import command_parser, encoder_spec, parse
 
-__all__ = ["run", "execute", "build", "check_weights", "check_inputs", "arg_parser", "ThresholdExceeded"]
+__all__ = ["run", "execute", "build", "check_weights", "arg_parser", "ThresholdExceeded"]
 
 log = logging.getLogger(__name__)
 
@@ -53,49 +52,6 @@ def check_weights(spec, hand_over: bool = False) -> dict:
     return model.identities
 
 
-def _unlistable(pattern: str) -> int:
-    """Folders under a recursive glob's base that cannot be listed (their files cannot be matched)."""
-    if "**" not in pattern:
-        return 0
-    base = os.path.abspath(pattern.split("**", 1)[0] or ".")
-    errors = []
-    for _ in os.walk(base, onerror=errors.append):
-        pass
-    return len(errors)
-
-
-def check_inputs(patterns: list[str]) -> int | None:
-    """Every glob must match at least one file; a folder given as a glob is a mistake worth naming.
-
-    Returns how many files the globs match when all are local (the total a
-    local run's progress counts towards), else None: gs:// listings are
-    only probed here, not repeated.
-    """
-    from apache_beam.io.filesystems import FileSystems
-
-    from transforms.read import glob_local, is_local_pattern
-
-    local = set()
-    for pattern in patterns:
-        if is_local_pattern(pattern):
-            path = pattern.removeprefix("file://")
-            if os.path.isdir(path):
-                raise GrepqError(f"`input` {pattern} is a folder: give a glob of its images, e.g. "
-                                 f"'{os.path.join(pattern, '*.jpg')}' or '{os.path.join(pattern, '**', '*')}'")
-            found = glob_local(pattern)
-            local.update(found)
-            where = f"{os.path.abspath(path)} (from the folder {os.getcwd()})"
-            skipped = _unlistable(path)
-            if skipped:
-                log.warning("%d folders under %s cannot be listed: their files are not matched", skipped, pattern)
-        else:
-            found = FileSystems.match([pattern], limits=[1])[0].metadata_list
-            where = pattern
-        if not found:
-            raise GrepqError(f"no file matches `input` {pattern}: looked for {where}")
-    return len(local) if all(is_local_pattern(p) for p in patterns) else None
-
-
 def _side_inputs(p, features, dead, identities: dict, retry_dead: bool) -> tuple:
     """(path -> sha256 of rows made by these models, path -> (sha256, stage, reason) of dead letters)."""
     import apache_beam as beam
@@ -119,9 +75,10 @@ def build(p, args, identities: dict, run: str, meta: dict):
     """Add the extract steps to `p`; shards carry `meta` in their Parquet key-value metadata."""
     import apache_beam as beam
 
-    from transforms import dead_letters, store
+    from transforms import store
     from transforms.inference import ExtractFeatures, GrepqModelHandler
-    from transforms.read import MatchImages, ReadAndPrepare
+    from transforms.inputs import MatchInputs
+    from transforms.read import ReadInputs
     from transforms.sinks import ParquetSink
 
     spec = encoder_spec(args)
@@ -139,12 +96,12 @@ def build(p, args, identities: dict, run: str, meta: dict):
                 raise GrepqError(f"{shard} was written by an older grepq (no {', '.join(missing)} column), so "
                                  "`incremental` cannot tell how its rows were made: extract into a new `output`")
     side = _side_inputs(p, features, dead, identities, args.retry_dead_letters) if existing else ()
-    read = (p
-            | "Match" >> MatchImages(args.input)
-            | "Read" >> beam.ParDo(ReadAndPrepare(spec), *side).with_outputs(dead_letters.TAG, main="records"))
-    rows, failed = read.records | "Extract" >> ExtractFeatures(GrepqModelHandler(spec, large_model=args.large_model))
+    records, unread = (p
+                       | "Match" >> MatchInputs(args.input or [], args.input_list or [])
+                       | "Read" >> ReadInputs(spec, args.image_column, side))
+    rows, failed = records | "Extract" >> ExtractFeatures(GrepqModelHandler(spec, large_model=args.large_model))
     rows | "WriteFeatures" >> features.write(run)
-    (read[dead_letters.TAG], failed) | "AllDead" >> beam.Flatten() | "WriteDead" >> dead.write(run)
+    (unread, failed) | "AllDead" >> beam.Flatten() | "WriteDead" >> dead.write(run)
 
 
 def _runs_here(options) -> bool:
@@ -163,8 +120,9 @@ def execute(args, options, test_pipeline=None, argv=None) -> dict:
     import apache_beam as beam
 
     from transforms import counters, progress, runs, store
+    from transforms.inputs import check_inputs
 
-    matched = check_inputs(args.input)
+    matched = check_inputs(args.input or [], args.input_list or [], args.image_column)
     identities = check_weights(encoder_spec(args), hand_over=_runs_here(options))
     run = runs.new_run_id()
     meta = {"run": run, "grepq_version": runs.grepq_version(), "started": _now(), "identities": identities,

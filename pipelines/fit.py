@@ -22,13 +22,17 @@ log = logging.getLogger(__name__)
 
 
 def _label_keys(labels) -> tuple[set, set]:
+    from grepq_core.images.keys import file_name
+
     keys = set(labels.scores)
-    return keys, {k.replace("\\", "/").rsplit("/", 1)[-1] for k in keys}
+    return keys, {file_name(k) for k in keys}
 
 
 def _may_be_labelled(row, keys) -> bool:
+    from grepq_core.images.keys import file_name
+
     paths, names = keys
-    return row["path"] in paths or row["path"].rsplit("/", 1)[-1] in names
+    return row["path"] in paths or file_name(row["path"]) in names
 
 
 def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str, candidates=None):

@@ -58,15 +58,15 @@ def _model_record(scorers, model: str | None) -> dict | None:
 
 
 def _thumbnails(paths, size: int) -> dict[str, bytes]:
-    """JPEG thumbnails of the images that can still be read; the others are logged and left out."""
-    from grepq_core.images.decode import load_image
-    from grepq_core.images.paths import to_local
+    """JPEG thumbnails of the images (by key) that can still be read; the others are logged and left out."""
+    from grepq_core.images import sources
+    from grepq_core.images.decode import decode_image
     from grepq_core.report import thumbnail_jpeg
 
     out = {}
     for path in paths:
         try:
-            out[path] = thumbnail_jpeg(load_image(to_local(path)), size)
+            out[path] = thumbnail_jpeg(decode_image(sources.read(path)), size)
         except ImageError as e:
             log.warning("no thumbnail for %s: %s", path, e)
     return out

@@ -13,7 +13,6 @@ images, or missing columns are errors.
 """
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass, field
 
 import fsspec
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from grepq_core.errors import GrepqError
+from grepq_core.images.keys import file_name
 
 __all__ = ["LabelSet", "read_labels", "join_labels"]
 
@@ -98,20 +98,21 @@ def read_labels(uri: str, lower_is_better: bool = False) -> LabelSet:
 def join_labels(labels: LabelSet, feature_paths: list[str]) -> tuple[dict[str, float], list[str]]:
     """{feature path: score} for every label that names exactly one feature row.
 
-    A label key matches a feature path exactly, or else by file name when
-    exactly one feature row has that file name.
+    A label key matches a feature path exactly, or else by file name (a
+    file's or a shard member's base name, `keys.file_name`) when exactly one
+    feature row has that file name.
     """
     warnings = list(labels.warnings)
     exact = set(feature_paths)
     by_name: dict[str, list[str]] = {}
     for p in feature_paths:
-        by_name.setdefault(posixpath.basename(p.replace("\\", "/")), []).append(p)
+        by_name.setdefault(file_name(p), []).append(p)
     matched, unmatched, ambiguous = {}, [], []
     for key, score in labels.scores.items():
         if key in exact:
             target = key
         else:
-            candidates = by_name.get(posixpath.basename(key.replace("\\", "/")), [])
+            candidates = by_name.get(file_name(key), [])
             if len(candidates) > 1:
                 ambiguous.append(key)
                 continue

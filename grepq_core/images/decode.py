@@ -169,7 +169,7 @@ def is_plain_jpeg(data: bytes) -> bool:
 
 
 def load_image(uri: str | bytes) -> np.ndarray:
-    """`read_bytes` then `decode_image`."""
+    """`read_bytes` then `decode_image` (a key of an output: `decode_image(sources.read(key))`)."""
     return decode_image(read_bytes(uri))
 
 
