@@ -78,14 +78,12 @@ def place(key: str) -> Place | None:
 
 
 def file_name(key: str) -> str:
-    """The name a label may give an image by instead of its whole key: a file's or a member's base name,
-    a Parquet row's ``COLUMN/ROW``."""
+    """The name a label may give an image by instead of its whole key: a file's or a member's base name
+    (a Parquet row has no name of its own: its key)."""
     where = place(key)
     if where is None:
         return posixpath.basename(key.replace("\\", "/"))
-    if where.kind == "tar":
-        return posixpath.basename(where.member)
-    return f"{where.member}/{where.row}"
+    return posixpath.basename(where.member) if where.kind == "tar" else key
 
 
 def _escaped(name: str) -> str:

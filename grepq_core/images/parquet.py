@@ -49,7 +49,8 @@ def image_column(schema: pa.Schema, uri: str, requested: str | None = None) -> s
     if not candidates:
         raise GrepqError(f"{uri} holds no image column (a binary column, or a struct with a binary `bytes` field "
                          "as Hugging Face writes): img2dataset writes such metadata-only .parquet files beside its "
-                         f".tar shards, so give the shards as `input`; its columns are {', '.join(schema.names)}")
+                         ".tar shards, so give the shards as `input`, or name the column with `image_column`; its "
+                         f"columns are {', '.join(schema.names)}")
     raise GrepqError(f"{uri} has several columns of image bytes ({', '.join(candidates)}): name one with "
                      "`image_column`")
 
