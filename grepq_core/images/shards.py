@@ -78,9 +78,13 @@ def is_unsafe(name: str) -> bool:
     return not name or name.startswith(("/", "\\")) or ".." in parts
 
 
-def members(f, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[Member]:
+def members(f, max_bytes: int = DEFAULT_MAX_BYTES, wanted=lambda name: True) -> Iterator[Member]:
     """The regular members of the seekable tar (or .tar.gz) file `f`, in order; a last `Member` with
-    `broken` set if the archive breaks before its end-of-archive block."""
+    `broken` set if the archive breaks before its end-of-archive block.
+
+    Only the members whose name is `wanted` are read (the others pass with
+    `data` None, sought past in an uncompressed shard).
+    """
     last = None
     try:
         raw = gzip.GzipFile(fileobj=f) if _gzipped(f) else f
@@ -103,7 +107,7 @@ def members(f, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[Member]:
             stream.members = []  # a shard of millions of members keeps no list of them
             if not info.isreg():
                 continue
-            if info.size > max_bytes:
+            if info.size > max_bytes or not wanted(info.name):
                 yield Member(info.name, info.size, None)  # never read: the next header is sought past it
                 continue
             try:
@@ -171,7 +175,7 @@ def images(uri: str | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[tup
     shard = to_text(uri)
     try:
         with open_input(uri) as (f, _):
-            yield from _images(shard, members(f, max_bytes), max_bytes)
+            yield from _images(shard, members(f, max_bytes, wanted=is_image), max_bytes)
     except ImageError as e:
         yield shard, e
 
@@ -215,7 +219,7 @@ def _why_not(member: Member, duplicate: bool, has_image: bool) -> ImageError | N
 
 
 def content(member: Member, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes | ImageError:
-    """A member's bytes, or why there are none: over the cap (unread) or empty."""
+    """A read member's bytes, or why there are none: over the cap (unread) or empty."""
     name = member.name
     if member.data is None:
         return ImageError("too_large", f"{name}: {member.size} bytes, more than the {max_bytes} allowed", "read")

@@ -18,7 +18,7 @@ from grepq_core.images.keys import input_kind, place
 from grepq_core.images.paths import to_local, to_text
 from grepq_core.images.read import DEFAULT_MAX_BYTES, open_input, read_bytes
 
-__all__ = ["images", "read"]
+__all__ = ["images", "read", "read_input"]
 
 
 def images(uri: str | bytes, image_column: str | None = None,
@@ -58,7 +58,8 @@ def read(key: str | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     container = to_local(where.container)
     if where.kind == "tar":
         with open_input(container) as (f, _):
-            found = next((m for m in shards.members(f, max_bytes) if m.name == where.member and not m.broken), None)
+            stream = shards.members(f, max_bytes, wanted=lambda name: name == where.member)
+            found = next((m for m in stream if m.name == where.member and not m.broken), None)
         result = shards.content(found, max_bytes) if found else ImageError(
             "unreadable", f"{key}: the shard has no such member", stage="read")
     else:
@@ -72,3 +73,11 @@ def read(key: str | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     if isinstance(result, ImageError):
         raise result
     return result
+
+
+def read_input(uri: str | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of an input that names one image (a raw path, a URI, or a key); `ImageError` if none."""
+    _, data = next(images(uri, max_bytes=max_bytes))
+    if isinstance(data, ImageError):
+        raise data
+    return data
