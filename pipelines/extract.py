@@ -52,56 +52,59 @@ def check_weights(spec, hand_over: bool = False) -> dict:
     return model.identities
 
 
-def _side_inputs(p, features, dead, identities: dict, retry_dead: bool) -> tuple:
-    """(path -> sha256 of rows made by these models, path -> (sha256, stage, reason) of dead letters)."""
-    import apache_beam as beam
-
-    from transforms.store import same_models
-
-    known = beam.pvalue.AsDict(
-        p
-        | "ReadExisting" >> features.read(columns=["path", "sha256", *identities])
-        | "SameModels" >> beam.Filter(same_models, identities)
-        | "PathHash" >> beam.Map(lambda r: (r["path"], r["sha256"])))
-    if retry_dead or not dead.exists():
-        return (known,)
-    return known, beam.pvalue.AsDict(
-        p
-        | "ReadDead" >> dead.read(columns=["path", "sha256", "stage", "reason"])
-        | "DeadKey" >> beam.Map(lambda r: (r["path"], (r["sha256"], r["stage"], r["reason"]))))
-
-
 def build(p, args, identities: dict, run: str, meta: dict):
     """Add the extract steps to `p`; shards carry `meta` in their Parquet key-value metadata."""
     import apache_beam as beam
 
-    from transforms import store
+    from transforms import dead_letters, incremental, store
     from transforms.inference import ExtractFeatures, GrepqModelHandler
     from transforms.inputs import MatchInputs
-    from transforms.read import ReadInputs
+    from transforms.read import PrepareSeen, ReadInputs, Task
     from transforms.sinks import ParquetSink
 
     spec = encoder_spec(args)
     tag = {b"grepq": json.dumps(meta, sort_keys=True).encode()}
     features = ParquetSink(args.output, store.FEATURES_DIR, store.features_schema().with_metadata(tag))
     dead = ParquetSink(args.output, store.DEAD_LETTERS_DIR, store.DEAD_LETTERS.with_metadata(tag))
-    existing = features.exists()
-    if existing:
-        if not args.incremental:
-            raise GrepqError(f"{args.output} already holds features: pass `incremental` to add new images "
-                             "to them, or choose another `output`")
-        for shard, names in features.shard_columns():
-            missing = [c for c in identities if c not in names]
-            if missing:
-                raise GrepqError(f"{shard} was written by an older grepq (no {', '.join(missing)} column), so "
-                                 "`incremental` cannot tell how its rows were made: extract into a new `output`")
-    side = _side_inputs(p, features, dead, identities, args.retry_dead_letters) if existing else ()
-    records, unread = (p
-                       | "Match" >> MatchInputs(args.input or [], args.input_list or [])
-                       | "Read" >> ReadInputs(spec, args.image_column, side))
+    stored = _stored(features, dead, identities, args.incremental)
+    inputs = p | "Match" >> MatchInputs(args.input or [], args.input_list or [])
+    if not stored:
+        tasks, seen = inputs | "Tasks" >> beam.MapTuple(lambda uri, stamp: Task(uri, stamp)), None
+    else:
+        rows = sum(count for _, _, count in stored)
+        tasks, hashes = inputs | "Plan" >> incremental.Plan(
+            [(kind, uri) for kind, uri, _ in stored], rows, identities, args.verify, args.retry_dead_letters)
+        seen = beam.pvalue.AsSingleton(hashes | "ContentFilter" >> beam.CombineGlobally(
+            incremental.ContentFilterOf(rows)))
+    records, unread, seen_before = tasks | "Read" >> ReadInputs(spec, args.image_column, seen)
+    written = []
+    if stored:
+        copies, unseen = seen_before | "CopySeen" >> incremental.CopySeen(
+            [uri for kind, uri, _ in stored if kind == "features"], identities)
+        more = unseen | "PrepareSeen" >> beam.ParDo(PrepareSeen(spec)).with_outputs(dead_letters.TAG, main="records")
+        records = (records, more.records) | "AllRecords" >> beam.Flatten()
+        unread = (unread, more[dead_letters.TAG]) | "AllUnread" >> beam.Flatten()
+        written.append(copies)
     rows, failed = records | "Extract" >> ExtractFeatures(GrepqModelHandler(spec, large_model=args.large_model))
-    rows | "WriteFeatures" >> features.write(run)
+    (rows, *written) | "AllRows" >> beam.Flatten() | "WriteFeatures" >> features.write(run)
     (unread, failed) | "AllDead" >> beam.Flatten() | "WriteDead" >> dead.write(run)
+
+
+def _stored(features, dead, identities: dict, incremental: bool) -> list[tuple[str, str, int]]:
+    """("features" | "dead", shard URI, rows) of what earlier runs committed; refused without `incremental`."""
+    if not features.exists():
+        return []
+    if not incremental:
+        raise GrepqError(f"{features.output} already holds features: pass `incremental` to add new images "
+                         "to them, or choose another `output`")
+    shards = features.footers()
+    for shard, names, _ in shards:
+        missing = [c for c in identities if c not in names]
+        if missing:
+            raise GrepqError(f"{shard} was written by an older grepq (no {', '.join(missing)} column), so "
+                             "`incremental` cannot tell how its rows were made: extract into a new `output`")
+    return [("features", uri, rows) for uri, _, rows in shards] + [("dead", uri, rows) for uri, _, rows in
+                                                                   dead.footers()]
 
 
 def _runs_here(options) -> bool:
@@ -150,6 +153,14 @@ def execute(args, options, test_pipeline=None, argv=None) -> dict:
     return manifest
 
 
+def compaction_due(output: str, limit: int) -> int | None:
+    """How many shards `output` holds when more than `limit`, else None."""
+    from transforms.compaction import shard_count
+
+    count = shard_count(output)
+    return count if count > limit else None
+
+
 def _check_threshold(totals: dict, limit: float | None) -> None:
     seen = totals["images_scored"] + totals["images_dead_lettered"]
     if limit is None or seen == 0:
@@ -161,7 +172,13 @@ def _check_threshold(totals: dict, limit: float | None) -> None:
 
 
 def run(argv=None, test_pipeline=None):
-    return execute(*parse(arg_parser(), argv), test_pipeline=test_pipeline, argv=argv)
+    args, options = parse(arg_parser(), argv)
+    manifest = execute(args, options, test_pipeline=test_pipeline, argv=argv)
+    due = compaction_due(args.output, args.compact_above)
+    if due:
+        print(f"extract: {args.output} holds {due} shards, which every reader opens one by one: "
+              f"run `grepq compact --output {args.output}`")
+    return manifest
 
 
 def arg_parser():

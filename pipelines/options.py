@@ -60,8 +60,15 @@ def _input(p):
 def _extract_output(p):
     p.add_argument("--output", required=True, help="output folder (local or gs://) for features and dead letters")
     p.add_argument("--incremental", action="store_true",
-                   help="extract only images whose path and content are new under --output (neither a feature "
-                   "row nor a dead letter yet)")
+                   help="add only what is new under --output: inputs whose stamp (size and modification time or "
+                   "generation) is unchanged are skipped unread; of the others, images whose key and content "
+                   "already have a row or a dead letter are skipped, and content that has a row under another "
+                   "key is copied, not extracted")
+    p.add_argument("--compact-above", type=int, default=64,
+                   help="more committed shards than this: extract says to run `grepq compact`, and `grepq run "
+                   "--incremental` compacts by itself")
+    p.add_argument("--verify", action="store_true",
+                   help="with --incremental, read and hash every input instead of trusting unchanged stamps")
     p.add_argument("--retry-dead-letters", action="store_true",
                    help="with --incremental, try again the images that earlier runs dead-lettered")
     p.add_argument("--max-dead-letter-fraction", type=float,

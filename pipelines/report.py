@@ -76,7 +76,7 @@ def _run_record(features: str) -> dict[str, str]:
     """What the extract runs behind the features say of themselves: when, over what, with which grepq."""
     from transforms import runs
 
-    made = runs.manifests(features)
+    made = [h for m in runs.manifests(features) for h in m.get("history", [m])]  # a compaction keeps its runs
     if not made:
         return {}
     inputs = sorted({a for m in made for a in _flag_values(m.get("argv", []), "--input")})

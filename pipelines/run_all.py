@@ -16,7 +16,7 @@ __all__ = ["run", "arg_parser"]
 def run(argv=None):
     import apache_beam as beam
 
-    from pipelines import extract, filtering, fit, report, score
+    from pipelines import compact, extract, filtering, fit, report, score
     from transforms import filtered, runs
 
     args, options = parse(arg_parser(), argv)
@@ -25,6 +25,8 @@ def run(argv=None):
     if not args.incremental:
         filtering.prepare_outputs(collections, replace=False)  # an output in the way is refused before any work
     extract.execute(args, options, argv=argv)
+    if args.incremental and extract.compaction_due(out, args.compact_above):
+        print(f"compact: {compact.compact(out, break_lock=args.break_lock)}")
     model = args.model
     if args.labels:
         model = args.model_output or f"{out}/model.json"

@@ -61,8 +61,8 @@ def extracted(collection, photos_dir, model_flags, tmp_path_factory) -> dict[str
 
 
 def _comparable(e: Extracted) -> dict:
-    """Each feature row without its key, by content hash."""
-    return {r["sha256"]: {k: v for k, v in r.items() if k != "path"}
+    """Each feature row without where it came from (its key and input), by content hash."""
+    return {r["sha256"]: {k: v for k, v in r.items() if k not in ("path", "source", "source_stamp")}
             for r in read_table(str(e.out), "features").to_pylist()}
 
 

@@ -37,7 +37,9 @@ class GrepqModelHandler(ModelHandler[ImageRecord, "dict | ImageError", Extractor
                       inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
         results = model.run([r.payload for r in batch])
         return [PredictionResult(record, result if isinstance(result, ImageError) else
-                                 {"sha256": record.sha256, **result}) for record, result in zip(batch, results)]
+                                 {"sha256": record.sha256, "source": record.source, "source_stamp": record.stamp,
+                                  **result})
+                for record, result in zip(batch, results)]
 
     def get_num_bytes(self, batch: Sequence[ImageRecord]) -> int:
         return sum(r.num_bytes() for r in batch)
@@ -51,8 +53,9 @@ def _split(keyed):
     path, result = keyed
     if isinstance(result.inference, ImageError):
         counters.ended(counters.DEAD)
+        record = result.example
         yield beam.pvalue.TaggedOutput(dead_letters.TAG, dead_letters.from_error(
-            path, result.inference, "decode", result.example.sha256))
+            path, result.inference, "decode", record.sha256, record.source, record.stamp))
     else:
         counters.ended(counters.SCORED)
         yield {"path": path, **result.inference}
@@ -61,7 +64,8 @@ def _split(keyed):
 def _failed_batch(failure) -> list[dict]:
     batch, error = failure
     counters.ended(counters.DEAD, len(batch))
-    return [dead_letters.dead_letter(path, "inference", "inference_error", repr(error), record.sha256)
+    return [dead_letters.dead_letter(path, "inference", "inference_error", repr(error), record.sha256, record.source,
+                                     record.stamp)
             for path, record in batch]
 
 

@@ -1,4 +1,4 @@
-"""Which inputs a run reads: the files its globs match and the entries of its lists.
+"""Which inputs a run reads, each with its stamp: the files its globs match and the entries of its lists.
 
 An input is a loose image, a WebDataset tar shard or a Parquet file
 (grepq_core/images/sources.py). `--input` takes globs (local or on any Beam
@@ -7,6 +7,11 @@ filesystem, ``**`` recursive) and brace patterns as webdataset writes them
 wildcard are inputs as they are, like a list's entries, so one missing
 shard becomes a dead letter instead of stopping the run. `--input-list`
 takes list files (grepq_core/images/lists.py), read by the workers.
+
+Each input comes with its stamp (grepq_core/images/stamps.py): from the
+listing itself for a glob (a local stat, or the object store's listing
+details), from one stat or metadata request for a named input or a list
+entry; never from reading it.
 """
 from __future__ import annotations
 
@@ -15,13 +20,13 @@ import logging
 import os
 
 import apache_beam as beam
-from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from braceexpand import braceexpand
 
 from grepq_core.errors import GrepqError
 from grepq_core.images import lists, parquet
 from grepq_core.images.keys import input_kind
+from grepq_core.images.stamps import local_stamp, remote_stamp, stamp
 
 __all__ = ["MatchInputs", "check_inputs", "expand_braces", "glob_local", "has_wildcard", "is_local_pattern"]
 
@@ -67,8 +72,30 @@ def _named(pattern: str) -> list[str]:
     return [os.path.abspath(pattern.removeprefix("file://")) if is_local_pattern(pattern) else pattern]
 
 
+def _stamped_local(pattern: str) -> list[tuple[str | bytes, str | None]]:
+    """(path, stamp) of each local file `pattern` matches; no stamp for what cannot be stat'ed."""
+    out = []
+    for path in glob_local(pattern):
+        try:
+            out.append((path, local_stamp(os.stat(path))))
+        except OSError:
+            out.append((path, None))
+    return out
+
+
+def _stamped_remote(pattern: str) -> list[tuple[str, str | None]]:
+    """(URI, stamp) of each object a remote glob matches, from the listing's own details."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(pattern)
+    protocol = pattern.split("://", 1)[0]
+    return [(f"{protocol}://{name}", remote_stamp(details))
+            for name, details in sorted(fs.glob(path, detail=True).items()) if details.get("type") != "directory"]
+
+
 class MatchInputs(beam.PTransform):
-    """Every input the globs, brace patterns and lists name, each once (local, gs://, any Beam filesystem)."""
+    """(input, stamp) of every input the globs, brace patterns and lists name, each once (local, gs://,
+    any fsspec filesystem)."""
 
     def __init__(self, patterns: list[str], input_lists: list[str] = ()):
         super().__init__()
@@ -80,12 +107,12 @@ class MatchInputs(beam.PTransform):
         named = [p for p in self._patterns if not has_wildcard(p)]
         local = [p for p in globs if is_local_pattern(p)]
         remote = [p for p in globs if not is_local_pattern(p)]
-        found = [pbegin | "Named" >> beam.Create(named) | "NamedPaths" >> beam.FlatMap(_named),
-                 pbegin | "Local" >> beam.Create(local) | "Glob" >> beam.FlatMap(glob_local),
-                 pbegin | "Lists" >> beam.Create(self._lists) | "ListEntries" >> beam.FlatMap(lists.entries)]
-        if remote:
-            found.append(pbegin | "Remote" >> beam.Create(remote) | "Match" >> fileio.MatchAll()
-                         | "MatchedPaths" >> beam.Map(lambda m: m.path))
+        entries = ((pbegin | "Named" >> beam.Create(named) | "NamedPaths" >> beam.FlatMap(_named)),
+                   (pbegin | "Lists" >> beam.Create(self._lists) | "ListEntries" >> beam.FlatMap(lists.entries)))
+        found = [entries | "AllNamed" >> beam.Flatten() | "SpreadNamed" >> beam.Reshuffle()
+                 | "Stat" >> beam.Map(lambda uri: (uri, stamp(uri))),
+                 pbegin | "Local" >> beam.Create(local) | "Glob" >> beam.FlatMap(_stamped_local),
+                 pbegin | "Remote" >> beam.Create(remote) | "Match" >> beam.FlatMap(_stamped_remote)]
         return found | "Flatten" >> beam.Flatten() | "Distinct" >> beam.Distinct() | "Spread" >> beam.Reshuffle()
 
 

@@ -2,16 +2,17 @@
 
 Every image leaves this stage exactly once: as ``(key, ImageRecord)`` on the
 main output, keyed as Beam's `KeyedModelHandler` expects (grepq_core/images/
-keys.py), or as a dead-letter row on the `dead_letters.TAG` output. A loose
-file or a tar shard is read by one worker, a shard member by member
-(grepq_core/images/shards.py); a Parquet file is first split into its row
-groups, which are spread over the workers. Nothing here raises for a bad
-image or a bad container.
+keys.py), as a dead-letter row on the `dead_letters.TAG` output, or (in an
+incremental run, when its content may already have a row) as a
+`SeenBefore` on the `SEEN` output. A loose file or a tar shard is read by
+one worker, a shard member by member (grepq_core/images/shards.py); a
+Parquet file is first split into its row groups, which are spread over the
+workers. Nothing here raises for a bad image or a bad container.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 
@@ -25,7 +26,30 @@ from grepq_core.model.devices import decodes_on_device
 from grepq_core.model.settings import EncoderSpec
 from transforms import counters, dead_letters
 
-__all__ = ["ImageRecord", "ReadInputs"]
+__all__ = ["SEEN", "Task", "ImageRecord", "SeenBefore", "ReadInputs", "Prepare", "PrepareSeen"]
+
+SEEN = "seen_before"  # the tagged output of images whose content a stored row may already describe
+
+
+@dataclass(frozen=True)
+class Task:
+    """One input to read, with its stamp, and what earlier runs know of its images (incremental runs).
+
+    `known`: key -> sha256 of rows made by the same models; `dead`: key ->
+    (sha256, stage, reason) of dead letters. An image whose key and content
+    are known, or were dead-lettered, is not extracted again. `source` is
+    the input's key in outputs (escaped text).
+    """
+
+    uri: str | bytes | None
+    stamp: str | None = None
+    known: dict = field(default_factory=dict)
+    dead: dict = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self):
+        if not self.source:
+            object.__setattr__(self, "source", to_text(self.uri))
 
 
 @dataclass
@@ -33,11 +57,14 @@ class ImageRecord:
     """What travels from the read stage to the model stage for one image.
 
     `payload` is the image's views when it was decoded here, or its JPEG
-    bytes when the model's device decodes it with its batch.
+    bytes when the model's device decodes it with its batch. `source` and
+    `stamp` say which input it came from, and that input's stamp.
     """
 
     sha256: str
     payload: Views | bytes
+    source: str | None = None
+    stamp: str | None = None
 
     def num_bytes(self) -> int:
         if isinstance(self.payload, bytes):
@@ -45,13 +72,25 @@ class ImageRecord:
         return sum(getattr(v, "nbytes", 0) for v in self.payload.tensors.values())
 
 
-class _Prepare(beam.DoFn):
+@dataclass(frozen=True)
+class SeenBefore:
+    """An image whose content hash a stored row made by the same models may have: its row is copied."""
+
+    key: str
+    sha256: str
+    data: bytes
+    source: str
+    stamp: str | None
+
+
+class Prepare(beam.DoFn):
     """Shared by the readers: one image's bytes (or why there are none) -> its record, or a dead letter.
 
-    With side inputs from earlier runs (incremental), an image is skipped
-    when its key and content already have a feature row from the same
-    models (`known`), or already have a dead letter (`dead`: key ->
-    (sha256, stage, reason)), so no rerun repeats a row or a dead letter.
+    An image is skipped when its key and content already have a feature row
+    from the same models or a dead letter (`Task`). With `seen` (a
+    `ContentFilter` of the stored rows' hashes, incremental runs), an image
+    whose content may already have a row goes to the `SEEN` output instead,
+    where the stored row is looked up and copied (transforms/incremental.py).
     """
 
     def __init__(self, spec: EncoderSpec):
@@ -62,88 +101,103 @@ class _Prepare(beam.DoFn):
         registry.ensure(self._spec)  # a pathway registered in the launcher cuts its views here too
         self._device_decode = decodes_on_device(self._spec.decode)
 
-    def _outcome(self, key: str, item: bytes | Exception, known: dict | None, dead: dict | None):
+    def outcome(self, task: Task, key: str, item: bytes | Exception, seen=None):
         if isinstance(item, Exception):
-            yield from self._dead(key, item, "read", None, dead)
+            yield from self.dead(key, item, "read", None, task)
             return
         digest = hashlib.sha256(item).hexdigest()
         counters.read()
-        if (known or {}).get(key) == digest or (dead or {}).get(key, (None,))[0] == digest:
+        if task.known.get(key) == digest or task.dead.get(key, (None,))[0] == digest:
             counters.ended(counters.SKIPPED)
             return
+        if seen is not None and digest in seen:
+            yield beam.pvalue.TaggedOutput(SEEN, SeenBefore(key, digest, item, task.source, task.stamp))
+            return
+        yield from self.record(key, digest, item, task)
+
+    def record(self, key: str, digest: str, data: bytes, task: Task):
+        """The image's record (its views cut, or its bytes for the device), or its dead letter."""
         try:
-            yield key, ImageRecord(digest, prepare(item, self._spec, self._device_decode))
+            yield key, ImageRecord(digest, prepare(data, self._spec, self._device_decode), task.source, task.stamp)
         except Exception as e:  # noqa: BLE001 - one image must never fail the job
-            yield from self._dead(key, e, "prepare", digest, dead)
+            yield from self.dead(key, e, "prepare", digest, task)
 
     @staticmethod
-    def _dead(key: str, error: Exception, stage: str, digest: str | None, dead: dict | None):
-        row = dead_letters.from_error(key, error, stage, digest)
-        if digest is None and (dead or {}).get(key) == (None, row["stage"], row["reason"]):
+    def dead(key: str, error: Exception, stage: str, digest: str | None, task: Task):
+        row = dead_letters.from_error(key, error, stage, digest, task.source, task.stamp)
+        if digest is None and task.dead.get(key) == (None, row["stage"], row["reason"]):
             counters.ended(counters.SKIPPED)  # unreadable as before, for the same reason: its dead letter stands
             return
         counters.ended(counters.DEAD)
         yield beam.pvalue.TaggedOutput(dead_letters.TAG, row)
 
 
-class _ReadImages(_Prepare):
+class _ReadImages(Prepare):
     """A loose image or a tar shard -> (key, ImageRecord) of each image it holds, or dead letters."""
 
-    def process(self, uri: str | bytes, known: dict | None = None, dead: dict | None = None):
+    def process(self, task: Task, seen=None):
         try:
-            for key, item in sources.images(uri):
-                yield from self._outcome(key, item, known, dead)
+            for key, item in sources.images(task.uri):
+                yield from self.outcome(task, key, item, seen)
         except Exception as e:  # noqa: BLE001 - a container that breaks in an unforeseen way loses only itself
-            yield from self._dead(to_text(uri), e, "read", None, dead)
+            yield from self.dead(task.source, e, "read", None, task)
 
 
 class _SplitParquet(beam.DoFn):
-    """A Parquet file -> (file, image column, row group, its first row) for each row group, from the footer."""
+    """A Parquet file -> (task, image column, row group, its first row) for each row group, from the footer."""
 
     def __init__(self, image_column: str | None):
         self._column = image_column
 
-    def process(self, uri: str | bytes):
+    def process(self, task: Task):
         try:
-            column, sizes = parquet.row_groups(uri, self._column)
+            column, sizes = parquet.row_groups(task.uri, self._column)
         except ImageError as e:
-            counters.ended(counters.DEAD)
-            yield beam.pvalue.TaggedOutput(dead_letters.TAG, dead_letters.from_error(uri, e, "read"))
+            yield from Prepare.dead(task.source, e, "read", None, task)
             return
         first = 0
         for group, rows in enumerate(sizes):
-            yield uri, column, group, first
+            yield task, column, group, first
             first += rows
 
 
-class _ReadRowGroup(_Prepare):
+class _ReadRowGroup(Prepare):
     """One row group of a Parquet file -> (key, ImageRecord) of each row, or dead letters."""
 
-    def process(self, part: tuple, known: dict | None = None, dead: dict | None = None):
-        uri, column, group, first = part
-        for key, item in parquet.images(uri, column, group, first):
-            yield from self._outcome(key, item, known, dead)
+    def process(self, part: tuple, seen=None):
+        task, column, group, first = part
+        for key, item in parquet.images(task.uri, column, group, first):
+            yield from self.outcome(task, key, item, seen)
+
+
+class PrepareSeen(Prepare):
+    """An image seen before whose stored row was not found after all -> its record, or a dead letter."""
+
+    def process(self, item: SeenBefore):
+        yield from self.record(item.key, item.sha256, item.data, Task(None, item.stamp, source=item.source))
 
 
 class ReadInputs(beam.PTransform):
-    """Input URIs -> (records, dead letters): every image of every loose file, tar shard and Parquet file.
+    """Tasks -> (records, dead letters, images seen before): every image of every file, shard and Parquet file.
 
-    `side` are the incremental run's side inputs (`_Prepare`).
+    `seen`: a side input of the stored rows' content hashes (incremental runs), or None.
     """
 
-    def __init__(self, spec: EncoderSpec, image_column: str | None = None, side: tuple = ()):
+    def __init__(self, spec: EncoderSpec, image_column: str | None = None, seen=None):
         super().__init__()
-        self._spec, self._column, self._side = spec, image_column, side
+        self._spec, self._column, self._seen = spec, image_column, seen
 
-    def expand(self, inputs):
-        files, tables = inputs | "ByKind" >> beam.Partition(lambda uri, n: int(input_kind(uri) == "parquet"), 2)
-        read = files | "Images" >> beam.ParDo(_ReadImages(self._spec), *self._side).with_outputs(
-            dead_letters.TAG, main="records")
+    def expand(self, tasks):
+        side = () if self._seen is None else (self._seen,)
+        files, tables = tasks | "ByKind" >> beam.Partition(lambda t, n: int(input_kind(t.uri) == "parquet"), 2)
+        read = files | "Images" >> beam.ParDo(_ReadImages(self._spec), *side).with_outputs(
+            dead_letters.TAG, SEEN, main="records")
         parts = tables | "RowGroups" >> beam.ParDo(_SplitParquet(self._column)).with_outputs(
             dead_letters.TAG, main="parts")
         rows = (parts.parts | "SpreadRowGroups" >> beam.Reshuffle()
-                | "Rows" >> beam.ParDo(_ReadRowGroup(self._spec), *self._side).with_outputs(
-                    dead_letters.TAG, main="records"))
+                | "Rows" >> beam.ParDo(_ReadRowGroup(self._spec), *side).with_outputs(
+                    dead_letters.TAG, SEEN, main="records"))
         records = (read.records, rows.records) | "Records" >> beam.Flatten()
         dead = (read[dead_letters.TAG], parts[dead_letters.TAG], rows[dead_letters.TAG]) | "Dead" >> beam.Flatten()
-        return records, dead
+        seen = (read[SEEN], rows[SEEN]) | "Seen" >> beam.Flatten()
+        return records, dead, seen

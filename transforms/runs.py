@@ -9,8 +9,13 @@ so a run killed anywhere leaves either all of its outputs or none.
 Only one run may write into an output at a time: `OutputLock` creates
 OUTPUT/runs/LOCK only if it does not exist (O_EXCL locally, a
 generation-matched create on gs://). Holding it, a run removes what killed
-runs left behind: their uncommitted shards and Beam's beam-temp-* folders.
-Beam-free, like store.py.
+runs left behind: their uncommitted shards and Beam's beam-temp-* folders,
+and what a killed compaction (transforms/compaction.py) left to delete.
+
+A compaction is a run too: before its manifest it writes
+OUTPUT/runs/replaces-RUN.json, the shards it replaces; once it has
+committed, readers no longer see those shards, whether or not they are
+deleted yet. Beam-free, like store.py.
 """
 from __future__ import annotations
 
@@ -26,12 +31,13 @@ import fsspec
 
 from grepq_core.errors import GrepqError
 
-__all__ = ["RUN_ID", "new_run_id", "grepq_version", "OutputLock", "commit", "committed_runs", "manifests", "run_of",
-           "clean_uncommitted"]
+__all__ = ["RUN_ID", "REPLACES", "new_run_id", "grepq_version", "OutputLock", "commit", "committed_runs",
+           "manifests", "run_of", "replaced", "write_replaces", "clean_uncommitted", "finish_compactions"]
 
 RUN_ID = re.compile(r"^(run-\d{8}T\d{6}Z-[0-9a-f]{6})")
 RUNS_DIR = "runs"
 LOCK = "LOCK"
+REPLACES = "replaces-"  # runs/replaces-RUN.json: what the compaction RUN replaces
 
 
 def new_run_id() -> str:
@@ -73,6 +79,34 @@ def manifests(output: str) -> list[dict]:
     return out
 
 
+def _replaces(output: str) -> dict[str, dict]:
+    """run -> what its replaces file says, for every compaction that wrote one (committed or not)."""
+    fs, folder = _runs_dir(output)
+    out = {}
+    for path in fs.glob(f"{folder}/{REPLACES}run-*.json"):
+        with fs.open(path, "r") as f:
+            out[path.rsplit("/", 1)[-1][len(REPLACES):-len(".json")]] = json.loads(f.read())
+    return out
+
+
+def replaced(output: str, committed: set[str] | None = None) -> dict[str, set[str]]:
+    """kind -> names of the shards that committed compactions replaced (hidden from readers)."""
+    committed = committed_runs(output) if committed is None else committed
+    out: dict[str, set[str]] = {}
+    for run, body in _replaces(output).items():
+        if run in committed:
+            for kind, names in body["shards"].items():
+                out.setdefault(kind, set()).update(names)
+    return out
+
+
+def write_replaces(output: str, run: str, shards: dict[str, list[str]], replaced_runs: list[str]) -> None:
+    """Name, before the compaction `run` commits, the shards (kind -> names) and the runs it replaces."""
+    fs, folder = _runs_dir(output)
+    with fs.open(f"{folder}/{REPLACES}{run}.json", "w") as f:
+        f.write(json.dumps({"shards": shards, "runs": replaced_runs}))
+
+
 def commit(output: str, run: str, manifest: dict) -> str:
     """Write the run's manifest, the last step of a run; returns its path."""
     fs, folder = _runs_dir(output)
@@ -84,16 +118,34 @@ def commit(output: str, run: str, manifest: dict) -> str:
 
 
 def clean_uncommitted(output: str, kinds: tuple[str, ...]) -> list[str]:
-    """Remove shards of runs that never committed, and Beam's temporary folders; returns what went."""
+    """Remove shards of runs that never committed, Beam's temporary folders, and what compactions replaced
+    (or, uncommitted, wrote); returns what went."""
     fs, root = fsspec.core.url_to_fs(output.rstrip("/"))
     done = committed_runs(output)
+    gone = replaced(output, done)
     removed = []
     for kind in kinds:
         for path in fs.glob(f"{root}/{kind}/*"):
             name = path.rsplit("/", 1)[-1]
-            stale_shard = name.endswith(".parquet") and run_of(name) not in (None, *done)
+            uncommitted = run_of(name) not in (None, *done)
+            stale_shard = name.endswith(".parquet") and (uncommitted or name in gone.get(kind, ()))
             if stale_shard or name.startswith("beam-temp-"):
                 fs.rm(path, recursive=True)
+                removed.append(path)
+    removed += finish_compactions(output, done)
+    return removed
+
+
+def finish_compactions(output: str, committed: set[str]) -> list[str]:
+    """Delete the manifests of the runs committed compactions replaced, then their replaces files; and the
+    replaces files of compactions that never committed. Their shards must be gone already."""
+    fs, folder = _runs_dir(output)
+    removed = []
+    for run, body in _replaces(output).items():
+        paths = [f"{folder}/{old}.json" for old in body["runs"]] if run in committed else []
+        for path in [*paths, f"{folder}/{REPLACES}{run}.json"]:
+            if fs.exists(path):
+                fs.rm(path)
                 removed.append(path)
     return removed
 
