@@ -1,6 +1,7 @@
 """gs:// input and output against a real GCS emulator on 127.0.0.1 (no mocks)."""
 import os
 import socket
+from urllib.parse import unquote
 
 import fsspec
 import pytest
@@ -96,3 +97,21 @@ def test_shards_and_lists_on_gs_give_keyed_rows_and_a_filtered_copy(gcs, photos_
     assert all(s["txt"] == caption(next(n for i, n in enumerate(photos) if f"{i:09d}" == s["__key__"]))
                for s in kept)
     assert (local / "grepq_filter.json").exists()
+
+
+def test_a_no_op_rerun_over_gs_downloads_no_input(gcs, photos_dir, model_flags, monkeypatch):
+    from gcp_storage_emulator.server import RequestHandler
+
+    for photo in sorted(photos_dir.glob("*.jpg")):
+        gcs.blob(f"nightly/{photo.name}").upload_from_filename(str(photo))
+    argv = ["--input", "gs://grepq-test/nightly/*.jpg", "--output", "gs://grepq-test/nightly-out", *model_flags,
+            "--pathways", "ll", "--max-patches", "8"]
+    extract.run(argv)
+    requests = []
+    real = RequestHandler.do_GET
+    monkeypatch.setattr(RequestHandler, "do_GET", lambda self: (requests.append(unquote(self.path)), real(self))[1])
+    manifest = extract.run([*argv, "--incremental"])
+    downloads = [r for r in requests if "nightly/" in r and ("alt=media" in r or r.startswith("/download/")
+                                                             or r.startswith("/grepq-test/nightly/"))]
+    assert manifest["counts"]["images_skipped_incremental"] == len(list(photos_dir.glob("*.jpg")))
+    assert downloads == [] and any("nightly" in r for r in requests)  # listed, never downloaded
