@@ -127,6 +127,7 @@ def build(p: beam.Pipeline, inputs: list[str], prefix: str, spec: TrainingSetSpe
     _Read, _MakeVersions, _WriteRecord = _steps()
     read = (p
             | "Match" >> MatchInputs(inputs)
+            | "Paths" >> beam.Map(lambda stamped: stamped[0])
             | "Read" >> beam.ParDo(_Read()).with_outputs(SKIPPED, main="photos"))
     made = (read.photos
             | "MakeVersions" >> beam.ParDo(_MakeVersions(spec, device)).with_outputs(SKIPPED, main="records"))
