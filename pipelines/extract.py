@@ -26,6 +26,9 @@ __all__ = ["run", "execute", "build", "check_weights", "arg_parser", "ThresholdE
 log = logging.getLogger(__name__)
 
 
+COPIES, SEEN = "copies", "seen"  # a run's extra feature shards: RUN-copies-*, RUN-seen-*
+
+
 class ThresholdExceeded(GrepqError):
     """The run finished and committed, but dead-lettered more than --max-dead-letter-fraction."""
 
@@ -57,7 +60,7 @@ def build(p, args, identities: dict, run: str, meta: dict):
     import apache_beam as beam
 
     from transforms import dead_letters, incremental, store
-    from transforms.inference import ExtractFeatures, GrepqModelHandler
+    from transforms.inference import ExtractFeatures, ExtractFew, GrepqModelHandler
     from transforms.inputs import MatchInputs
     from transforms.read import PrepareSeen, ReadInputs, Task
     from transforms.sinks import ParquetSink
@@ -77,17 +80,19 @@ def build(p, args, identities: dict, run: str, meta: dict):
         seen = beam.pvalue.AsSingleton(hashes | "ContentFilter" >> beam.CombineGlobally(
             incremental.ContentFilterOf(rows)))
     records, unread, seen_before = tasks | "Read" >> ReadInputs(spec, args.image_column, seen)
-    written = []
-    if stored:
+    handler = GrepqModelHandler(spec, large_model=args.large_model)
+    rows, failed = records | "Extract" >> ExtractFeatures(handler)
+    rows | "WriteFeatures" >> features.write(run)
+    dead_rows = [unread, failed]
+    if stored:  # copies and the rare images seen before after all go to shards of their own (transforms/read.py)
         copies, unseen = seen_before | "CopySeen" >> incremental.CopySeen(
             [uri for kind, uri, _ in stored if kind == "features"], identities)
+        copies | "WriteCopies" >> features.write(f"{run}-{COPIES}")
         more = unseen | "PrepareSeen" >> beam.ParDo(PrepareSeen(spec)).with_outputs(dead_letters.TAG, main="records")
-        records = (records, more.records) | "AllRecords" >> beam.Flatten()
-        unread = (unread, more[dead_letters.TAG]) | "AllUnread" >> beam.Flatten()
-        written.append(copies)
-    rows, failed = records | "Extract" >> ExtractFeatures(GrepqModelHandler(spec, large_model=args.large_model))
-    (rows, *written) | "AllRows" >> beam.Flatten() | "WriteFeatures" >> features.write(run)
-    (unread, failed) | "AllDead" >> beam.Flatten() | "WriteDead" >> dead.write(run)
+        seen_rows, seen_failed = more.records | "ExtractSeen" >> ExtractFew(handler)
+        seen_rows | "WriteSeen" >> features.write(f"{run}-{SEEN}")
+        dead_rows += [more[dead_letters.TAG], seen_failed]
+    dead_rows | "AllDead" >> beam.Flatten() | "WriteDead" >> dead.write(run)
 
 
 def _stored(features, dead, identities: dict, incremental: bool) -> list[tuple[str, str, int]]:
@@ -146,6 +151,8 @@ def execute(args, options, test_pipeline=None, argv=None) -> dict:
         finally:
             progress.finish()
         totals = counters.totals(result)
+        for extra in (COPIES, SEEN):
+            store.remove_empty(args.output, store.FEATURES_DIR, f"{run}-{extra}-")
         manifest = {**meta, "finished": _now(), "counts": totals}
         runs.commit(args.output, run, manifest)
     print(f"extract: {counters.summary(totals, time.perf_counter() - start)}")

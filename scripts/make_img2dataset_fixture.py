@@ -14,7 +14,6 @@ import argparse
 import csv
 import functools
 import http.server
-import io
 import shutil
 import subprocess
 import tempfile

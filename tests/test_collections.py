@@ -16,8 +16,8 @@ import pytest
 import webdataset as wds
 
 import grepq_core
-from grepq_core.images import sources
 from grepq_core.fitting.labels import LabelSet, join_labels
+from grepq_core.images import sources
 from pipelines import extract, filtering, score
 from pipelines.cli import main
 from tests.collections_corpus import caption, photo_bytes, raw_tar, write_hf_parquet, write_shards

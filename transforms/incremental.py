@@ -18,7 +18,7 @@ Nothing grows with the output in a worker: the stored rows travel as Arrow
 batches cut into buckets of about `BUCKET_ROWS` rows (one element per bucket
 per stored file, not one per row), and a worker holds one bucket. The one
 summary every worker holds is `ContentFilter`, a Bloom filter of the stored
-content hashes: 1.8 bytes per stored row (18 MB at ten million rows).
+content hashes: 3 bytes per stored row (30 MB at ten million rows).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from grepq_core.images.paths import to_text
 from transforms import counters, store
-from transforms.read import SeenBefore, Task
+from transforms.read import Task
 
 __all__ = ["BUCKET_ROWS", "ContentFilter", "ContentFilterOf", "Plan", "CopySeen", "buckets_for", "hash_pairs"]
 
@@ -56,7 +56,7 @@ class ContentFilter:
     """A Bloom filter of content hashes (sha256, hex): `sha in f` is True for every hash added, and for a
     share `RATE` of the others; the bits come from the hash itself, which is uniform already."""
 
-    RATE = 0.001
+    RATE = 1e-5  # so that an image read again for want of its stored row (read.PrepareSeen) is rare
 
     def __init__(self, rows: int):
         self.bits = max(64, math.ceil(-max(rows, 1) * math.log(self.RATE) / math.log(2) ** 2))

@@ -19,7 +19,7 @@ from grepq_core.model.settings import EncoderSpec
 from transforms import counters, dead_letters
 from transforms.read import ImageRecord
 
-__all__ = ["GrepqModelHandler", "ExtractFeatures"]
+__all__ = ["GrepqModelHandler", "ExtractFeatures", "ExtractFew"]
 
 
 class GrepqModelHandler(ModelHandler[ImageRecord, "dict | ImageError", Extractor]):
@@ -85,3 +85,35 @@ class ExtractFeatures(beam.PTransform):
         failed_batches = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch)
         dead = (split[dead_letters.TAG], failed_batches) | "Dead" >> beam.Flatten()
         return split.rows, dead
+
+
+class _ExtractEach(beam.DoFn):
+    """One record at a time through the handler, whose model loads when the first record arrives."""
+
+    def __init__(self, handler: GrepqModelHandler):
+        self._handler, self._model = handler, None
+
+    def process(self, keyed):
+        key, record = keyed
+        try:
+            self._model = self._model or self._handler.load_model()
+            results = self._handler.run_inference([record], self._model)
+        except Exception as e:  # noqa: BLE001 - as RunInference's exception handling: dead letters, not a failed job
+            for row in _failed_batch(([keyed], e)):
+                yield beam.pvalue.TaggedOutput(dead_letters.TAG, row)
+            return
+        yield from _split((key, results[0]))
+
+
+class ExtractFew(beam.PTransform):
+    """`ExtractFeatures` for a stream that is nearly always empty: a worker loads the models only if a record
+    reaches it, where RunInference loads them on every worker as it starts. Returns (rows, dead_letters)."""
+
+    def __init__(self, handler: GrepqModelHandler):
+        super().__init__()
+        self._handler = handler
+
+    def expand(self, records):
+        result = records | "ExtractEach" >> beam.ParDo(_ExtractEach(self._handler)).with_outputs(
+            dead_letters.TAG, main="rows")
+        return result.rows, result[dead_letters.TAG]

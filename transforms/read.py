@@ -8,11 +8,17 @@ incremental run, when its content may already have a row) as a
 one worker, a shard member by member (grepq_core/images/shards.py); a
 Parquet file is first split into its row groups, which are spread over the
 workers. Nothing here raises for a bad image or a bad container.
+
+One step reads every kind of input and hands its records straight to the
+model: a runner then fuses reading and inference, so a worker holds a
+bundle's images, not the whole run's (a second reader whose records were
+flattened into the first's would make the in-process runner buffer all of
+them between the steps).
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import apache_beam as beam
 
@@ -38,7 +44,8 @@ class Task:
     `known`: key -> sha256 of rows made by the same models; `dead`: key ->
     (sha256, stage, reason) of dead letters. An image whose key and content
     are known, or were dead-lettered, is not extracted again. `source` is
-    the input's key in outputs (escaped text).
+    the input's key in outputs (escaped text). `part` is, for one row group
+    of a Parquet file, (image column, row group, its first row's number).
     """
 
     uri: str | bytes | None
@@ -46,6 +53,7 @@ class Task:
     known: dict = field(default_factory=dict)
     dead: dict = field(default_factory=dict)
     source: str = ""
+    part: tuple | None = None
 
     def __post_init__(self):
         if not self.source:
@@ -74,11 +82,14 @@ class ImageRecord:
 
 @dataclass(frozen=True)
 class SeenBefore:
-    """An image whose content hash a stored row made by the same models may have: its row is copied."""
+    """An image whose content hash a stored row made by the same models may have: its row is copied.
+
+    Its bytes are not carried: the stored row is nearly always there, and
+    the rare image without one is read again by its key (`PrepareSeen`).
+    """
 
     key: str
     sha256: str
-    data: bytes
     source: str
     stamp: str | None
 
@@ -111,7 +122,7 @@ class Prepare(beam.DoFn):
             counters.ended(counters.SKIPPED)
             return
         if seen is not None and digest in seen:
-            yield beam.pvalue.TaggedOutput(SEEN, SeenBefore(key, digest, item, task.source, task.stamp))
+            yield beam.pvalue.TaggedOutput(SEEN, SeenBefore(key, digest, task.source, task.stamp))
             return
         yield from self.record(key, digest, item, task)
 
@@ -132,49 +143,46 @@ class Prepare(beam.DoFn):
         yield beam.pvalue.TaggedOutput(dead_letters.TAG, row)
 
 
-class _ReadImages(Prepare):
-    """A loose image or a tar shard -> (key, ImageRecord) of each image it holds, or dead letters."""
+class _Read(Prepare):
+    """A loose image, a tar shard or a Parquet row group -> (key, ImageRecord) of each image, or dead letters."""
 
     def process(self, task: Task, seen=None):
         try:
-            for key, item in sources.images(task.uri):
+            images = sources.images(task.uri) if task.part is None else parquet.images(task.uri, *task.part)
+            for key, item in images:
                 yield from self.outcome(task, key, item, seen)
         except Exception as e:  # noqa: BLE001 - a container that breaks in an unforeseen way loses only itself
             yield from self.dead(task.source, e, "read", None, task)
 
 
-class _SplitParquet(beam.DoFn):
-    """A Parquet file -> (task, image column, row group, its first row) for each row group, from the footer."""
-
-    def __init__(self, image_column: str | None):
-        self._column = image_column
-
-    def process(self, task: Task):
-        try:
-            column, sizes = parquet.row_groups(task.uri, self._column)
-        except ImageError as e:
-            yield from Prepare.dead(task.source, e, "read", None, task)
-            return
-        first = 0
-        for group, rows in enumerate(sizes):
-            yield task, column, group, first
-            first += rows
-
-
-class _ReadRowGroup(Prepare):
-    """One row group of a Parquet file -> (key, ImageRecord) of each row, or dead letters."""
-
-    def process(self, part: tuple, seen=None):
-        task, column, group, first = part
-        for key, item in parquet.images(task.uri, column, group, first):
-            yield from self.outcome(task, key, item, seen)
+def _row_groups(task: Task, image_column: str | None):
+    """A Parquet file's task -> one task per row group, from its footer; any other task as it is."""
+    if input_kind(task.uri) != "parquet":
+        yield task
+        return
+    try:
+        column, sizes = parquet.row_groups(task.uri, image_column)
+    except ImageError as e:
+        yield from Prepare.dead(task.source, e, "read", None, task)
+        return
+    first = 0
+    for group, rows in enumerate(sizes):
+        yield replace(task, part=(column, group, first))
+        first += rows
 
 
 class PrepareSeen(Prepare):
-    """An image seen before whose stored row was not found after all -> its record, or a dead letter."""
+    """An image seen before whose stored row was not found after all -> read by its key again, its record
+    or a dead letter."""
 
     def process(self, item: SeenBefore):
-        yield from self.record(item.key, item.sha256, item.data, Task(None, item.stamp, source=item.source))
+        task = Task(None, item.stamp, source=item.source)
+        try:
+            data = sources.read(item.key)
+        except Exception as e:  # noqa: BLE001 - one image must never fail the job
+            yield from self.dead(item.key, e, "read", None, task)
+            return
+        yield from self.record(item.key, hashlib.sha256(data).hexdigest(), data, task)
 
 
 class ReadInputs(beam.PTransform):
@@ -189,15 +197,9 @@ class ReadInputs(beam.PTransform):
 
     def expand(self, tasks):
         side = () if self._seen is None else (self._seen,)
-        files, tables = tasks | "ByKind" >> beam.Partition(lambda t, n: int(input_kind(t.uri) == "parquet"), 2)
-        read = files | "Images" >> beam.ParDo(_ReadImages(self._spec), *side).with_outputs(
-            dead_letters.TAG, SEEN, main="records")
-        parts = tables | "RowGroups" >> beam.ParDo(_SplitParquet(self._column)).with_outputs(
+        parts = tasks | "RowGroups" >> beam.FlatMap(_row_groups, self._column).with_outputs(
             dead_letters.TAG, main="parts")
-        rows = (parts.parts | "SpreadRowGroups" >> beam.Reshuffle()
-                | "Rows" >> beam.ParDo(_ReadRowGroup(self._spec), *side).with_outputs(
-                    dead_letters.TAG, SEEN, main="records"))
-        records = (read.records, rows.records) | "Records" >> beam.Flatten()
-        dead = (read[dead_letters.TAG], parts[dead_letters.TAG], rows[dead_letters.TAG]) | "Dead" >> beam.Flatten()
-        seen = (read[SEEN], rows[SEEN]) | "Seen" >> beam.Flatten()
-        return records, dead, seen
+        read = (parts.parts | "SpreadRowGroups" >> beam.Reshuffle()
+                | "Images" >> beam.ParDo(_Read(self._spec), *side).with_outputs(dead_letters.TAG, SEEN, main="records"))
+        dead = (parts[dead_letters.TAG], read[dead_letters.TAG]) | "Dead" >> beam.Flatten()
+        return read.records, dead, read[SEEN]

@@ -26,7 +26,7 @@ from transforms import runs
 
 __all__ = ["FEATURES_DIR", "DEAD_LETTERS_DIR", "SCORES_DIR", "BASELINES_DIR", "PROVENANCE", "DEAD_LETTERS",
            "BASELINES", "features_schema", "scores_schema", "identity_columns", "same_models", "model_sets", "output_path",
-           "shard_glob", "shards", "footers", "has_shards", "read_table", "write_shard"]
+           "shard_glob", "shards", "footers", "has_shards", "remove_empty", "read_table", "write_shard"]
 
 FEATURES_DIR = "features"
 DEAD_LETTERS_DIR = "dead_letters"
@@ -120,6 +120,17 @@ def footers(output: str, kind: str) -> list[tuple[str, list[str], int]]:
             meta = pq.ParquetFile(handle).metadata
             out.append((fs.unstrip_protocol(f), meta.schema.to_arrow_schema().names, meta.num_rows))
     return out
+
+
+def remove_empty(output: str, kind: str, prefix: str) -> None:
+    """Delete the shards named PREFIX* that hold no rows: a Beam file sink writes one even for no rows, and
+    every shard costs each later reader an open."""
+    fs, root = fsspec.core.url_to_fs(output_path(output, kind))
+    for f in fs.glob(f"{root}/{prefix}*.parquet"):
+        with fs.open(f, "rb") as handle:
+            empty = pq.ParquetFile(handle).metadata.num_rows == 0
+        if empty:
+            fs.rm(f)
 
 
 def has_shards(output: str, kind: str) -> bool:
