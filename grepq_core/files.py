@@ -5,7 +5,8 @@ readers' truth, so it must never be left half written: `write_file` writes
 a hidden temporary file beside the target, flushes it to disk and renames
 it over the target (local), or creates the object in one request (gs://
 and other fsspec URLs). A full disk then leaves the old file or none,
-never a truncated one. A target that exists and is not a regular file (a
+never a truncated one; `writing` does the same for a file written as a
+stream (a tar shard, a Parquet file of kept rows). A target that exists and is not a regular file (a
 device such as /dev/null, a FIFO, a folder) is refused before anything is
 written: renaming over it would replace the device node. Every failure is
 a `GrepqError` that names the path.
@@ -17,16 +18,18 @@ URLs, so a pipe such as ``<(cat labels.csv)`` is read as a stream.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
 import tempfile
+import uuid
 
 import fsspec
 
 from grepq_core.errors import GrepqError
 
-__all__ = ["is_local", "check_writable", "write_file", "open_capped"]
+__all__ = ["is_local", "check_writable", "write_file", "writing", "open_capped"]
 
 
 def is_local(uri: str) -> bool:
@@ -57,13 +60,34 @@ def check_writable(uri: str) -> None:
 def write_file(uri: str, data: bytes | str) -> str:
     """Write `data` (text as UTF-8) to `uri` whole or not at all; returns `uri`."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    if not is_local(uri):
-        try:
+    try:
+        if is_local(uri):
+            with writing(uri) as f:
+                f.write(payload)
+        else:
             fs, path = fsspec.core.url_to_fs(uri)
             fs.pipe_file(path, payload)
-        except OSError as e:
-            raise GrepqError(f"cannot write {uri}: {e.strerror or e}") from None
-        return uri
+    except OSError as e:
+        raise GrepqError(f"cannot write {uri}: {e.strerror or e}") from None
+    return uri
+
+
+@contextlib.contextmanager
+def writing(uri: str):
+    """A binary file whose bytes appear at `uri` (a path or an fsspec URL) only once the block ends without an
+    exception: a hidden local file renamed into place, or a temporary object moved onto the name."""
+    if not is_local(uri):
+        fs, path = fsspec.core.url_to_fs(uri)
+        temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            with fs.open(temporary, "wb") as f:
+                yield f
+            fs.mv(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                fs.rm(temporary)
+            raise
+        return
     path = _local_path(uri)
     check_writable(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -74,15 +98,15 @@ def write_file(uri: str, data: bytes | str) -> str:
         raise GrepqError(f"cannot write {path}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
-    except OSError as e:
-        os.unlink(temporary)
-        raise GrepqError(f"cannot write {path}: {e.strerror}") from None
-    return uri
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _umask() -> int:

@@ -22,6 +22,8 @@ COMMANDS = {
     "fit": ("pipelines.fit", "fit the ridge regressor on a few labelled images"),
     "score": ("pipelines.score", "score feature rows (ridge, or zero-shot without --model)"),
     "run": ("pipelines.run_all", "extract, fit when labels are given, score, write the report"),
+    "compact": ("pipelines.compact", "merge an output's many small shards into few large ones, atomically"),
+    "filter": ("pipelines.filtering", "a scored collection -> the kept samples as shards / Parquet, as they came in"),
     "make-training-set": ("pipelines.make_training_set", "pristine photos -> graded versions + FSIM matrices"),
     "train-ll": ("pipelines.train_ll", "train the low-level encoder (quality-aware contrastive loss)"),
     "train-hl": ("pipelines.train_hl", "fine-tune the CLIP image tower (group contrastive loss)"),

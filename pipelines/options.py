@@ -61,15 +61,30 @@ def _byte_size(text: str) -> int | None:
 
 
 def _input(p):
-    p.add_argument("--input", action="append", required=True,
-                   help="glob of images (local or gs://); repeatable")
+    g = p.add_argument_group("inputs (README, \"Inputs\")")
+    g.add_argument("--input", action="append",
+                   help="glob or brace pattern of images, WebDataset .tar shards or Parquet files (local or "
+                   "gs://); repeatable")
+    g.add_argument("--input-list", action="append",
+                   help="a file listing inputs: one URI per line, or a CSV / Parquet with a path or url column "
+                   "(or bucket and name, as a Cloud Storage inventory report); local or gs://; repeatable")
+    g.add_argument("--image-column",
+                   help="the column of Parquet inputs that holds the images (default: the one binary column, or "
+                   "the one struct with a bytes field)")
 
 
 def _extract_output(p):
     p.add_argument("--output", required=True, help="output folder (local or gs://) for features and dead letters")
     p.add_argument("--incremental", action="store_true",
-                   help="extract only images whose path and content are new under --output (neither a feature "
-                   "row nor a dead letter yet)")
+                   help="add only what is new under --output: inputs whose stamp (size and modification time or "
+                   "generation) is unchanged are skipped unread; of the others, images whose key and content "
+                   "already have a row or a dead letter are skipped, and content that has a row under another "
+                   "key is copied, not extracted")
+    p.add_argument("--compact-above", type=int, default=64,
+                   help="more committed shards than this: extract says to run `grepq compact`, and `grepq run "
+                   "--incremental` compacts by itself")
+    p.add_argument("--verify", action="store_true",
+                   help="with --incremental, read and hash every input instead of trusting unchanged stamps")
     p.add_argument("--retry-dead-letters", action="store_true",
                    help="with --incremental, try again the images that earlier runs dead-lettered")
     p.add_argument("--max-dead-letter-fraction", type=float,
@@ -182,6 +197,28 @@ def _score_io(p):
                    help="replace the scores already under --output (without it, such an output is refused)")
 
 
+def _shard_size(g):
+    g.add_argument("--shard-size", type=int, default=10_000,
+                   help="samples per output WebDataset shard (Parquet outputs keep one file per source file)")
+
+
+def _filter_io(p):
+    p.add_argument("--scores", required=True, help="a `grepq score` or `grepq run` output folder (holds scores/)")
+    p.add_argument("--features", help="the extract run's folder, for its dead letters; not given: --scores")
+    p.add_argument("--output", required=True,
+                   help="folder (local or gs://) for the kept samples, in the form they came in")
+    p.add_argument("--rejected", help="also write the rejected and dead-lettered samples here, for audit")
+    _shard_size(p)
+    p.add_argument("--replace", action="store_true", help="replace a filtered collection already in the folders")
+
+
+def _run_filter(p):
+    g = p.add_argument_group("filtered collection (WebDataset and Parquet inputs)")
+    g.add_argument("--filter-output", help="also write the kept samples here, in the form they came in")
+    g.add_argument("--rejected-output", help="and the rejected and dead-lettered ones here")
+    _shard_size(g)
+
+
 def _run_io(p):
     _input(p)
     _extract_output(p)
@@ -194,7 +231,8 @@ COMMAND_FLAGS = {
     "extract": (_input, _extract_output, _encoders, _views),
     "fit": (_features, _labels, _fit_output),
     "score": (_features, _score_io, _scoring),
-    "run": (_run_io, _encoders, _views, _scoring),
+    "run": (_run_io, _encoders, _views, _scoring, _run_filter),
+    "filter": (_filter_io,),
 }
 
 

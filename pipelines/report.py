@@ -58,18 +58,17 @@ def _model_record(scorers, model: str | None) -> dict | None:
 
 
 def _thumbnails(paths, size: int) -> dict[str, bytes]:
-    """JPEG thumbnails of the images that can still be read, within extract's default budgets; the others are
-    logged and left out."""
+    """JPEG thumbnails of the images (by key) that can still be read, within extract's default budgets; the
+    others are logged and left out."""
+    from grepq_core.images import sources
     from grepq_core.images.deadline import decode_in_time
     from grepq_core.images.limits import DEFAULT_MAX_SECONDS, DecodeLimits
-    from grepq_core.images.paths import to_local
-    from grepq_core.images.read import read_bytes
     from grepq_core.report import thumbnail_jpeg
 
     out = {}
     for path in paths:
         try:
-            pixels, _ = decode_in_time(read_bytes(to_local(path)), DecodeLimits(max_seconds=DEFAULT_MAX_SECONDS))
+            pixels, _ = decode_in_time(sources.read(path), DecodeLimits(max_seconds=DEFAULT_MAX_SECONDS))
             out[path] = thumbnail_jpeg(pixels, size)
         except ImageError as e:
             log.warning("no thumbnail for %s: %s", path, e)
@@ -80,7 +79,7 @@ def _run_record(features: str) -> dict[str, str]:
     """What the extract runs behind the features say of themselves: when, over what, with which grepq."""
     from transforms import runs
 
-    made = runs.manifests(features)
+    made = [h for m in runs.manifests(features) for h in m.get("history", [m])]  # a compaction keeps its runs
     if not made:
         return {}
     inputs = sorted({a for m in made for a in _flag_values(m.get("argv", []), "--input")})

@@ -1,6 +1,6 @@
 """`grepq score`: feature rows -> scores, keep and reject lists.
 
-    Read features -> score (ridge or zero-shot) -> threshold -> keep flag
+    Read features -> score (ridge or zero-shot) -> mark exact duplicates -> threshold -> keep flag
       -> Write scores Parquet, keep.txt, reject.txt
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ def build(p, args, features: str, model: str | None, output: str, replace: bool 
 
     from grepq_core.files import check_writable
     from transforms import store
-    from transforms.scoring import KeepThreshold, ScoreRows
+    from transforms.scoring import KeepThreshold, MarkDuplicates, ScoreRows
     from transforms.sinks import ParquetSink
 
     if args.keep_above is not None and args.keep_top_fraction is not None:
@@ -103,7 +103,8 @@ def build(p, args, features: str, model: str | None, output: str, replace: bool 
     _prepare_output(output, replace or getattr(args, "replace", False))
     scores = (p
               | "Read" >> source.read()
-              | "Score" >> beam.ParDo(ScoreRows(model, scale)))
+              | "Score" >> beam.ParDo(ScoreRows(model, scale))
+              | "Duplicates" >> MarkDuplicates())
     threshold = scores | "Threshold" >> KeepThreshold(args.keep_above, args.keep_top_fraction)
     decided = scores | "Decide" >> beam.Map(_decide, beam.pvalue.AsSingleton(threshold))
     decided | "WriteScores" >> ParquetSink(output, store.SCORES_DIR, store.scores_schema()).write("part")

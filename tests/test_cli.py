@@ -32,7 +32,7 @@ def test_each_subcommand_has_help(name, capsys):
 
 def test_missing_required_flag_is_a_clear_error(capsys):
     assert main(["extract", "--output", "/tmp/nowhere"]) == 2
-    assert "the following arguments are required: --input" in capsys.readouterr().err
+    assert "give --input (globs of images, shards or Parquet files) or --input-list" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name, own, foreign", [

@@ -12,9 +12,14 @@ grepq on a full disk) counts as no commit, with a one-line warning.
 Only one run may write into an output at a time: `OutputLock` creates
 OUTPUT/runs/LOCK only if it does not exist (O_EXCL locally, a
 generation-matched create on gs://). Holding it, a run removes what killed
-runs left behind: their uncommitted shards, unreadable manifests and
-Beam's beam-temp-* folders.
-Beam-free, like store.py.
+runs left behind: their uncommitted shards, unreadable manifests, Beam's
+beam-temp-* folders, and what a killed compaction (transforms/compaction.py)
+left to delete.
+
+A compaction is a run too: before its manifest it writes
+OUTPUT/runs/replaces-RUN.json, the shards it replaces; once it has
+committed, readers no longer see those shards, whether or not they are
+deleted yet. Beam-free, like store.py.
 """
 from __future__ import annotations
 
@@ -32,8 +37,8 @@ import fsspec
 from grepq_core.errors import GrepqError
 from grepq_core.files import write_file
 
-__all__ = ["RUN_ID", "new_run_id", "grepq_version", "OutputLock", "commit", "committed_runs", "manifests", "run_of",
-           "clean_uncommitted"]
+__all__ = ["RUN_ID", "REPLACES", "new_run_id", "grepq_version", "OutputLock", "commit", "committed_runs",
+           "manifests", "run_of", "replaced", "write_replaces", "clean_uncommitted", "finish_compactions"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,7 @@ RUNS_DIR = "runs"
 LOCK = "LOCK"
 _MAX_MANIFEST_BYTES = 16 * 2**20  # a manifest is a few kB
 _WARNED: set[str] = set()  # unreadable manifests already reported by this process
+REPLACES = "replaces-"  # runs/replaces-RUN.json: what the compaction RUN replaces
 
 
 def new_run_id() -> str:
@@ -104,6 +110,35 @@ def _run_name(path: str) -> str:
     return path.rsplit("/", 1)[-1][:-len(".json")]
 
 
+def _replaces(output: str) -> dict[str, dict]:
+    """run -> what its replaces file says, for every compaction that wrote one (committed or not)."""
+    fs, folder = _runs_dir(output)
+    out = {}
+    for path in fs.glob(f"{folder}/{REPLACES}run-*.json"):
+        with fs.open(path, "r") as f:
+            out[path.rsplit("/", 1)[-1][len(REPLACES):-len(".json")]] = json.loads(f.read())
+    return out
+
+
+def replaced(output: str, committed: set[str] | None = None) -> dict[str, set[str]]:
+    """kind -> names of the shards that committed compactions replaced (hidden from readers)."""
+    committed = committed_runs(output) if committed is None else committed
+    out: dict[str, set[str]] = {}
+    for run, body in _replaces(output).items():
+        if run in committed:
+            for kind, names in body["shards"].items():
+                out.setdefault(kind, set()).update(names)
+    return out
+
+
+def write_replaces(output: str, run: str, shards: dict[str, list[str]], replaced_runs: list[str]) -> None:
+    """Name, before the compaction `run` commits, the shards (kind -> names) and the runs it replaces."""
+    fs, folder = _runs_dir(output)
+    path = f"{folder}/{REPLACES}{run}.json"
+    write_file(fs.unstrip_protocol(path) if "://" in output else path,
+               json.dumps({"shards": shards, "runs": replaced_runs}))
+
+
 def commit(output: str, run: str, manifest: dict) -> str:
     """Write the run's manifest whole, the last step of a run; returns its path."""
     fs, folder = _runs_dir(output)
@@ -114,22 +149,39 @@ def commit(output: str, run: str, manifest: dict) -> str:
 
 
 def clean_uncommitted(output: str, kinds: tuple[str, ...]) -> list[str]:
-    """Remove shards of runs that never committed, manifests that cannot be read, and temporary files and
-    folders; returns what went."""
+    """Remove shards of runs that never committed, manifests that cannot be read, temporary files and folders,
+    and what compactions replaced (or, uncommitted, wrote); returns what went."""
     fs, root = fsspec.core.url_to_fs(output.rstrip("/"))
     done = committed_runs(output)
+    gone = replaced(output, done)
     removed = []
     for kind in kinds:
         for path in fs.glob(f"{root}/{kind}/*"):
             name = path.rsplit("/", 1)[-1]
-            stale_shard = name.endswith(".parquet") and run_of(name) not in (None, *done)
+            uncommitted = run_of(name) not in (None, *done)
+            stale_shard = name.endswith(".parquet") and (uncommitted or name in gone.get(kind, ()))
             if stale_shard or name.startswith("beam-temp-"):
                 fs.rm(path, recursive=True)
                 removed.append(path)
-    for path in fs.glob(f"{root}/{RUNS_DIR}/run-*.json") + fs.glob(f"{root}/{RUNS_DIR}/.run-*.tmp"):
+    for path in fs.glob(f"{root}/{RUNS_DIR}/run-*.json") + fs.glob(f"{root}/{RUNS_DIR}/.*.tmp"):
         if path.endswith(".tmp") or _run_name(path) not in done:
             fs.rm(path)
             removed.append(path)
+    removed += finish_compactions(output, done)
+    return removed
+
+
+def finish_compactions(output: str, committed: set[str]) -> list[str]:
+    """Delete the manifests of the runs committed compactions replaced, then their replaces files; and the
+    replaces files of compactions that never committed. Their shards must be gone already."""
+    fs, folder = _runs_dir(output)
+    removed = []
+    for run, body in _replaces(output).items():
+        paths = [f"{folder}/{old}.json" for old in body["runs"]] if run in committed else []
+        for path in [*paths, f"{folder}/{REPLACES}{run}.json"]:
+            if fs.exists(path):
+                fs.rm(path)
+                removed.append(path)
     return removed
 
 

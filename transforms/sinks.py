@@ -52,8 +52,8 @@ class ParquetSink:
     def exists(self) -> bool:
         return store.has_shards(self.output, self.kind)
 
-    def shard_columns(self) -> list[tuple[str, list[str]]]:
-        return store.shard_columns(self.output, self.kind)
+    def footers(self) -> list[tuple[str, list[str], int]]:
+        return store.footers(self.output, self.kind)
 
     def write(self, run: str) -> beam.PTransform:
         return beam.io.WriteToParquet(f"{store.output_path(self.output, self.kind)}/{run}", self.schema,

@@ -24,11 +24,11 @@ from __future__ import annotations
 import csv
 import io
 import math
-import posixpath
 from typing import Iterable
 
 from grepq_core.errors import GrepqError
 from grepq_core.files import open_capped
+from grepq_core.images.keys import file_name
 
 __all__ = ["MAX_LABEL_BYTES", "LabelFile"]
 
@@ -76,10 +76,6 @@ def _score(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _name(path: str) -> str:
-    return posixpath.basename(path.replace("\\", "/"))
-
-
 def _targets(feature_paths: Iterable[str]) -> tuple[set[str], dict[str, object]]:
     """The feature paths, and each file name's one path (`_SEVERAL` when more rows have it)."""
     paths: set[str] = set()
@@ -87,7 +83,7 @@ def _targets(feature_paths: Iterable[str]) -> tuple[set[str], dict[str, object]]
     for path in feature_paths:
         if path not in paths:
             paths.add(path)
-            name = _name(path)
+            name = file_name(path)
             by_name[name] = path if name not in by_name else _SEVERAL
     return paths, by_name
 
@@ -106,7 +102,8 @@ class LabelFile:
         """{feature path: score} for every label that names exactly one feature row, and the warnings.
 
         A label's path matches a feature path exactly, or else by file name
-        when exactly one feature row has that file name. Scores are kept
+        (a file's or a shard member's base name, `keys.file_name`) when
+        exactly one feature row has that file name. Scores are kept
         exactly as written, spaces and line breaks in a path included.
         """
         paths, by_name = _targets(feature_paths)
@@ -129,7 +126,7 @@ class LabelFile:
             if not key.strip() or score is None:
                 note("unusable", f"line {line}")
                 continue
-            target = key if key in paths else by_name.get(_name(key))
+            target = key if key in paths else by_name.get(file_name(key))
             if target is None:
                 note("unmatched", key)
             elif target is _SEVERAL:

@@ -1,6 +1,10 @@
-"""Bytes to pixels: reading an image with a cap, decoding it to 8-bit RGB, file names as escaped text.
+"""Bytes to pixels: where an image lives, reading it with a cap, decoding it to 8-bit RGB.
 
-- read.py: `read_bytes` / `read_and_hash` from a local path or any fsspec URL (regular files only, a byte cap);
+- keys.py: one key per image, whether a loose file, a member of a tar shard or a row of a Parquet file;
+- read.py: `read_bytes` / `read_and_hash` of a local path or any fsspec URL (regular files only, a byte cap);
+- shards.py, parquet.py: the images of WebDataset tar shards (streamed) and Parquet files (by row group);
+- sources.py: every image of any input, and the bytes of any key;
+- lists.py: list files of inputs (text, CSV, Parquet, Cloud Storage inventory reports);
 - limits.py: `DecodeLimits`, what one image may cost (pixels, memory, seconds);
 - decode.py: `decode_image` (upright, RGB, 8 bits; every conversion listed; priced against the memory budget
   before pixels are allocated) and `device_decodable`;

@@ -394,5 +394,5 @@ def device_decodable(data: bytes, limits: DecodeLimits = DecodeLimits()) -> bool
 
 
 def load_image(uri: str | bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
-    """`read_bytes` then `decode_image`."""
+    """`read_bytes` then `decode_image` (a key of an output: `decode_image(sources.read(key))`)."""
     return decode_image(read_bytes(uri), limits)

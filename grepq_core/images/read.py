@@ -15,6 +15,7 @@ Failure reasons, all at ``stage="read"``:
 | ``empty_file`` | zero bytes |
 """
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -25,7 +26,8 @@ import fsspec
 
 from grepq_core.errors import ImageError
 
-__all__ = ["DEFAULT_MAX_BYTES", "read_bytes", "read_and_hash", "is_local_path", "clean_detail", "display_path"]
+__all__ = ["DEFAULT_MAX_BYTES", "read_bytes", "read_and_hash", "open_input", "is_local_path", "clean_detail",
+           "display_path"]
 
 # Far above any photo (a 100 MP camera JPEG is about 50 MiB), far below a worker's memory.
 DEFAULT_MAX_BYTES = 256 * 2**20
@@ -40,18 +42,43 @@ def read_bytes(uri: str | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     regular files, so a FIFO cannot hang the job nor /dev/zero fill memory.
     Files over `max_bytes` are refused before reading where the size is
     known, and no more than ``max_bytes + 1`` bytes are ever read.
+    (Members of shards and rows of Parquet files: grepq_core/images/sources.py.)
 
     Only ``OSError`` (what filesystems raise for missing, forbidden or
     unreadable files) becomes ``unreadable``; anything else, such as a missing
     fsspec filesystem package, is a setup problem and propagates.
     """
-    if is_local_path(uri):
-        data = _read_local(_strip_file_scheme(uri), max_bytes)
-    else:
-        data = _read_remote(os.fsdecode(uri), max_bytes)
+    with open_input(uri, max_bytes) as (f, size):
+        data = _read_capped(f, uri, max_bytes, size)
     if not data:
         raise ImageError("empty_file", f"{display_path(uri)}: 0 bytes", stage="read")
     return data
+
+
+@contextlib.contextmanager
+def open_input(uri: str | bytes, max_bytes: int | None = None):
+    """(binary file object, its size or None) of a regular local file or an fsspec URL, for reading.
+
+    A local path's kind (a FIFO, a socket or a device is refused) and size
+    (over `max_bytes`, when given) are checked before it is opened, and
+    again on the open file; a remote object's size before it is read. Any
+    ``OSError``, on opening or while the caller reads, becomes `ImageError`
+    ``unreadable`` at stage ``read``.
+    """
+    try:
+        if is_local_path(uri):
+            f, size = _open_local(_strip_file_scheme(uri), max_bytes)
+            with f:
+                yield f, size
+        else:
+            with fsspec.open(os.fsdecode(uri), "rb") as f:
+                size = getattr(f, "size", None)
+                size = size if isinstance(size, int) else None
+                _check_size(uri, size, max_bytes)
+                yield f, size
+    except OSError as exc:
+        raise ImageError("unreadable", f"{display_path(uri)}: {clean_detail(exc.strerror or str(exc))}",
+                         stage="read") from exc
 
 
 def is_local_path(uri: str | bytes) -> bool:
@@ -66,35 +93,37 @@ def _strip_file_scheme(uri: str | bytes) -> str | bytes:
     return uri[len(prefix):] if uri.startswith(prefix) else uri
 
 
-def _read_local(path: str | bytes, max_bytes: int) -> bytes:
-    """A regular local file's bytes, its kind and size checked before anything is read.
+def _open_local(path: str | bytes, max_bytes: int | None):
+    """(open file, size) of a regular local file, its kind and size checked before anything is read.
 
     A path longer than the system's PATH_MAX (which plain calls refuse) is
     opened from its folder, reached a few components at a time.
     """
     try:
-        try:
-            return _read_regular(path, max_bytes, None, path)
-        except OSError as exc:
-            if exc.errno != errno.ENAMETOOLONG or len(os.path.basename(os.fsencode(path))) > _NAME_MAX:
-                raise
-        folder, name = _folder_of(path)
-        try:
-            return _read_regular(name, max_bytes, folder, path)
-        finally:
-            os.close(folder)
+        return _open_regular(path, max_bytes, None, path)
     except OSError as exc:
-        raise ImageError("unreadable", f"{display_path(path)}: {clean_detail(exc.strerror or str(exc))}", stage="read") from exc
+        if exc.errno != errno.ENAMETOOLONG or len(os.path.basename(os.fsencode(path))) > _NAME_MAX:
+            raise
+    folder, name = _folder_of(path)
+    try:
+        return _open_regular(name, max_bytes, folder, path)
+    finally:
+        os.close(folder)  # the file stays open
 
 
-def _read_regular(path: str | bytes, max_bytes: int, folder: int | None, shown: str | bytes) -> bytes:
-    """`path` (relative to the open folder `folder`, if given) read as `_read_local` says; `shown` in messages."""
-    _check_local(shown, os.stat(path, dir_fd=folder), max_bytes)
+def _open_regular(path: str | bytes, max_bytes: int | None, folder: int | None, shown: str | bytes):
+    """`path` (relative to the open folder `folder`, if given) opened as `_open_local` says; `shown` in messages."""
+    _check_size(shown, _check_local(shown, os.stat(path, dir_fd=folder)), max_bytes)
     # O_NONBLOCK: if the path became a FIFO since the stat, open returns
     # at once instead of waiting for a writer, and the fstat refuses it.
-    with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK, dir_fd=folder)) as f:
-        size = _check_local(shown, os.fstat(f.fileno()), max_bytes)
-        return _read_capped(f, shown, max_bytes, size)
+    f = open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK, dir_fd=folder))
+    try:
+        size = _check_local(shown, os.fstat(f.fileno()))
+        _check_size(shown, size, max_bytes)
+    except BaseException:
+        f.close()
+        raise
+    return f, size
 
 
 def _folder_of(path: str | bytes) -> tuple[int, bytes]:
@@ -114,13 +143,12 @@ def _folder_of(path: str | bytes) -> tuple[int, bytes]:
     return folder, name
 
 
-def _check_local(path: str | bytes, info: os.stat_result, max_bytes: int) -> int:
-    """Refuse anything but a regular file within `max_bytes`; return its size."""
+def _check_local(path: str | bytes, info: os.stat_result) -> int:
+    """Refuse anything but a regular file; return its size."""
     if stat.S_ISDIR(info.st_mode):
         raise ImageError("unreadable", f"{display_path(path)}: is a directory", stage="read")
     if not stat.S_ISREG(info.st_mode):
         raise ImageError("not_a_regular_file", f"{display_path(path)}: {_file_kind(info.st_mode)}", stage="read")
-    _check_size(path, info.st_size, max_bytes)
     return info.st_size
 
 
@@ -130,8 +158,8 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), f"file type {stat.S_IFMT(mode):o}")
 
 
-def _check_size(uri: str | bytes, size: int | None, max_bytes: int) -> None:
-    if size is not None and size > max_bytes:
+def _check_size(uri: str | bytes, size: int | None, max_bytes: int | None) -> None:
+    if size is not None and max_bytes is not None and size > max_bytes:
         raise ImageError("too_large", f"{display_path(uri)}: {size} bytes, more than the {max_bytes} allowed",
                          stage="read")
 
@@ -148,18 +176,6 @@ def _read_capped(f, uri: str | bytes, max_bytes: int, size: int | None) -> bytes
         data += f.read(limit - len(data))
     _check_size(uri, len(data), max_bytes)
     return data
-
-
-def _read_remote(uri: str, max_bytes: int) -> bytes:
-    """An fsspec URL's bytes; its size, when the filesystem reports one, is checked before reading."""
-    try:
-        with fsspec.open(uri, "rb") as f:
-            size = getattr(f, "size", None)
-            size = size if isinstance(size, int) else None
-            _check_size(uri, size, max_bytes)
-            return _read_capped(f, uri, max_bytes, size)
-    except OSError as exc:
-        raise ImageError("unreadable", f"{uri}: {clean_detail(str(exc))}", stage="read") from exc
 
 
 def display_path(uri: str | bytes) -> str:
