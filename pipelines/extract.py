@@ -70,7 +70,7 @@ def build(p, args, identities: dict, run: str, meta: dict):
     features = ParquetSink(args.output, store.FEATURES_DIR, store.features_schema().with_metadata(tag))
     dead = ParquetSink(args.output, store.DEAD_LETTERS_DIR, store.DEAD_LETTERS.with_metadata(tag))
     stored = _stored(features, dead, identities, args.incremental)
-    inputs = p | "Match" >> MatchInputs(args.input or [], args.input_list or [])
+    inputs = p | "Match" >> MatchInputs(args.input or [], args.input_list or [], _outputs_of(args))
     if not stored:
         tasks, seen = inputs | "Tasks" >> beam.MapTuple(lambda uri, stamp: Task(uri, stamp)), None
     else:
@@ -93,6 +93,13 @@ def build(p, args, identities: dict, run: str, meta: dict):
         seen_rows | "WriteSeen" >> features.write(f"{run}-{SEEN}")
         dead_rows += [more[dead_letters.TAG], seen_failed]
     dead_rows | "AllDead" >> beam.Flatten() | "WriteDead" >> dead.write(run)
+
+
+def _outputs_of(args) -> list[str]:
+    """The folders this command writes, which are never read as its inputs (`grepq run` writes filtered
+    collections too)."""
+    return [o for o in (args.output, getattr(args, "filter_output", None), getattr(args, "rejected_output", None))
+            if o]
 
 
 def _stored(features, dead, identities: dict, incremental: bool) -> list[tuple[str, str, int]]:
@@ -130,7 +137,7 @@ def execute(args, options, test_pipeline=None, argv=None) -> dict:
     from transforms import counters, progress, runs, store
     from transforms.inputs import check_inputs
 
-    matched = check_inputs(args.input or [], args.input_list or [], args.image_column)
+    matched = check_inputs(args.input or [], args.input_list or [], args.image_column, _outputs_of(args))
     identities = check_weights(encoder_spec(args), hand_over=_runs_here(options))
     run = runs.new_run_id()
     meta = {"run": run, "grepq_version": runs.grepq_version(), "started": _now(), "identities": identities,

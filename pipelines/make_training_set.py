@@ -126,7 +126,7 @@ def build(p: beam.Pipeline, inputs: list[str], prefix: str, spec: TrainingSetSpe
 
     _Read, _MakeVersions, _WriteRecord = _steps()
     read = (p
-            | "Match" >> MatchInputs(inputs)
+            | "Match" >> MatchInputs(inputs, outputs=[prefix])
             | "Paths" >> beam.Map(lambda stamped: stamped[0])
             | "Read" >> beam.ParDo(_Read()).with_outputs(SKIPPED, main="photos"))
     made = (read.photos

@@ -1,8 +1,10 @@
 """Every kind of broken or awkward file ends in exactly one output, on DirectRunner."""
 import os
 
+import numpy as np
 import pytest
 from bad_corpus import DECODE_SECONDS, expected_stage, make_bad_corpus
+from PIL import Image
 
 from grepq_core.images.paths import to_text as text_path
 from pipelines import extract
@@ -56,3 +58,20 @@ def test_damaged_metadata_costs_no_pixels_and_the_decoder_column_says_so(bad_run
     assert decoder["exif_damaged.png"] == "cpu, damaged EXIF ignored"
     assert decoder["icc_12_bytes.jpg"] == decoder["ztxt_50mb.png"] == "cpu, damaged metadata ignored"
     assert decoder["exif_rotated.jpg"] == decoder["cmyk.jpg"] == "cpu"
+
+
+def test_an_output_inside_the_input_is_never_read_as_input(model_flags, tmp_path, caplog):
+    folder = tmp_path / "photos"
+    (folder / "day1").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 60, 3), np.uint8)).save(
+            folder / "day1" / f"{i}.jpg")
+    out = folder / "out"
+    argv = ["--input", f"{folder}/**/*", "--output", str(out), *model_flags, "--pathways", "ll", "--no-zero-shot"]
+    first = extract.run(argv)
+    assert first["counts"]["images_scored"] == 3 and first["counts"]["images_dead_lettered"] == 0
+    caplog.clear()
+    again = extract.run([*argv, "--incremental"])  # its shards, manifest and lock now lie under the glob
+    assert again["counts"]["images_read"] == 0 and again["counts"]["images_dead_lettered"] == 0
+    assert "lie under the output folder" in caplog.text
+    assert len(read_table(str(out), "features")) == 3 and len(read_table(str(out), "dead_letters")) == 0

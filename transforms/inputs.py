@@ -12,6 +12,10 @@ Each input comes with its stamp (grepq_core/images/stamps.py): from the
 listing itself for a glob (a local stat, or the object store's listing
 details), from one stat or metadata request for a named input or a list
 entry; never from reading it.
+
+A run never reads its own outputs: whatever lies under an output folder
+(`outputs`) is left out of the inputs, so ``--input 'D/**/*' --output
+D/out`` does not read its own shards, manifests or lock as images.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from grepq_core.images import lists, parquet
 from grepq_core.images.keys import input_kind
 from grepq_core.images.stamps import local_stamp, remote_stamp, stamp
 
-__all__ = ["MatchInputs", "check_inputs", "expand_braces", "glob_local", "has_wildcard", "is_local_pattern"]
+__all__ = ["MatchInputs", "check_inputs", "expand_braces", "glob_local", "has_wildcard", "is_local_pattern",
+           "output_folders", "outside"]
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +98,34 @@ def _stamped_remote(pattern: str) -> list[tuple[str, str | None]]:
             for name, details in sorted(fs.glob(path, detail=True).items()) if details.get("type") != "directory"]
 
 
+def output_folders(outputs) -> tuple[str, ...]:
+    """The folders whose contents are never inputs, each ending in "/": a local output as typed and as its
+    real path (absolute), a remote one as it is."""
+    folders = set()
+    for output in filter(None, outputs):
+        if is_local_pattern(output):
+            path = output.removeprefix("file://")
+            folders.update({os.path.abspath(path), os.path.realpath(path)})
+        else:
+            folders.add(output.rstrip("/"))
+    return tuple(sorted(f.rstrip("/") + "/" for f in folders))
+
+
+def outside(uri: str | bytes, folders: tuple[str, ...]) -> bool:
+    """Whether an input lies outside every one of `folders` (from `output_folders`)."""
+    text = os.fsdecode(uri)
+    return not (text if "://" in text else os.path.abspath(text)).startswith(folders)
+
+
 class MatchInputs(beam.PTransform):
     """(input, stamp) of every input the globs, brace patterns and lists name, each once (local, gs://,
-    any fsspec filesystem)."""
+    any fsspec filesystem), less those under the `outputs` folders."""
 
-    def __init__(self, patterns: list[str], input_lists: list[str] = ()):
+    def __init__(self, patterns: list[str], input_lists: list[str] = (), outputs: list[str] = ()):
         super().__init__()
         self._patterns = [p for pattern in patterns for p in expand_braces(pattern)]
         self._lists = list(input_lists)
+        self._outside = output_folders(outputs)
 
     def expand(self, pbegin):
         globs = [p for p in self._patterns if has_wildcard(p)]
@@ -113,10 +138,13 @@ class MatchInputs(beam.PTransform):
                  | "Stat" >> beam.Map(lambda uri: (uri, stamp(uri))),
                  pbegin | "Local" >> beam.Create(local) | "Glob" >> beam.FlatMap(_stamped_local),
                  pbegin | "Remote" >> beam.Create(remote) | "Match" >> beam.FlatMap(_stamped_remote)]
-        return found | "Flatten" >> beam.Flatten() | "Distinct" >> beam.Distinct() | "Spread" >> beam.Reshuffle()
+        return (found | "Flatten" >> beam.Flatten()
+                | "NotOutputs" >> beam.Filter(lambda item, folders: outside(item[0], folders), self._outside)
+                | "Distinct" >> beam.Distinct() | "Spread" >> beam.Reshuffle())
 
 
-def check_inputs(patterns: list[str], input_lists: list[str] = (), image_column: str | None = None) -> int | None:
+def check_inputs(patterns: list[str], input_lists: list[str] = (), image_column: str | None = None,
+                 outputs: list[str] = ()) -> int | None:
     """Stop before anything runs when the inputs are wrong; the number of images they hold, where known.
 
     Every glob must match a file, a named input (the first of a brace
@@ -126,13 +154,17 @@ def check_inputs(patterns: list[str], input_lists: list[str] = (), image_column:
     column. Returns how many images the inputs hold when they are all local
     loose files (the total a local run's progress counts towards), else
     None: remote listings are only probed here, containers not opened.
+    Files under the `outputs` folders are not inputs; a warning says how
+    many a local glob matched there, or that a remote glob may.
     """
     if not patterns and not input_lists:
         raise GrepqError("give `input` (globs of images, shards or Parquet files) or `input_list` (list files)")
     images, countable = set(), not input_lists
+    folders = output_folders(outputs)
     for pattern in patterns:
         first = expand_braces(pattern)[0]
         found, where = _probe(first)
+        found = _without_outputs(found, pattern, folders)
         if not found:
             raise GrepqError(f"no file matches `input` {pattern}: looked for {where}")
         kinds = {input_kind(f) for f in found}
@@ -144,6 +176,22 @@ def check_inputs(patterns: list[str], input_lists: list[str] = (), image_column:
     for input_list in input_lists:
         lists.check(input_list)
     return len(images) if countable else None
+
+
+def _without_outputs(found: list, pattern: str, folders: tuple[str, ...]) -> list:
+    """`found` less the files under the output folders, with a warning when there were (or, for a remote
+    glob, whose listing is only probed here, may be) any."""
+    kept = [f for f in found if outside(f, folders)]
+    if len(kept) < len(found):
+        log.warning("%d files that `input` %s matches lie under the output folder %s: a run does not read its "
+                    "own outputs, so they are left out", len(found) - len(kept), pattern, " or ".join(folders))
+    elif not is_local_pattern(pattern) and has_wildcard(pattern):
+        base = pattern[:min(pattern.find(c) for c in "*?[" if c in pattern)]
+        under = [f for f in folders if f.startswith(base)]
+        if under:
+            log.warning("the output folder %s lies under `input` %s: its files are left out of the inputs",
+                        " or ".join(under), pattern)
+    return kept
 
 
 def _probe(pattern: str) -> tuple[list, str]:

@@ -127,6 +127,7 @@ def remove_empty(output: str, kind: str, prefix: str) -> None:
     """Delete the shards named PREFIX* that hold no rows: a Beam file sink writes one even for no rows, and
     every shard costs each later reader an open."""
     fs, root = fsspec.core.url_to_fs(output_path(output, kind))
+    fs.invalidate_cache(root)  # the pipeline wrote these shards behind fsspec's listing cache
     for f in fs.glob(f"{root}/{prefix}*.parquet"):
         with fs.open(f, "rb") as handle:
             empty = pq.ParquetFile(handle).metadata.num_rows == 0
