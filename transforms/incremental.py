@@ -16,14 +16,15 @@ that row's features are copied under its key.
 
 Nothing grows with the output in a worker: the stored rows travel as Arrow
 batches cut into buckets of about `BUCKET_ROWS` rows (one element per bucket
-per stored file, not one per row), and a worker holds one bucket. The one
+per stored file, not one per row), and a worker holds one bucket. A stored
+row travels as 33 bytes: its input, its stamp and its key as 8-byte ids
+(`read.key_id`), the first 16 bytes of its content hash, and its kind. The one
 summary every worker holds is `ContentFilter`, a Bloom filter of the stored
 content hashes: 3 bytes per stored row (30 MB at ten million rows).
 """
 from __future__ import annotations
 
 import math
-import zlib
 from collections import defaultdict
 
 import apache_beam as beam
@@ -35,7 +36,7 @@ import pyarrow.parquet as pq
 
 from grepq_core.images.paths import to_text
 from transforms import counters, store
-from transforms.read import Task
+from transforms.read import Task, content_id, key_id
 
 __all__ = ["BUCKET_ROWS", "ContentFilter", "ContentFilterOf", "Plan", "CopySeen", "buckets_for", "hash_pairs"]
 
@@ -48,8 +49,13 @@ def buckets_for(stored_rows: int) -> int:
     return max(1, math.ceil(stored_rows / BUCKET_ROWS))
 
 
-def _bucket(source: str, buckets: int) -> int:
-    return zlib.crc32(source.encode("utf-8", "surrogateescape")) % buckets
+def _ids(values: pa.Array) -> pa.Array:
+    """uint64 `key_id`s of a string column (null stays null)."""
+    return pa.array([None if v is None else key_id(v) for v in values.to_pylist()], pa.uint64())
+
+
+def _contents(values: pa.Array) -> pa.Array:
+    return pa.array([None if v is None else content_id(v) for v in values.to_pylist()], pa.binary(16))
 
 
 class ContentFilter:
@@ -137,7 +143,7 @@ class _Stored(beam.DoFn):
                 table = pa.Table.from_batches([batch])
                 catalog = self._catalog(table, kind, names)
                 if kind == "features":
-                    same = catalog.filter(pc.equal(catalog["kind"], FEATURE))["sha256"].to_pylist()
+                    same = table["sha256"].filter(pc.equal(catalog["kind"], FEATURE)).to_pylist()
                     if same:
                         yield beam.pvalue.TaggedOutput("filter", hash_pairs(same))
                 yield from self._buckets_of(catalog)
@@ -146,26 +152,26 @@ class _Stored(beam.DoFn):
         return table[name] if name in names else pa.nulls(table.num_rows, pa.string())
 
     def _catalog(self, table: pa.Table, kind: str, names: set) -> pa.Table:
-        """source, stamp, path, sha256, kind, stage, reason: what the join needs of each stored row."""
+        """source, stamp, path (ids), sha (content id), kind, and a dead letter's stage and reason: what the
+        join needs of each stored row."""
         source = pc.coalesce(self._column(table, "source", names), table["path"])  # rows stored before provenance
+        columns = {"source": _ids(source), "stamp": _ids(self._column(table, "source_stamp", names)),
+                   "path": _ids(table["path"]), "sha": _contents(table["sha256"])}
         if kind == "dead":
-            kinds = pa.array(np.full(table.num_rows, DEAD, dtype=np.int8))
-            stage, reason = self._column(table, "stage", names), self._column(table, "reason", names)
+            columns["kind"] = pa.array(np.full(table.num_rows, DEAD, dtype=np.int8))
+            columns["stage"] = self._column(table, "stage", names)
+            columns["reason"] = self._column(table, "reason", names)
         else:
             same = np.ones(table.num_rows, dtype=bool)
             for column, value in self._identities.items():
                 values = self._column(table, column, names)
                 same &= np.asarray((pc.is_null(values) if value is None else
                                     pc.fill_null(pc.equal(values, value), False)).to_numpy(zero_copy_only=False))
-            kinds = pa.array(np.where(same, FEATURE, OTHER_MODELS).astype(np.int8))
-            stage = reason = pa.nulls(table.num_rows, pa.string())
-        return pa.table({"source": source, "stamp": self._column(table, "source_stamp", names),
-                         "path": table["path"], "sha256": table["sha256"], "kind": kinds,
-                         "stage": stage, "reason": reason})
+            columns["kind"] = pa.array(np.where(same, FEATURE, OTHER_MODELS).astype(np.int8))
+        return pa.table(columns)
 
     def _buckets_of(self, catalog: pa.Table):
-        buckets = np.fromiter((_bucket(s, self._buckets) for s in catalog["source"].to_pylist()), dtype=np.int64,
-                              count=catalog.num_rows)
+        buckets = (catalog["source"].to_numpy() % np.uint64(self._buckets)).astype(np.int64)
         for bucket in np.unique(buckets):
             yield int(bucket), _ipc(catalog.take(np.flatnonzero(buckets == bucket)))
 
@@ -187,7 +193,7 @@ class Plan(beam.PTransform):
         stored = (inputs.pipeline | "StoredShards" >> beam.Create(self._shards)
                   | "SpreadShards" >> beam.Reshuffle()
                   | "ReadStored" >> beam.ParDo(_Stored(self._identities, buckets)).with_outputs("filter", main="catalog"))
-        keyed = inputs | "ByBucket" >> beam.Map(lambda item: (_bucket(to_text(item[0]), buckets), item))
+        keyed = inputs | "ByBucket" >> beam.Map(lambda item: (key_id(to_text(item[0])) % buckets, item))
         tasks = ({"inputs": keyed, "stored": stored.catalog} | "Join" >> beam.CoGroupByKey()
                  | "Decide" >> beam.FlatMap(_decide, self._verify, self._retry))
         return tasks, stored.filter
@@ -199,28 +205,28 @@ def _decide(bucket_group: tuple, verify: bool, retry_dead: bool):
     inputs = group["inputs"]
     if not inputs:
         return
-    sources = {to_text(uri) for uri, _ in inputs}
+    ids = [key_id(to_text(uri)) for uri, _ in inputs]
+    wanted = pa.array(sorted(set(ids)), pa.uint64())
     earlier = defaultdict(list)
     for data in group["stored"]:
         table = _table(data)
-        for row in table.filter(pc.is_in(table["source"], value_set=pa.array(sorted(sources)))).to_pylist():
+        for row in table.filter(pc.is_in(table["source"], value_set=wanted)).to_pylist():
             earlier[row["source"]].append(row)
-    for uri, stamp in inputs:
-        yield from _task(uri, stamp, earlier.get(to_text(uri), []), verify, retry_dead)
+    for (uri, stamp), source in zip(inputs, ids):
+        yield from _task(uri, stamp, earlier.get(source, []), verify, retry_dead)
 
 
 def _task(uri, stamp: str | None, rows: list[dict], verify: bool, retry_dead: bool):
     """Skip the input (counting its images as skipped), or the Task that reads it."""
-    current = [r for r in rows if stamp is not None and r["stamp"] == stamp]
+    current = [] if stamp is None else [r for r in rows if r["stamp"] == key_id(stamp)]
     done = {r["path"] for r in current if r["kind"] == FEATURE}
     stale = any(r["kind"] == OTHER_MODELS and r["path"] not in done for r in current)
     retried = retry_dead and any(r["kind"] == DEAD for r in current)
     if current and not (verify or stale or retried):
         counters.ended(counters.SKIPPED, len({r["path"] for r in rows if r["kind"] != OTHER_MODELS}))
         return
-    known = {r["path"]: r["sha256"] for r in rows if r["kind"] == FEATURE}
-    dead = {} if retry_dead else {r["path"]: (r["sha256"], r["stage"], r["reason"])
-                                  for r in rows if r["kind"] == DEAD}
+    known = {r["path"]: r["sha"] for r in rows if r["kind"] == FEATURE}
+    dead = {} if retry_dead else {r["path"]: (r["sha"], r["stage"], r["reason"]) for r in rows if r["kind"] == DEAD}
     yield Task(uri, stamp, known, dead)
 
 

@@ -32,17 +32,30 @@ from grepq_core.model.devices import decodes_on_device
 from grepq_core.model.settings import EncoderSpec
 from transforms import counters, dead_letters
 
-__all__ = ["SEEN", "Task", "ImageRecord", "SeenBefore", "ReadInputs", "Prepare", "PrepareSeen"]
+__all__ = ["SEEN", "key_id", "content_id", "Task", "ImageRecord", "SeenBefore", "ReadInputs", "Prepare", "PrepareSeen"]
 
 SEEN = "seen_before"  # the tagged output of images whose content a stored row may already describe
+
+
+def key_id(text: str) -> int:
+    """A key (or a stamp) as an incremental run's join carries it: 8 bytes of its BLAKE2b digest, so the
+    stored rows' keys cost 8 bytes each however long they are (two keys of one input share an id by a
+    2^-64 chance)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "little")
+
+
+def content_id(sha256: str) -> bytes:
+    """An image's content as the join carries it: the first 16 bytes of its sha256."""
+    return bytes.fromhex(sha256[:32])
 
 
 @dataclass(frozen=True)
 class Task:
     """One input to read, with its stamp, and what earlier runs know of its images (incremental runs).
 
-    `known`: key -> sha256 of rows made by the same models; `dead`: key ->
-    (sha256, stage, reason) of dead letters. An image whose key and content
+    `known`: key -> content of rows made by the same models; `dead`: key ->
+    (content, stage, reason) of dead letters, keys and contents as
+    `key_id` and `content_id` give them. An image whose key and content
     are known, or were dead-lettered, is not extracted again. `source` is
     the input's key in outputs (escaped text). `part` is, for one row group
     of a Parquet file, (image column, row group, its first row's number).
@@ -118,9 +131,11 @@ class Prepare(beam.DoFn):
             return
         digest = hashlib.sha256(item).hexdigest()
         counters.read()
-        if task.known.get(key) == digest or task.dead.get(key, (None,))[0] == digest:
-            counters.ended(counters.SKIPPED)
-            return
+        if task.known or task.dead:
+            known, content = key_id(key), content_id(digest)
+            if task.known.get(known) == content or task.dead.get(known, (None,))[0] == content:
+                counters.ended(counters.SKIPPED)
+                return
         if seen is not None and digest in seen:
             yield beam.pvalue.TaggedOutput(SEEN, SeenBefore(key, digest, task.source, task.stamp))
             return
@@ -136,7 +151,7 @@ class Prepare(beam.DoFn):
     @staticmethod
     def dead(key: str, error: Exception, stage: str, digest: str | None, task: Task):
         row = dead_letters.from_error(key, error, stage, digest, task.source, task.stamp)
-        if digest is None and task.dead.get(key) == (None, row["stage"], row["reason"]):
+        if digest is None and task.dead and task.dead.get(key_id(key)) == (None, row["stage"], row["reason"]):
             counters.ended(counters.SKIPPED)  # unreadable as before, for the same reason: its dead letter stands
             return
         counters.ended(counters.DEAD)
