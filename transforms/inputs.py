@@ -183,13 +183,13 @@ def _without_outputs(found: list, pattern: str, folders: tuple[str, ...]) -> lis
     glob, whose listing is only probed here, may be) any."""
     kept = [f for f in found if outside(f, folders)]
     if len(kept) < len(found):
-        log.warning("%d files that `input` %s matches lie under the output folder %s: a run does not read its "
-                    "own outputs, so they are left out", len(found) - len(kept), pattern, " or ".join(folders))
+        log.warning("%d files that the input pattern %s matches lie under the output folder %s: a run does not "
+                    "read its own outputs, so they are left out", len(found) - len(kept), pattern, " or ".join(folders))
     elif not is_local_pattern(pattern) and has_wildcard(pattern):
         base = pattern[:min(pattern.find(c) for c in "*?[" if c in pattern)]
         under = [f for f in folders if f.startswith(base)]
         if under:
-            log.warning("the output folder %s lies under `input` %s: its files are left out of the inputs",
+            log.warning("the output folder %s lies under the input pattern %s: its files are left out of the inputs",
                         " or ".join(under), pattern)
     return kept
 
