@@ -32,6 +32,8 @@ setup(
         "piq>=0.8",
         "matplotlib>=3.7",
         "tqdm>=4.60",
+        "webdataset>=0.2.100",  # WebDataset tar shards: member names, and the writer of filtered shards
+        "braceexpand>=0.1.7",  # shard patterns as webdataset writes them, {00000..00099}
     ],
     extras_require={
         "gcp": ["apache-beam[gcp]", "gcsfs", "google-cloud-storage"],

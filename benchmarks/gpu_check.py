@@ -79,7 +79,7 @@ SPECIALS = ("rgb.png", "cmyk.jpg", "truncated.jpg", "garbage.jpg", "corrupt.jpg"
 # pixels (Pillow's fallback, or a device decoder that reads it right: the
 # CPU's libjpeg-turbo reads CMYK); "error": an ImageError (a dead letter);
 # "as_cpu": what the CPU path does (views or error). In `grepq extract` PNG and
-# CMYK never reach the device decoder (`is_plain_jpeg`): decoder "cpu" there.
+# CMYK never reach the device decoder (`device_decodable`): decoder "cpu" there.
 EXPECTED = {"rgb.png": "cpu", "cmyk.jpg": "cpu", "truncated.jpg": "error", "garbage.jpg": "error",
             "corrupt.jpg": "as_cpu"}
 
@@ -641,9 +641,9 @@ def parity(args) -> None:
     with part("pixel_comparisons"):  # the device decoder against Pillow, whole images, and the views cut
         decode_diff, view_diff = {}, {}
         for c_idx in chunks(list(range(len(datas)))):
-            for i, res in zip(c_idx, decode_on_device([datas[i] for i in c_idx], device)):
-                if not isinstance(res, ImageError) and res[1] != "cpu":  # what the device decoder itself made
-                    decode_diff[names[i]] = _diff_stats(res[0].permute(1, 2, 0).cpu().numpy(), pixels[i])
+            for i, image in zip(c_idx, decode_on_device([datas[i] for i in c_idx], device)):
+                if image is not None:  # what the device decoder itself made
+                    decode_diff[names[i]] = _diff_stats(image.permute(1, 2, 0).cpu().numpy(), pixels[i])
         for i in good:
             for key, cpu_view in cpu_views[i].tensors.items():
                 view_diff.setdefault(key, {})[names[i]] = _diff_stats(host(dev_views[i].tensors[key]),

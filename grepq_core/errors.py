@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import asdict, dataclass
 
-__all__ = ["GrepqError", "ImageError", "WeightsUnavailable", "Failure", "did_you_mean"]
+__all__ = ["GrepqError", "ImageError", "WeightsUnavailable", "Failure", "did_you_mean", "found_in"]
 
 
 class GrepqError(Exception):
@@ -37,6 +37,18 @@ class ImageError(GrepqError):
         self.reason = reason
         self.detail = detail
         self.stage = stage
+
+
+def found_in(error: BaseException | None, kind: type) -> BaseException | None:
+    """The first exception of type `kind` in `error`'s chain of causes and contexts (Beam re-raises a
+    worker's exception wrapped in its own), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def did_you_mean(name: str, choices, n: int = 3) -> str:

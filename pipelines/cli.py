@@ -10,7 +10,7 @@ import logging
 import re
 import sys
 
-from grepq_core.errors import GrepqError
+from grepq_core.errors import GrepqError, found_in
 from pipelines.options import flag_message
 from transforms.runs import grepq_version
 
@@ -22,6 +22,8 @@ COMMANDS = {
     "fit": ("pipelines.fit", "fit the ridge regressor on a few labelled images"),
     "score": ("pipelines.score", "score feature rows (ridge, or zero-shot without --model)"),
     "run": ("pipelines.run_all", "extract, fit when labels are given, score, write the report"),
+    "compact": ("pipelines.compact", "merge an output's many small shards into few large ones, atomically"),
+    "filter": ("pipelines.filtering", "a scored collection -> the kept samples as shards / Parquet, as they came in"),
     "make-training-set": ("pipelines.make_training_set", "pristine photos -> graded versions + FSIM matrices"),
     "train-ll": ("pipelines.train_ll", "train the low-level encoder (quality-aware contrastive loss)"),
     "train-hl": ("pipelines.train_hl", "fine-tune the CLIP image tower (group contrastive loss)"),
@@ -32,19 +34,14 @@ COMMANDS = {
 }
 
 
-def _user_error(error: BaseException) -> GrepqError | None:
-    """The GrepqError behind `error`, if any (Beam re-raises a worker's exception wrapped in its own)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, GrepqError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
+def _user_error(error: BaseException) -> GrepqError | OSError | None:
+    """The GrepqError behind `error`, else the I/O error (OSError) behind it, if any."""
+    return found_in(error, GrepqError) or found_in(error, OSError)
 
 
 class _UserErrorsOnce(logging.Filter):
-    """Drops Beam's logged traceback of a GrepqError raised in a pipeline: the command prints it, in one line."""
+    """Drops Beam's logged traceback of a user or I/O error raised in a pipeline: the command prints it, in one
+    line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.name.startswith("apache_beam") and record.exc_info
@@ -104,9 +101,10 @@ def main(argv=None) -> int:
         return e.code
     except Exception as e:  # noqa: BLE001 - a user's mistake is one line; a bug keeps its traceback
         user = _user_error(e)
-        if user is None and not isinstance(e, OSError):
+        if user is None:
             raise
-        message = str(user) if user is not None else f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+        message = str(user) if isinstance(user, GrepqError) else f"{user.strerror or user}: {user.filename or ''}"
+        message = message.rstrip(": ")
         message = re.sub(r"\s*\[while running '[^']*'\]$", "", message.splitlines()[0])
         print(f"grepq {name}: error: {flag_message(message, module.arg_parser())}", file=sys.stderr)
         return getattr(user, "exit_code", 2)

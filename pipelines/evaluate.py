@@ -202,11 +202,11 @@ def _json_safe(value):
 def run(argv=None) -> dict:
     """Evaluate, print the table, write JSON and Markdown; returns the JSON record."""
     args = arg_parser().parse_args(argv)  # first, so that a flag error needs no heavy import
-    import fsspec
     import numpy as np
 
     from grepq_core.evaluation import protocols as E
     from grepq_core.evaluation.datasets import load_dataset
+    from grepq_core.files import write_file
     from grepq_core.model import registry
     from grepq_core.model.extractor import load_available
     from pipelines.evaluate_data import Cache, gather
@@ -251,11 +251,8 @@ def run(argv=None) -> dict:
     if spec.profile == "reference":
         text += "\nIn the paper's layout:\n\n" + E.paper_table(results, args.dataset) + "\n"
     print("\n" + text)
-    fs, folder = fsspec.core.url_to_fs(args.output)
-    fs.makedirs(folder, exist_ok=True)
-    with fs.open(f"{folder}/evaluation.md", "w") as f:
-        f.write(text)
-    with fs.open(f"{folder}/evaluation.json", "w") as f:
-        json.dump(_json_safe(report), f, indent=1)
+    folder = args.output.rstrip("/")
+    write_file(f"{folder}/evaluation.md", text)
+    write_file(f"{folder}/evaluation.json", json.dumps(_json_safe(report), indent=1))
     log.info("wrote %s/evaluation.json and evaluation.md", args.output)
     return report

@@ -23,7 +23,7 @@ import numpy as np
 from grepq_core.errors import Failure, ImageError
 from grepq_core.evaluation.baselines import brisque, niqe, nss_features
 from grepq_core.images.decode import decode_image
-from grepq_core.images.read import read_and_hash
+from grepq_core.images.sources import read_input
 from grepq_core.model.cut import image_views
 from grepq_core.model.extractor import Extractor
 from grepq_core.model.settings import EncoderSpec
@@ -111,7 +111,8 @@ def gather(paths: list[str], extractor: Extractor, cache: Cache):
     try:
         for i, path in enumerate(paths):
             try:
-                data, sha256 = read_and_hash(path)
+                data = read_input(path)
+                sha256 = hashlib.sha256(data).hexdigest()
                 progress.read()
                 features[i] = cache.get("features", path, sha256)
                 baselines[i] = cache.get("baselines", path, sha256)

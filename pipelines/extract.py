@@ -15,16 +15,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import sys
 import time
 
 from grepq_core.errors import GrepqError
-from pipelines.options import command_parser, encoder_spec, parse
+from pipelines.options import command_parser, encoder_spec, parse, writing_under
 
-__all__ = ["run", "execute", "build", "check_weights", "check_inputs", "arg_parser", "ThresholdExceeded"]
+__all__ = ["run", "execute", "build", "check_weights", "arg_parser", "ThresholdExceeded"]
 
 log = logging.getLogger(__name__)
+
+
+COPIES, SEEN = "copies", "seen"  # a run's extra feature shards: RUN-copies-*, RUN-seen-*
 
 
 class ThresholdExceeded(GrepqError):
@@ -53,98 +55,68 @@ def check_weights(spec, hand_over: bool = False) -> dict:
     return model.identities
 
 
-def _unlistable(pattern: str) -> int:
-    """Folders under a recursive glob's base that cannot be listed (their files cannot be matched)."""
-    if "**" not in pattern:
-        return 0
-    base = os.path.abspath(pattern.split("**", 1)[0] or ".")
-    errors = []
-    for _ in os.walk(base, onerror=errors.append):
-        pass
-    return len(errors)
-
-
-def check_inputs(patterns: list[str]) -> int | None:
-    """Every glob must match at least one file; a folder given as a glob is a mistake worth naming.
-
-    Returns how many files the globs match when all are local (the total a
-    local run's progress counts towards), else None: gs:// listings are
-    only probed here, not repeated.
-    """
-    from apache_beam.io.filesystems import FileSystems
-
-    from transforms.read import glob_local, is_local_pattern
-
-    local = set()
-    for pattern in patterns:
-        if is_local_pattern(pattern):
-            path = pattern.removeprefix("file://")
-            if os.path.isdir(path):
-                raise GrepqError(f"`input` {pattern} is a folder: give a glob of its images, e.g. "
-                                 f"'{os.path.join(pattern, '*.jpg')}' or '{os.path.join(pattern, '**', '*')}'")
-            found = glob_local(pattern)
-            local.update(found)
-            where = f"{os.path.abspath(path)} (from the folder {os.getcwd()})"
-            skipped = _unlistable(path)
-            if skipped:
-                log.warning("%d folders under %s cannot be listed: their files are not matched", skipped, pattern)
-        else:
-            found = FileSystems.match([pattern], limits=[1])[0].metadata_list
-            where = pattern
-        if not found:
-            raise GrepqError(f"no file matches `input` {pattern}: looked for {where}")
-    return len(local) if all(is_local_pattern(p) for p in patterns) else None
-
-
-def _side_inputs(p, features, dead, identities: dict, retry_dead: bool) -> tuple:
-    """(path -> sha256 of rows made by these models, path -> (sha256, stage, reason) of dead letters)."""
-    import apache_beam as beam
-
-    from transforms.store import same_models
-
-    known = beam.pvalue.AsDict(
-        p
-        | "ReadExisting" >> features.read(columns=["path", "sha256", *identities])
-        | "SameModels" >> beam.Filter(same_models, identities)
-        | "PathHash" >> beam.Map(lambda r: (r["path"], r["sha256"])))
-    if retry_dead or not dead.exists():
-        return (known,)
-    return known, beam.pvalue.AsDict(
-        p
-        | "ReadDead" >> dead.read(columns=["path", "sha256", "stage", "reason"])
-        | "DeadKey" >> beam.Map(lambda r: (r["path"], (r["sha256"], r["stage"], r["reason"]))))
-
-
 def build(p, args, identities: dict, run: str, meta: dict):
     """Add the extract steps to `p`; shards carry `meta` in their Parquet key-value metadata."""
     import apache_beam as beam
 
-    from transforms import dead_letters, store
-    from transforms.inference import ExtractFeatures, GrepqModelHandler
-    from transforms.read import MatchImages, ReadAndPrepare
+    from transforms import dead_letters, incremental, store
+    from transforms.inference import ExtractFeatures, ExtractFew, GrepqModelHandler
+    from transforms.inputs import MatchInputs
+    from transforms.read import PrepareSeen, ReadInputs, Task
     from transforms.sinks import ParquetSink
 
     spec = encoder_spec(args)
     tag = {b"grepq": json.dumps(meta, sort_keys=True).encode()}
     features = ParquetSink(args.output, store.FEATURES_DIR, store.features_schema().with_metadata(tag))
     dead = ParquetSink(args.output, store.DEAD_LETTERS_DIR, store.DEAD_LETTERS.with_metadata(tag))
-    existing = features.exists()
-    if existing:
-        if not args.incremental:
-            raise GrepqError(f"{args.output} already holds features: pass `incremental` to add new images "
-                             "to them, or choose another `output`")
-        for shard, names in features.shard_columns():
-            missing = [c for c in identities if c not in names]
-            if missing:
-                raise GrepqError(f"{shard} was written by an older grepq (no {', '.join(missing)} column), so "
-                                 "`incremental` cannot tell how its rows were made: extract into a new `output`")
-    side = _side_inputs(p, features, dead, identities, args.retry_dead_letters) if existing else ()
-    read = (p
-            | "Match" >> MatchImages(args.input)
-            | "Read" >> beam.ParDo(ReadAndPrepare(spec), *side).with_outputs(dead_letters.TAG, main="records"))
-    rows, failed = read.records | "Extract" >> ExtractFeatures(GrepqModelHandler(spec, large_model=args.large_model))
+    stored = _stored(features, dead, identities, args.incremental)
+    inputs = p | "Match" >> MatchInputs(args.input or [], args.input_list or [], _outputs_of(args))
+    if not stored:
+        tasks, seen = inputs | "Tasks" >> beam.MapTuple(lambda uri, stamp: Task(uri, stamp)), None
+    else:
+        rows = sum(count for _, _, count in stored)
+        tasks, hashes = inputs | "Plan" >> incremental.Plan(
+            [(kind, uri) for kind, uri, _ in stored], rows, identities, args.verify, args.retry_dead_letters)
+        seen = beam.pvalue.AsSingleton(hashes | "ContentFilter" >> beam.CombineGlobally(
+            incremental.ContentFilterOf(rows)))
+    records, unread, seen_before = tasks | "Read" >> ReadInputs(spec, args.image_column, seen)
+    handler = GrepqModelHandler(spec, large_model=args.large_model)
+    rows, failed = records | "Extract" >> ExtractFeatures(handler)
     rows | "WriteFeatures" >> features.write(run)
-    (read[dead_letters.TAG], failed) | "AllDead" >> beam.Flatten() | "WriteDead" >> dead.write(run)
+    dead_rows = [unread, failed]
+    if stored:  # copies and the rare images seen before after all go to shards of their own (transforms/read.py)
+        copies, unseen = seen_before | "CopySeen" >> incremental.CopySeen(
+            [uri for kind, uri, _ in stored if kind == "features"], identities)
+        copies | "WriteCopies" >> features.write(f"{run}-{COPIES}")
+        more = unseen | "PrepareSeen" >> beam.ParDo(PrepareSeen(spec)).with_outputs(dead_letters.TAG, main="records")
+        seen_rows, seen_failed = more.records | "ExtractSeen" >> ExtractFew(handler)
+        seen_rows | "WriteSeen" >> features.write(f"{run}-{SEEN}")
+        dead_rows += [more[dead_letters.TAG], seen_failed]
+    dead_rows | "AllDead" >> beam.Flatten() | "WriteDead" >> dead.write(run)
+
+
+def _outputs_of(args) -> list[str]:
+    """The folders this command writes, which are never read as its inputs (`grepq run` writes filtered
+    collections too)."""
+    return [o for o in (args.output, getattr(args, "filter_output", None), getattr(args, "rejected_output", None))
+            if o]
+
+
+def _stored(features, dead, identities: dict, incremental: bool) -> list[tuple[str, str, int]]:
+    """("features" | "dead", shard URI, rows) of what earlier runs committed; refused without `incremental`."""
+    if not features.exists():
+        return []
+    if not incremental:
+        raise GrepqError(f"{features.output} already holds features: pass `incremental` to add new images "
+                         "to them, or choose another `output`")
+    shards = features.footers()
+    for shard, names, _ in shards:
+        missing = [c for c in identities if c not in names]
+        if missing:
+            raise GrepqError(f"{shard} was written by an older grepq (no {', '.join(missing)} column), so "
+                             "`incremental` cannot tell how its rows were made: extract into a new `output`")
+    return [("features", uri, rows) for uri, _, rows in shards] + [("dead", uri, rows) for uri, _, rows in
+                                                                   dead.footers()]
 
 
 def _runs_here(options) -> bool:
@@ -163,8 +135,9 @@ def execute(args, options, test_pipeline=None, argv=None) -> dict:
     import apache_beam as beam
 
     from transforms import counters, progress, runs, store
+    from transforms.inputs import check_inputs
 
-    matched = check_inputs(args.input)
+    matched = check_inputs(args.input or [], args.input_list or [], args.image_column, _outputs_of(args))
     identities = check_weights(encoder_spec(args), hand_over=_runs_here(options))
     run = runs.new_run_id()
     meta = {"run": run, "grepq_version": runs.grepq_version(), "started": _now(), "identities": identities,
@@ -180,16 +153,27 @@ def execute(args, options, test_pipeline=None, argv=None) -> dict:
         if _runs_here(options):
             progress.start(matched, args.progress_every)
         try:
-            result = p.run()
-            result.wait_until_finish()
+            with writing_under(args.output):
+                result = p.run()
+                result.wait_until_finish()
         finally:
             progress.finish()
         totals = counters.totals(result)
+        for extra in (COPIES, SEEN):
+            store.remove_empty(args.output, store.FEATURES_DIR, f"{run}-{extra}-")
         manifest = {**meta, "finished": _now(), "counts": totals}
         runs.commit(args.output, run, manifest)
     print(f"extract: {counters.summary(totals, time.perf_counter() - start)}")
     _check_threshold(totals, args.max_dead_letter_fraction)
     return manifest
+
+
+def compaction_due(output: str, limit: int) -> int | None:
+    """How many shards `output` holds when more than `limit`, else None."""
+    from transforms.compaction import shard_count
+
+    count = shard_count(output)
+    return count if count > limit else None
 
 
 def _check_threshold(totals: dict, limit: float | None) -> None:
@@ -203,7 +187,13 @@ def _check_threshold(totals: dict, limit: float | None) -> None:
 
 
 def run(argv=None, test_pipeline=None):
-    return execute(*parse(arg_parser(), argv), test_pipeline=test_pipeline, argv=argv)
+    args, options = parse(arg_parser(), argv)
+    manifest = execute(args, options, test_pipeline=test_pipeline, argv=argv)
+    due = compaction_due(args.output, args.compact_above)
+    if due:
+        print(f"extract: {args.output} holds {due} shards, which every reader opens one by one: "
+              f"run `grepq compact --output {args.output}`")
+    return manifest
 
 
 def arg_parser():

@@ -6,8 +6,10 @@
 The zero-shot fit is kept unless another cross-validates clearly better
 (grepq_core/fitting/choice.py), so labels never make the score worse than none.
 
-Only the labelled rows leave the workers, so this stays cheap on a corpus of
-millions.
+The label file is streamed here, with a byte cap, against the feature rows'
+paths (grepq_core/fitting/labels.py); only the matched labels' scores go
+into the pipeline, and only the labelled rows leave the workers, so this
+stays cheap on a corpus of millions and with a label file of millions of rows.
 """
 from __future__ import annotations
 
@@ -16,35 +18,19 @@ import logging
 from grepq_core.errors import GrepqError
 from pipelines.options import command_parser, parse
 
-__all__ = ["run", "arg_parser", "build", "fit_rows"]
+__all__ = ["run", "arg_parser", "build", "fit_rows", "matched_labels"]
 
 log = logging.getLogger(__name__)
 
 
-def _label_keys(labels) -> tuple[set, set]:
-    keys = set(labels.scores)
-    return keys, {k.replace("\\", "/").rsplit("/", 1)[-1] for k in keys}
-
-
-def _may_be_labelled(row, keys) -> bool:
-    paths, names = keys
-    return row["path"] in paths or row["path"].rsplit("/", 1)[-1] in names
-
-
-def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str, candidates=None):
-    """Join, validate, fit and save; returns the model (runs on one worker)."""
+def fit_rows(rows: list[dict], scores: dict[str, float], alphas, folds: int, output: str, candidates=None):
+    """Fit on the labelled rows (`scores`: feature path -> label), choose, save; returns the model (runs on
+    one worker)."""
     from grepq_core.fitting.choice import CANDIDATES, POOR_CV, SURE, fit_with_choice
-    from grepq_core.fitting.labels import join_labels
     from grepq_core.fitting.ridge_file import save_ridge
 
-    by_path = {r["path"]: r for r in rows}
-    matched, warnings = join_labels(labels, list(by_path))
-    for w in warnings:
-        log.warning("%s", w)
-    if not matched:
-        raise GrepqError(f"none of the {len(labels.scores)} labels in {labels.source} matches a feature row")
-    chosen = [by_path[p] for p in matched]
-    model = fit_with_choice(chosen, [matched[r["path"]] for r in chosen], alphas=alphas, folds=folds,
+    chosen = list({r["path"]: r for r in rows}.values())
+    model = fit_with_choice(chosen, [scores[r["path"]] for r in chosen], alphas=alphas, folds=folds,
                             candidates=candidates or CANDIDATES)
     save_ridge(model, output)
     others = ", ".join(f"{n} {s:.3f}" if s is not None else f"{n} -" for n, s in model.choice["cv_srcc"].items())
@@ -64,27 +50,39 @@ def fit_rows(rows: list[dict], labels, alphas, folds: int, output: str, candidat
     return model
 
 
+def matched_labels(labels, features: str) -> dict[str, float]:
+    """{feature path: label score}: the label file streamed against the feature rows' paths."""
+    from transforms import store
+
+    matched, warnings = labels.match(store.column_values(features, store.FEATURES_DIR, "path"))
+    for w in warnings:
+        log.warning("%s", w)
+    if not matched:
+        raise GrepqError(f"none of the labels in `labels` {labels.uri} matches a feature row")
+    return matched
+
+
 def build(p, args, features: str, output: str):
     import apache_beam as beam
 
-    from grepq_core.fitting.labels import read_labels
+    from grepq_core.fitting.labels import LabelFile
     from grepq_core.model import registry
     from pipelines.score import require_features
     from transforms import store
     from transforms.sinks import ParquetSink
 
-    labels = read_labels(args.labels, lower_is_better=args.lower_is_better)
+    labels = LabelFile(args.labels, lower_is_better=args.lower_is_better)  # its columns are checked first
     source = ParquetSink(features, store.FEATURES_DIR, store.features_schema())
     require_features(source)
-    keys = _label_keys(labels)
+    scores = matched_labels(labels, features)
     alphas = [float(a) for a in args.alphas.split(",")]
     cols = registry.columns()
     columns = ["path", *cols["features"], *cols["zero_shot"], registry.COMBINED, *store.identity_columns()]
     (p
      | "Read" >> source.read(columns=columns)
-     | "Labelled" >> beam.Filter(_may_be_labelled, keys)
+     | "Labelled" >> beam.Filter(lambda row, labelled: row["path"] in labelled, scores)
      | "Gather" >> beam.combiners.ToList()
-     | "Fit" >> beam.Map(fit_rows, labels, alphas, args.folds, output, tuple(args.candidates.split(","))))
+     | "Fit" >> beam.Map(fit_rows, scores, alphas, args.folds, output, tuple(args.candidates.split(","))))
 
 
 def run(argv=None, test_pipeline=None):

@@ -122,11 +122,12 @@ def build(p: beam.Pipeline, inputs: list[str], prefix: str, spec: TrainingSetSpe
     from apache_beam.io.filesystems import FileSystems
 
     from grepq_core.training.data import INDEX, SKIPPED
-    from transforms.read import MatchImages
+    from transforms.inputs import MatchInputs
 
     _Read, _MakeVersions, _WriteRecord = _steps()
     read = (p
-            | "Match" >> MatchImages(inputs)
+            | "Match" >> MatchInputs(inputs, outputs=[prefix])
+            | "Paths" >> beam.Map(lambda stamped: stamped[0])
             | "Read" >> beam.ParDo(_Read()).with_outputs(SKIPPED, main="photos"))
     made = (read.photos
             | "MakeVersions" >> beam.ParDo(_MakeVersions(spec, device)).with_outputs(SKIPPED, main="records"))

@@ -16,12 +16,13 @@ This module imports neither Beam nor torch, so --help stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 
-from grepq_core.errors import GrepqError, did_you_mean
+from grepq_core.errors import GrepqError, did_you_mean, found_in
 
 __all__ = ["HelpFormatter", "DEFAULT_RUNNER", "COMMAND_FLAGS", "command_parser", "parse", "beam_options",
-           "encoder_spec", "flag_message"]
+           "encoder_spec", "flag_message", "writing_under"]
 
 # The runner a command uses when --runner is not given: Beam's in-process
 # FnApiRunner, which every grepq pipeline runs on. (Beam's DirectRunner would
@@ -44,16 +45,46 @@ def _none_or_int(text: str) -> int | None:
     return None if text.lower() in ("none", "native", "all") else int(text)
 
 
+def _seconds(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    seconds = float(text)
+    if not seconds > 0:
+        raise ValueError(f"a time budget must be positive, got {text!r}")
+    return seconds
+
+
+def _byte_size(text: str) -> int | None:
+    from grepq_core.model.settings import byte_size
+
+    return byte_size(text)
+
+
 def _input(p):
-    p.add_argument("--input", action="append", required=True,
-                   help="glob of images (local or gs://); repeatable")
+    g = p.add_argument_group("inputs (README, \"Inputs\")")
+    g.add_argument("--input", action="append",
+                   help="glob or brace pattern of images, WebDataset .tar shards or Parquet files (local or "
+                   "gs://); repeatable")
+    g.add_argument("--input-list", action="append",
+                   help="a file listing inputs: one URI per line, or a CSV / Parquet with a path or url column "
+                   "(or bucket and name, as a Cloud Storage inventory report); local or gs://; repeatable")
+    g.add_argument("--image-column",
+                   help="the column of Parquet inputs that holds the images (default: the one binary column, or "
+                   "the one struct with a bytes field)")
 
 
 def _extract_output(p):
     p.add_argument("--output", required=True, help="output folder (local or gs://) for features and dead letters")
     p.add_argument("--incremental", action="store_true",
-                   help="extract only images whose path and content are new under --output (neither a feature "
-                   "row nor a dead letter yet)")
+                   help="add only what is new under --output: inputs whose stamp (size and modification time or "
+                   "generation) is unchanged are skipped unread; of the others, images whose key and content "
+                   "already have a row or a dead letter are skipped, and content that has a row under another "
+                   "key is copied, not extracted")
+    p.add_argument("--compact-above", type=int, default=64,
+                   help="more committed shards than this: extract says to run `grepq compact`, and `grepq run "
+                   "--incremental` compacts by itself")
+    p.add_argument("--verify", action="store_true",
+                   help="with --incremental, read and hash every input instead of trusting unchanged stamps")
     p.add_argument("--retry-dead-letters", action="store_true",
                    help="with --incremental, try again the images that earlier runs dead-lettered")
     p.add_argument("--max-dead-letter-fraction", type=float,
@@ -82,6 +113,7 @@ def _encoders(p):
     g.add_argument("--batch-size", type=int, default=32, help="images per model batch")
     g.add_argument("--large-model", action="store_true",
                    help="one model per worker machine shared by its processes (GPU workers)")
+    _limits(p)
     for name in registry.names():
         pathway = registry.get(name)
         if not pathway.settings:
@@ -92,6 +124,23 @@ def _encoders(p):
             fixed = "".join(f"; the {prof} profile fixes {v}" for prof, v in s.fixed.items())
             group.add_argument(s.flag, dest=s.name, type=s.parse, choices=s.choices or None,
                                default=argparse.SUPPRESS, help=f"{s.help} (default: {s.default}{fixed})")
+
+
+def _limits(p):
+    """What one image may cost; an image over a limit is dead-lettered (too_slow, too_large)."""
+    from grepq_core.images.limits import DEFAULT_MAX_MEMORY, DEFAULT_MAX_SECONDS
+    from grepq_core.model.settings import DEFAULT_MAX_BATCH_BYTES
+
+    g = p.add_argument_group("limits per image")
+    g.add_argument("--max-image-seconds", type=_seconds, default=DEFAULT_MAX_SECONDS,
+                   help="seconds one image may take to decode, in a worker process that is stopped after them "
+                   "(too_slow); none: no limit, decoded in the reading process")
+    g.add_argument("--max-image-memory", type=_byte_size, default=f"{DEFAULT_MAX_MEMORY >> 20}MiB",
+                   help="memory one image may take to decode and cut, estimated from its header before any pixel "
+                   "is allocated (too_large); e.g. 512MiB, 2GiB, none")
+    g.add_argument("--max-batch-bytes", type=_byte_size, default=f"{DEFAULT_MAX_BATCH_BYTES >> 20}MiB",
+                   help="bytes of images (JPEG bytes for the device decoder, or views) one model batch may hold "
+                   "besides --batch-size images")
 
 
 _PROFILE_VIEWS = "; the reference profile fixes it"
@@ -149,6 +198,28 @@ def _score_io(p):
                    help="replace the scores already under --output (without it, such an output is refused)")
 
 
+def _shard_size(g):
+    g.add_argument("--shard-size", type=int, default=10_000,
+                   help="samples per output WebDataset shard (Parquet outputs keep one file per source file)")
+
+
+def _filter_io(p):
+    p.add_argument("--scores", required=True, help="a `grepq score` or `grepq run` output folder (holds scores/)")
+    p.add_argument("--features", help="the extract run's folder, for its dead letters; not given: --scores")
+    p.add_argument("--output", required=True,
+                   help="folder (local or gs://) for the kept samples, in the form they came in")
+    p.add_argument("--rejected", help="also write the rejected and dead-lettered samples here, for audit")
+    _shard_size(p)
+    p.add_argument("--replace", action="store_true", help="replace a filtered collection already in the folders")
+
+
+def _run_filter(p):
+    g = p.add_argument_group("filtered collection (WebDataset and Parquet inputs)")
+    g.add_argument("--filter-output", help="also write the kept samples here, in the form they came in")
+    g.add_argument("--rejected-output", help="and the rejected and dead-lettered ones here")
+    _shard_size(g)
+
+
 def _run_io(p):
     _input(p)
     _extract_output(p)
@@ -161,7 +232,8 @@ COMMAND_FLAGS = {
     "extract": (_input, _extract_output, _encoders, _views),
     "fit": (_features, _labels, _fit_output),
     "score": (_features, _score_io, _scoring),
-    "run": (_run_io, _encoders, _views, _scoring),
+    "run": (_run_io, _encoders, _views, _scoring, _run_filter),
+    "filter": (_filter_io,),
 }
 
 
@@ -229,3 +301,16 @@ def flag_message(text: str, parser: argparse.ArgumentParser | None) -> str:
     """A core message with its `field` names replaced by the parser's flags (--field-name)."""
     flags = {a.dest: a.option_strings[0] for a in (parser._actions if parser else []) if a.option_strings}
     return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: flags.get(m.group(1), m.group(0)), text)
+
+
+@contextlib.contextmanager
+def writing_under(folder: str):
+    """A pipeline that writes under `folder`: an I/O error inside it that names no file (Arrow's writers raise
+    such, e.g. on a full disk) becomes a one-line error naming `folder`."""
+    try:
+        yield
+    except Exception as e:
+        error = found_in(e, OSError)
+        if error is None or error.filename or found_in(e, GrepqError):
+            raise
+        raise GrepqError(f"cannot write under {folder}: {error.strerror or error}") from e

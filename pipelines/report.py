@@ -58,15 +58,18 @@ def _model_record(scorers, model: str | None) -> dict | None:
 
 
 def _thumbnails(paths, size: int) -> dict[str, bytes]:
-    """JPEG thumbnails of the images that can still be read; the others are logged and left out."""
-    from grepq_core.images.decode import load_image
-    from grepq_core.images.paths import to_local
+    """JPEG thumbnails of the images (by key) that can still be read, within extract's default budgets; the
+    others are logged and left out."""
+    from grepq_core.images import sources
+    from grepq_core.images.deadline import decode_in_time
+    from grepq_core.images.limits import DEFAULT_MAX_SECONDS, DecodeLimits
     from grepq_core.report import thumbnail_jpeg
 
     out = {}
     for path in paths:
         try:
-            out[path] = thumbnail_jpeg(load_image(to_local(path)), size)
+            pixels, _ = decode_in_time(sources.read(path), DecodeLimits(max_seconds=DEFAULT_MAX_SECONDS))
+            out[path] = thumbnail_jpeg(pixels, size)
         except ImageError as e:
             log.warning("no thumbnail for %s: %s", path, e)
     return out
@@ -76,7 +79,7 @@ def _run_record(features: str) -> dict[str, str]:
     """What the extract runs behind the features say of themselves: when, over what, with which grepq."""
     from transforms import runs
 
-    made = runs.manifests(features)
+    made = [h for m in runs.manifests(features) for h in m.get("history", [m])]  # a compaction keeps its runs
     if not made:
         return {}
     inputs = sorted({a for m in made for a in _flag_values(m.get("argv", []), "--input")})
@@ -115,13 +118,12 @@ def build_inputs(scores_dir: str, features_dir: str | None = None, model: str | 
 
 def run(argv=None):
     args = arg_parser().parse_args(argv)  # first, so that a flag error needs no heavy import
-    import fsspec
-
+    from grepq_core.files import check_writable, write_file
     from grepq_core.report import render_report
 
+    check_writable(args.output)
     html = render_report(build_inputs(args.scores, args.features, args.model, args.threshold, args.thumbnail_size))
-    with fsspec.open(args.output, "w", encoding="utf-8") as f:
-        f.write(html)
+    write_file(args.output, html)
     print(f"report: {args.output}")
 
 

@@ -1,12 +1,12 @@
 """`grepq score`: feature rows -> scores, keep and reject lists.
 
-    Read features -> score (ridge or zero-shot) -> threshold -> keep flag
+    Read features -> score (ridge or zero-shot) -> mark exact duplicates -> threshold -> keep flag
       -> Write scores Parquet, keep.txt, reject.txt
 """
 from __future__ import annotations
 
 from grepq_core.errors import GrepqError
-from pipelines.options import command_parser, parse
+from pipelines.options import command_parser, parse, writing_under
 
 __all__ = ["run", "arg_parser", "build", "require_features"]
 
@@ -84,8 +84,9 @@ def require_features(sink) -> None:
 def build(p, args, features: str, model: str | None, output: str, replace: bool = False):
     import apache_beam as beam
 
+    from grepq_core.files import check_writable
     from transforms import store
-    from transforms.scoring import KeepThreshold, ScoreRows
+    from transforms.scoring import KeepThreshold, MarkDuplicates, ScoreRows
     from transforms.sinks import ParquetSink
 
     if args.keep_above is not None and args.keep_top_fraction is not None:
@@ -97,10 +98,13 @@ def build(p, args, features: str, model: str | None, output: str, replace: bool 
     require_features(source)
     if model is None:
         _require_one_zero_shot_rule(source)
+    if getattr(args, "csv", None):
+        check_writable(args.csv)  # Beam renames its file over the target: never over a device
     _prepare_output(output, replace or getattr(args, "replace", False))
     scores = (p
               | "Read" >> source.read()
-              | "Score" >> beam.ParDo(ScoreRows(model, scale)))
+              | "Score" >> beam.ParDo(ScoreRows(model, scale))
+              | "Duplicates" >> MarkDuplicates())
     threshold = scores | "Threshold" >> KeepThreshold(args.keep_above, args.keep_top_fraction)
     decided = scores | "Decide" >> beam.Map(_decide, beam.pvalue.AsSingleton(threshold))
     decided | "WriteScores" >> ParquetSink(output, store.SCORES_DIR, store.scores_schema()).write("part")
@@ -119,7 +123,7 @@ def run(argv=None, test_pipeline=None):
     import apache_beam as beam
 
     args, options = parse(arg_parser(), argv)
-    with (test_pipeline or beam.Pipeline(options=options)) as p:
+    with writing_under(args.output), (test_pipeline or beam.Pipeline(options=options)) as p:
         build(p, args, args.features, args.model, args.output)
 
 

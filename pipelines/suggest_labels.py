@@ -42,11 +42,11 @@ def _zero_shot(frame: pd.DataFrame) -> tuple[np.ndarray | None, str | None]:
 
 def _excluded(uri: str | None, paths: list[str]) -> set[str]:
     """Feature paths that the label file `uri` already labels."""
-    from grepq_core.fitting.labels import join_labels, read_labels
+    from grepq_core.fitting.labels import LabelFile
 
     if not uri:
         return set()
-    matched, warnings = join_labels(read_labels(uri), paths)
+    matched, warnings = LabelFile(uri).match(paths)
     for w in warnings:
         log.warning("%s", w)
     return set(matched)
@@ -65,10 +65,10 @@ def _candidates(n_rows: int, keep: np.ndarray, cap: int, seed: int) -> np.ndarra
 
 def run(argv=None):
     args = arg_parser().parse_args(argv)  # first, so that a flag error needs no heavy import
-    import fsspec
     import numpy as np
     import pandas as pd
 
+    from grepq_core.files import write_file
     from grepq_core.fitting.features import feature_layout, feature_matrix
     from grepq_core.fitting.selection import suggest_labels
     from grepq_core.model import registry
@@ -92,8 +92,7 @@ def run(argv=None):
     picks = suggest_labels(features, zero_shot, args.n, seed=args.seed, labelled=labelled)
     out = pd.DataFrame({"path": frame["path"].to_numpy()[picks], "score": "",
                         "zero_shot": np.full(len(picks), np.nan) if zero_shot is None else zero_shot[picks]})
-    with fsspec.open(args.output, "w", encoding="utf-8", newline="") as f:
-        out.to_csv(f, index=False)
+    write_file(args.output, out.to_csv(index=False, lineterminator="\n"))
     note = f"zero-shot column {column}" if column else "no zero-shot scores, features only"
     print(f"suggested {len(picks)} of {len(frame) - len(labelled)} unlabelled images ({note}; "
           f"{len(labelled)} already labelled) -> {args.output}: fill in the score column")

@@ -4,11 +4,13 @@
 ``{path: expected}``, where expected is ``"ok"`` (decodes to a usable RGB
 image) or the `ImageError` reason the image must be dead-lettered with.
 `expected_stage(expected)` names the stage that raises it: ``read``
-(`grepq_core.images.read.read_bytes`), ``decode`` (`decode_image`) or
-``prepare`` (`grepq_core.model.views.ensure_min_size` at `MIN_SIDE`, after a
-successful `load_image`). Content comes from scikit-image's bundled photos
-where it matters. Creation takes about a second; nothing is large on disk
-(oversized.jpg is sparse).
+(`grepq_core.images.read.read_bytes`), ``decode`` (`decode_in_time` under
+`LIMITS`, the budgets ``grepq extract --max-image-seconds`` `DECODE_SECONDS`
+applies) or ``prepare`` (`grepq_core.model.views.ensure_min_size` at
+`MIN_SIDE`, after a successful decode). Content comes from scikit-image's
+bundled photos where it matters. Creation takes a few seconds; nothing is
+large on disk (oversized.jpg is sparse, the near-limit images are headers
+or compress to kilobytes).
 
 Reading fifo.jpg or dev_zero.jpg with anything but `read_bytes` blocks
 forever or fills memory, so every test that reads the corpus needs a timeout
@@ -33,6 +35,14 @@ forever or fills memory, so every test that reads the corpus needs a timeout
 | jpeg_12bit.jpg | unsupported_format | a baseline JPEG whose SOF0 declares 12-bit samples, as a 12-bit JPEG looks to Pillow |
 | heif.heic | unsupported_format | an ISO BMFF file with major brand ``heic`` (Pillow has no HEIF plugin) |
 | extreme_aspect_10000x1.png | extreme_aspect_ratio | a 10000x1 strip: 30 KB, but 224x2,240,000 once upscaled |
+| scan_bomb.jpg | too_slow | a 4000x4000 progressive JPEG with `BOMB_SCANS` empty scans (1 MB): over a minute of decoding unstopped |
+| near_limit_16bit.png | too_large | a PNG header declaring 9450x9450 16-bit grey, just under Pillow's pixel limit: over 1 GiB to decode and cut |
+| near_limit_rgba.png | too_large | a PNG header declaring 9450x9450 RGBA |
+| float_rgb.tif | unsupported_format | a TIFF of three 32-bit float samples per pixel, which Pillow has no mode for |
+| exif_damaged.png | ok | a photo with an eXIf chunk whose TIFF header is damaged (Pillow fails on reading its orientation) |
+| icc_12_bytes.jpg | ok | a photo with a 12-byte ICC segment (no sequence numbers: Pillow refuses to open it) |
+| ztxt_50mb.png | ok | a photo with a zTXt chunk that inflates to 50 MB (past Pillow's text limit: it refuses to open it) |
+| line_breaks_<U+0085 U+2028 U+2029>.jpg | ok | a photo under a name holding the line breaks `str.splitlines` knows beyond the control characters |
 | cmyk.jpg | ok | coffee saved as a CMYK JPEG |
 | grey16.png | ok | camera x 257 as a 16-bit greyscale PNG (must decode back to camera) |
 | gradient16.png | ok | 16-bit horizontal ramp 0..65535, 64x256 |
@@ -60,8 +70,13 @@ import numpy as np
 import skimage.data
 from PIL import Image
 
+from grepq_core.images.limits import DecodeLimits
+
 __all__ = [
+    "BOMB_SCANS",
+    "DECODE_SECONDS",
     "KIND_NAMES",
+    "LIMITS",
     "MIN_SIDE",
     "ODD_NAMES",
     "ONE_PIXEL_RGB",
@@ -69,17 +84,23 @@ __all__ = [
     "TRANSPARENT_BOX",
     "expected_stage",
     "make_bad_corpus",
+    "scan_bomb_jpeg",
 ]
 
 TRANSPARENT_BOX = 64
 ONE_PIXEL_RGB = (10, 200, 30)
 OVERSIZED_BYTES = 300 * 2**20
 MIN_SIDE = 224  # the views' default short side, which prepare-stage reasons assume
+DECODE_SECONDS = 5.0  # the time budget the expectations assume: `grepq extract --max-image-seconds 5`
+# What extract applies under that budget: the default memory budget, with the views' 7 bytes per pixel
+# (grepq_core.model.cut.VIEW_BYTES_PER_PIXEL).
+LIMITS = DecodeLimits(max_seconds=DECODE_SECONDS, later_bytes_per_pixel=7)
+BOMB_SCANS = 40_000
 # File names that are not what a URL parser sees, each with the skimage photo it holds.
 ODD_NAMES = {"a::b.jpg": "chelsea", "x#y.jpg": "immunohistochemistry", "q?.jpg": "astronaut", "[br].jpg": "camera",
              "st*r.jpg": "rocket"}
 
-_READ_REASONS = {"unreadable", "not_a_regular_file", "too_large", "empty_file"}
+_READ_REASONS = {"unreadable", "not_a_regular_file", "empty_file"}
 _PREPARE_REASONS = {"extreme_aspect_ratio"}
 
 
@@ -102,10 +123,16 @@ def make_bad_corpus(directory: Path) -> dict[str, str]:
     return expected
 
 
-def expected_stage(expected: str) -> str | None:
-    """The stage that dead-letters an image with this expected outcome (None for "ok")."""
+def expected_stage(expected: str, name: str = "") -> str | None:
+    """The stage that dead-letters file `name` with this expected outcome (None for "ok").
+
+    ``too_large`` is the read stage's for a file over the byte cap, the
+    decode stage's for an image over the memory budget.
+    """
     if expected == "ok":
         return None
+    if expected == "too_large":
+        return "read" if name == "oversized.jpg" else "decode"
     return "read" if expected in _READ_REASONS else "prepare" if expected in _PREPARE_REASONS else "decode"
 
 
@@ -119,9 +146,9 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A valid PNG signature and IHDR declaring width x height RGB, with almost no pixel data."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+def _png_header_only(width: int, height: int, bit_depth: int = 8, colour: int = 2) -> bytes:
+    """A valid PNG signature and IHDR declaring width x height (RGB by default), with almost no pixel data."""
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + _png_chunk(b"IHDR", header)
@@ -192,6 +219,51 @@ def _heif_header() -> bytes:
     """An ftyp box with HEIF's major brand (how an iPhone HEIC photo starts), then filler."""
     brands = b"heic" + b"\x00\x00\x00\x00" + b"mif1heic"
     return struct.pack(">I", 8 + len(brands)) + b"ftyp" + brands + bytes(256)
+
+
+def scan_bomb_jpeg(width: int, height: int, scans: int) -> bytes:
+    """A grey progressive JPEG followed by `scans` empty AC scans: tiny, and slow to decode in proportion.
+
+    Each scan codes nothing but end-of-band runs over every 8x8 block, yet
+    libjpeg walks all blocks of the image once per scan. An AC table whose
+    one symbol is EOB14 (code "0", then 14 bits of run) skips up to 32767
+    blocks per symbol, so a scan costs a few bytes.
+    """
+    buffer = io.BytesIO()
+    Image.new("L", (width, height), 128).save(buffer, "JPEG", progressive=True, quality=75)
+    head = buffer.getvalue()[:-2]  # without its end-of-image marker
+    dht = b"\xff\xc4" + struct.pack(">H", 20) + b"\x11" + bytes([1] + [0] * 15) + b"\xe0"  # AC table 1: EOB14
+    bits, left = "", -(-width // 8) * -(-height // 8)
+    while left > 0:
+        run = min(max(left, 16384), 32767)
+        bits += "0" + format(run - 16384, "014b")
+        left -= run
+    bits += "1" * (-len(bits) % 8)
+    entropy = b"".join(bytes([b]) + (b"\x00" if b == 0xFF else b"")
+                       for b in (int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)))
+    sos = b"\xff\xda" + struct.pack(">H", 8) + b"\x01\x01\x11\x01\x01\x00"  # component 1, tables 1/1, band 1..1
+    return head + dht + (sos + entropy) * scans + b"\xff\xd9"
+
+
+def _float_rgb_tiff() -> bytes:
+    import tifffile
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, skimage.data.astronaut()[:64, :64].astype(np.float32) / 255)
+    return buffer.getvalue()
+
+
+def _png_with_chunk(kind: bytes, payload: bytes) -> bytes:
+    """Chelsea as PNG with one more chunk before its pixel data."""
+    data = _encode(Image.fromarray(skimage.data.chelsea()), "PNG")
+    at = data.index(b"IDAT") - 4
+    return data[:at] + _png_chunk(kind, payload) + data[at:]
+
+
+def _jpeg_with_segment(marker: int, payload: bytes) -> bytes:
+    """Coffee as JPEG with one more marker segment after its start-of-image marker."""
+    data = _encode(Image.fromarray(skimage.data.coffee()), "JPEG", quality=90)
+    return data[:2] + bytes([0xFF, marker]) + struct.pack(">H", 2 + len(payload)) + payload + data[2:]
 
 
 def _strip(path: Path) -> None:
@@ -286,6 +358,14 @@ _KINDS = {
     "jpeg_12bit.jpg": ("unsupported_format", _bytes(_jpeg_12bit)),
     "heif.heic": ("unsupported_format", _bytes(_heif_header)),
     "extreme_aspect_10000x1.png": ("extreme_aspect_ratio", _strip),
+    "scan_bomb.jpg": ("too_slow", _bytes(lambda: scan_bomb_jpeg(4000, 4000, BOMB_SCANS))),
+    "near_limit_16bit.png": ("too_large", _bytes(_png_header_only(9450, 9450, bit_depth=16, colour=0))),
+    "near_limit_rgba.png": ("too_large", _bytes(_png_header_only(9450, 9450, colour=6))),
+    "float_rgb.tif": ("unsupported_format", _bytes(_float_rgb_tiff)),
+    "exif_damaged.png": ("ok", _bytes(lambda: _png_with_chunk(b"eXIf", b"Exif\x00\x17MM\x00*\x00\x00\x00\x08"))),
+    "icc_12_bytes.jpg": ("ok", _bytes(lambda: _jpeg_with_segment(0xE2, b"ICC_PROFILE\x00"))),
+    "ztxt_50mb.png": ("ok", _bytes(lambda: _png_with_chunk(b"zTXt", b"comment\x00\x00" + zlib.compress(bytes(50 * 2**20))))),
+    "line_breaks_\x85\u2028\u2029.jpg": ("ok", _coffee_jpeg),
     "cmyk.jpg": ("ok", _save(lambda: Image.fromarray(skimage.data.coffee()).convert("CMYK"), quality=95)),
     "grey16.png": ("ok", _grey16),
     "gradient16.png": ("ok", _gradient16),

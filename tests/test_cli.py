@@ -32,7 +32,7 @@ def test_each_subcommand_has_help(name, capsys):
 
 def test_missing_required_flag_is_a_clear_error(capsys):
     assert main(["extract", "--output", "/tmp/nowhere"]) == 2
-    assert "the following arguments are required: --input" in capsys.readouterr().err
+    assert "give --input (globs of images, shards or Parquet files) or --input-list" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name, own, foreign", [
@@ -64,9 +64,9 @@ def test_an_unknown_flag_stops_the_command_with_a_suggestion(argv, hint, capsys)
 
 def test_core_errors_name_the_commands_flags(tmp_path, capsys):
     (tmp_path / "one.jpg").write_bytes(b"")
-    (tmp_path / "features").mkdir()
-    (tmp_path / "features" / "x.parquet").write_bytes(b"")
-    assert main(["extract", "--input", str(tmp_path / "*.jpg"), "--output", str(tmp_path),
+    (tmp_path / "out" / "features").mkdir(parents=True)
+    (tmp_path / "out" / "features" / "x.parquet").write_bytes(b"")
+    assert main(["extract", "--input", str(tmp_path / "*.jpg"), "--output", str(tmp_path / "out"),
                  "--pathways", "ll"]) == 2
     err = capsys.readouterr().err
     assert "pass --incremental" in err and "another --output" in err and "`" not in err

@@ -1,17 +1,24 @@
 """Device decoding (the GPU path) run on the CPU device: same views, same features, safe fallbacks."""
 
+import apache_beam as beam
 import numpy as np
 import pandas as pd
 import pytest
+from apache_beam.ml.inference.base import KeyedModelHandler
+from apache_beam.testing.util import assert_that
 from conftest import photo
 from PIL import Image
 
 from grepq_core.errors import ImageError
-from grepq_core.images.decode import decode_image, is_plain_jpeg
+from grepq_core.images.decode import MAX_DEVICE_SCANS, decode_image, device_decodable
+from grepq_core.images.limits import DecodeLimits
 from grepq_core.model.cut import image_views
 from grepq_core.model.extractor import Extractor
 from grepq_core.model.profiles import spec_for
 from pipelines import extract
+from tests.bad_corpus import scan_bomb_jpeg
+from transforms.inference import GrepqModelHandler
+from transforms.read import ImageRecord
 from transforms.store import read_table
 
 SIZES = [(1024, 768), (640, 480), (300, 451), (180, 120)]
@@ -55,9 +62,38 @@ def test_cmyk_and_png_are_not_sent_to_the_device_decoder(tmp_path):
     img.convert("CMYK").save(tmp_path / "cmyk.jpg")
     img.save(tmp_path / "coffee.png")
     img.save(tmp_path / "coffee.jpg")
-    assert not is_plain_jpeg((tmp_path / "cmyk.jpg").read_bytes())
-    assert not is_plain_jpeg((tmp_path / "coffee.png").read_bytes())
-    assert is_plain_jpeg((tmp_path / "coffee.jpg").read_bytes())
+    assert not device_decodable((tmp_path / "cmyk.jpg").read_bytes())
+    assert not device_decodable((tmp_path / "coffee.png").read_bytes())
+    assert device_decodable((tmp_path / "coffee.jpg").read_bytes())
+
+
+def test_jpegs_whose_decode_the_budgets_cannot_stop_stay_off_the_device(jpegs):
+    """A device decoder cannot be stopped: many scans or a size over the memory budget go to Pillow instead."""
+    own = scan_bomb_jpeg(64, 64, 0).count(b"\xff\xda")  # the scans of the progressive JPEG the bomb extends
+    assert device_decodable(scan_bomb_jpeg(64, 64, MAX_DEVICE_SCANS - own))
+    assert not device_decodable(scan_bomb_jpeg(64, 64, MAX_DEVICE_SCANS - own + 1))
+    data = jpegs[0].read_bytes()  # 1024x768
+    assert device_decodable(data, DecodeLimits(max_memory=1024 * 768 * 10, later_bytes_per_pixel=7))
+    assert not device_decodable(data, DecodeLimits(max_memory=1024 * 768 * 10 - 1, later_bytes_per_pixel=7))
+
+
+def test_a_model_batch_holds_at_most_max_batch_bytes(jpegs):
+    """On the device path whole files wait for their batch: 40 JPEGs padded to 120 MB took 9 GB, 32 at a time."""
+    spec = spec_for(pathways="ll", decode="gpu", device="cpu", batch_size=4, max_batch_bytes=8 * 2**20)
+    padded = jpegs[0].read_bytes() + bytes(3 * 2**20)  # a valid JPEG, padded past its end marker
+    records = ([(f"padded{i}", ImageRecord("-", padded)) for i in range(6)]
+               + [(f"plain{i}", ImageRecord("-", jpegs[1].read_bytes())) for i in range(6)])
+
+    def bounded(batches):
+        assert sorted(n for n, _ in batches) and sum(n for n, _ in batches) == len(records)
+        assert all(n <= spec.batch_size and (size <= spec.max_batch_bytes or n == 1) for n, size in batches), batches
+
+    with beam.Pipeline() as p:
+        batches = (p
+                   | beam.Create(records)
+                   | beam.BatchElements(**KeyedModelHandler(GrepqModelHandler(spec)).batch_elements_kwargs())
+                   | beam.Map(lambda batch: (len(batch), sum(record.num_bytes() for _, record in batch))))
+        assert_that(batches, bounded)
 
 
 def test_a_bad_jpeg_in_a_device_batch_is_dead_lettered_alone(jpegs, extractor):

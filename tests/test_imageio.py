@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 import warnings
+import zlib
 
 import fsspec
 import numpy as np
@@ -18,11 +19,14 @@ import skimage.data
 from PIL import Image, features
 
 from grepq_core.errors import ImageError
-from grepq_core.images.decode import decode_image, is_plain_jpeg, load_image
+from grepq_core.images.deadline import decode_in_time
+from grepq_core.images.decode import decode_image, device_decodable, load_image
+from grepq_core.images.limits import DecodeLimits
 from grepq_core.images.read import DEFAULT_MAX_BYTES, is_local_path, read_bytes
 from grepq_core.model.views import ensure_min_size, to_tensor
 from tests.bad_corpus import (
     KIND_NAMES,
+    LIMITS,
     MIN_SIDE,
     ODD_NAMES,
     ONE_PIXEL_RGB,
@@ -32,6 +36,7 @@ from tests.bad_corpus import (
     make_bad_corpus,
 )
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A memory address as an object's default repr shows it; never in a detail.
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
 
@@ -58,8 +63,8 @@ def _encode(array: np.ndarray, fmt: str, **options) -> bytes:
 
 
 def _load_and_prepare(path: str) -> np.ndarray:
-    """What the pipeline does to one file up to its views: read, decode, upscale to MIN_SIDE."""
-    image = load_image(path)
+    """What the pipeline does to one file up to its views: read, decode under LIMITS, upscale to MIN_SIDE."""
+    image, _ = decode_in_time(read_bytes(path), LIMITS)
     ensure_min_size(to_tensor(image), MIN_SIDE)
     return image
 
@@ -78,7 +83,7 @@ def test_each_corpus_file_meets_its_expectation(corpus, name):
     else:
         with pytest.raises(ImageError) as caught:
             _load_and_prepare(path)
-        assert (caught.value.reason, caught.value.stage) == (expected[path], expected_stage(expected[path]))
+        assert (caught.value.reason, caught.value.stage) == (expected[path], expected_stage(expected[path], name))
         assert not _ADDRESS.search(caught.value.detail), caught.value.detail
 
 
@@ -90,19 +95,21 @@ def test_details_are_the_same_in_another_process(corpus):
     script = textwrap.dedent("""
         import json, sys
         from grepq_core.errors import ImageError
-        from grepq_core.images.decode import load_image
+        from grepq_core.images.deadline import decode_in_time
+        from grepq_core.images.read import read_bytes
         from grepq_core.model.views import ensure_min_size, to_tensor
+        from tests.bad_corpus import LIMITS
         out = {}
         for path in json.loads(sys.argv[1]):
             try:
-                ensure_min_size(to_tensor(load_image(path)), int(sys.argv[2]))
+                ensure_min_size(to_tensor(decode_in_time(read_bytes(path), LIMITS)[0]), int(sys.argv[2]))
             except ImageError as e:
                 out[path] = [e.reason, e.detail]
         print(json.dumps(out))
     """)
 
     def run() -> dict:
-        done = subprocess.run([sys.executable, "-c", script, json.dumps(bad), str(MIN_SIDE)],
+        done = subprocess.run([sys.executable, "-c", script, json.dumps(bad), str(MIN_SIDE)], cwd=_ROOT,
                               capture_output=True, text=True, check=True, timeout=50)
         return json.loads(done.stdout)
 
@@ -399,7 +406,7 @@ def test_12_and_16_bit_jpegs_are_an_unsupported_format(bits, sof):
         decode_image(_jpeg_with_precision(bits, sof))
     assert caught.value.reason == "unsupported_format" and f"{bits}-bit JPEG" in caught.value.detail
     with pytest.raises(ImageError) as caught:
-        is_plain_jpeg(_jpeg_with_precision(bits, sof))
+        device_decodable(_jpeg_with_precision(bits, sof))
     assert caught.value.reason == "unsupported_format"
 
 
@@ -459,9 +466,9 @@ def test_not_an_image_detail_has_no_memory_address():
 
 def test_max_pixels_refuses_before_decoding():
     data = _encode(skimage.data.coffee(), "PNG")  # 400x600
-    assert decode_image(data, max_pixels=400 * 600).shape == (400, 600, 3)
+    assert decode_image(data, DecodeLimits(max_pixels=400 * 600)).shape == (400, 600, 3)
     with pytest.raises(ImageError) as caught:
-        decode_image(data, max_pixels=400 * 600 - 1)
+        decode_image(data, DecodeLimits(max_pixels=400 * 600 - 1))
     assert caught.value.reason == "decompression_bomb" and "600x400" in caught.value.detail
 
 
@@ -493,3 +500,70 @@ def test_extreme_aspect_strip_is_refused_in_bounded_memory(corpus):
     reason, grown_mb = done.stdout.split()
     assert reason == "extreme_aspect_ratio"
     assert float(grown_mb) < 600  # peak resident growth past the imports (torch alone is ~600 MB)
+
+
+def _deep_folder(root, length: int) -> str:
+    """A folder under `root` whose path is longer than `length` bytes, made a component at a time."""
+    path, folder = str(root), os.open(root, os.O_RDONLY)
+    try:
+        while len(path) <= length:
+            os.mkdir("d" * 200, dir_fd=folder)
+            inner = os.open("d" * 200, os.O_RDONLY, dir_fd=folder)
+            os.close(folder)
+            folder, path = inner, f"{path}/{'d' * 200}"
+        with open(os.open("photo.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=folder), "wb") as f:
+            f.write(_encode(skimage.data.coffee(), "JPEG"))
+    finally:
+        os.close(folder)
+    return path
+
+
+def test_a_path_longer_than_path_max_is_read_and_a_folder_there_is_named_one(tmp_path):
+    """Such a path used to be unreadable ("File name too long"), and a folder there looked like a file."""
+    folder = _deep_folder(tmp_path, os.pathconf("/", "PC_PATH_MAX"))
+    with pytest.raises(OSError):
+        os.stat(folder)
+    data = read_bytes(f"{folder}/photo.jpg")
+    assert data == _encode(skimage.data.coffee(), "JPEG")
+    with pytest.raises(ImageError) as caught:
+        read_bytes(folder)
+    assert caught.value.reason == "unreadable" and caught.value.detail.endswith(": is a directory")
+
+
+def _png_with(kind: bytes, payload: bytes, before: bytes = b"IDAT") -> tuple[bytes, bytes]:
+    """Chelsea as PNG, without and with one more chunk placed before chunk `before`."""
+    plain = _encode(skimage.data.chelsea(), "PNG")
+    at = plain.index(before) - 4
+    chunk = len(payload).to_bytes(4, "big") + kind + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
+    return plain, plain[:at] + chunk + plain[at:]
+
+
+@pytest.mark.parametrize("damage", ["eXIf header", "ICC segment", "zTXt bomb", "text after the pixels"])
+def test_damaged_metadata_costs_no_pixels(damage):
+    """Each used to be dead-lettered as corrupt or not_an_image although its pixels decode."""
+    if damage == "ICC segment":
+        plain = _encode(skimage.data.coffee(), "JPEG")
+        damaged = plain[:2] + b"\xff\xe2\x00\x0eICC_PROFILE\x00" + plain[2:]
+        ignored = "damaged metadata"
+    elif damage == "eXIf header":
+        plain, damaged = _png_with(b"eXIf", b"Exif\x00\x17MM\x00*\x00\x00\x00\x08")
+        ignored = "damaged EXIF"
+    else:
+        plain, damaged = _png_with(b"zTXt", b"comment\x00\x00" + zlib.compress(bytes(50 * 2**20)),
+                                   b"IDAT" if damage == "zTXt bomb" else b"IEND")
+        ignored = "damaged metadata"
+    pixels, why = decode_in_time(damaged, DecodeLimits(max_seconds=30))
+    assert (pixels == decode_image(plain)).all() and why == ignored
+
+
+@pytest.mark.parametrize(("dtype", "channels", "bits"), [(np.float32, 3, 32), (np.float16, 1, 16), (np.float64, 1, 64)])
+def test_float_tiffs_pillow_has_no_mode_for_are_an_unsupported_format(dtype, channels, bits):
+    import tifffile
+
+    buffer = io.BytesIO()
+    values = skimage.data.astronaut()[:32, :32, :channels].astype(dtype) / 255
+    tifffile.imwrite(buffer, values[..., 0] if channels == 1 else values)
+    with pytest.raises(ImageError) as caught:
+        decode_image(buffer.getvalue())
+    assert (caught.value.reason, caught.value.detail) == (
+        "unsupported_format", f"TIFF of {bits}-bit floating-point samples: Pillow cannot decode it")

@@ -1,6 +1,7 @@
 """Runs as a nightly job sees them: failures that fail, one commit per run, one writer, keys that hold."""
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -191,7 +192,8 @@ def test_file_names_are_reversible_and_stay_on_one_line(tmp_path, model_flags):
     root.mkdir()
     data = (tmp_path / "x.jpg")
     Image.fromarray(photo("coffee", width=240)).save(data, quality=90)
-    names = [os.fsencode(str(root)) + b"/coll_\xff.jpg", str(root / "coll_\\xff.jpg"), str(root / "new\nline.jpg")]
+    names = [os.fsencode(str(root)) + b"/coll_\xff.jpg", str(root / "coll_\\xff.jpg"), str(root / "new\nline.jpg"),
+             str(root / "next_line\x85.jpg"), str(root / "line\u2028separator.jpg"), str(root / "par\u2029.jpg")]
     for name in names:
         with open(name, "wb") as f:
             f.write(data.read_bytes())
@@ -199,7 +201,123 @@ def test_file_names_are_reversible_and_stay_on_one_line(tmp_path, model_flags):
     for _ in range(2):
         extract.run(["--input", str(root / "*.jpg"), "--output", str(out), "--incremental", *_flags(model_flags)])
     rows, _ = _rows(out)
-    assert len(rows) == 3 and rows.path.is_unique
+    assert len(rows) == 6 and rows.path.is_unique
     assert sorted(os.fsencode(to_local(p)) for p in rows.path) == sorted(os.fsencode(n) for n in names)
-    assert main(["score", "--features", str(out), "--output", str(tmp_path / "s")]) == 0
-    assert len((tmp_path / "s" / "keep.txt").read_text().splitlines()) == 3
+    assert main(["score", "--features", str(out), "--output", str(tmp_path / "s"), "--keep-top-fraction", "0.5"]) == 0
+    listed = [line for name in ("keep", "reject") for line in (tmp_path / "s" / f"{name}.txt").read_text().splitlines()]
+    assert sorted(listed) == sorted(rows.path)  # str.splitlines breaks at U+0085, U+2028 and U+2029 too
+
+
+_FILE_SIZE_LIMIT = textwrap.dedent("""
+    import resource, signal, sys
+    from pipelines.cli import main
+    from transforms import runs
+
+    def limit_file_size(size):  # from now on no file grows past `size` bytes: writes fail as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails (EFBIG) instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+
+    when, size = sys.argv[1], int(sys.argv[2])
+    if when == "start":
+        limit_file_size(size)
+    else:
+        commit = runs.commit
+
+        def full_at_commit(*args, **kwargs):
+            limit_file_size(size)
+            return commit(*args, **kwargs)
+
+        runs.commit = full_at_commit
+    sys.exit(main(sys.argv[3:]))
+""")
+
+
+def _with_file_size_limit(when: str, size: int, argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _FILE_SIZE_LIMIT, when, str(size), *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _error_lines(stderr: str) -> list[str]:
+    assert "Traceback" not in stderr, stderr
+    return [line for line in stderr.splitlines() if "error" in line.lower()]
+
+
+def test_a_disk_full_at_the_commit_leaves_no_manifest_and_says_where_in_one_line(corpus, tmp_path, model_flags):
+    out = tmp_path / "out"
+    argv = ["extract", "--input", str(corpus / "*.jpg"), "--output", str(out), *_flags(model_flags)]
+    done = _with_file_size_limit("commit", 0, argv)
+    assert done.returncode == 2
+    (line,) = _error_lines(done.stderr)
+    assert f"error: cannot write {out}/runs/run-" in line and line.endswith(".json: File too large")
+    assert list((out / "runs").iterdir()) == []  # no manifest, empty or whole, no temporary file, no lock
+    rows, dead = _rows(out)
+    assert rows.empty and dead.empty
+    extract.run(argv[1:])  # a plain rerun: nothing was committed, so nothing refuses it
+    rows, dead = _rows(out)
+    assert len(rows) == 3 and len(dead) == 2
+
+
+def test_a_disk_full_while_shards_are_written_commits_nothing_and_says_where_in_one_line(corpus, tmp_path,
+                                                                                        model_flags):
+    out = tmp_path / "out"
+    done = _with_file_size_limit("start", 2000, ["extract", "--input", str(corpus / "*.jpg"), "--output", str(out),
+                                                 *_flags(model_flags)])
+    assert done.returncode == 2
+    assert _error_lines(done.stderr) == [f"grepq extract: error: cannot write under {out}: File too large"]
+    assert not list((out / "runs").glob("*.json"))
+    rows, dead = _rows(out)
+    assert rows.empty and dead.empty
+
+
+def test_an_unreadable_manifest_counts_as_no_commit(corpus, tmp_path, model_flags, capsys):
+    """What an older grepq left on a full disk: a 0-byte manifest, once read as a commit."""
+    out = tmp_path / "out"
+    argv = ["--input", str(corpus / "*.jpg"), "--output", str(out), *_flags(model_flags)]
+    manifest = extract.run(argv)
+    assert main(["score", "--features", str(out), "--output", str(out)]) == 0
+    (out / "runs" / f"{manifest['run']}.json").write_bytes(b"")
+    capsys.readouterr()
+    assert main(["report", "--scores", str(out), "--output", str(tmp_path / "report.html")]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "is not a readable run manifest" in line]
+    assert len(warned) == 1 and "(not whole JSON): its run counts as not committed" in warned[0]
+    rows, dead = _rows(out)
+    assert rows.empty and dead.empty
+    extract.run([*argv, "--incremental"])  # skips nothing: the broken run's rows never counted
+    rows, dead = _rows(out)
+    assert len(rows) == 3 and len(dead) == 2
+    assert [p.name for p in (out / "runs").iterdir()] == [f"{r}.json" for r in _committed(out)]  # the empty one went
+
+
+def _committed(out) -> list[str]:
+    from transforms.runs import committed_runs
+
+    return sorted(committed_runs(str(out)))
+
+
+def _not_a_regular_file(path, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif os.geteuid() == 0:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # what /dev/null is
+    else:
+        pytest.skip("only root makes device nodes")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_outputs_never_replace_what_is_not_a_regular_file(corpus, tmp_path, model_flags, capsys, kind):
+    """`grepq score --csv /dev/full` used to delete the device and leave a plain file in its place."""
+    out = tmp_path / "out"
+    extract.run(["--input", str(corpus / "*.jpg"), "--output", str(out), *_flags(model_flags)])
+    target = tmp_path / "target"
+    _not_a_regular_file(target, kind)
+    capsys.readouterr()
+    is_kind = stat.S_ISFIFO if kind == "fifo" else stat.S_ISCHR
+    commands = [["score", "--features", str(out), "--output", str(tmp_path / "scored"), "--csv", str(target)],
+                ["score", "--features", str(out), "--output", str(out)],
+                ["report", "--scores", str(out), "--output", str(target)]]
+    codes = [main(argv) for argv in commands]
+    assert codes == [2, 0, 2]
+    errors = capsys.readouterr().err.splitlines()
+    assert errors == [f"grepq {c}: error: refusing to write {target}: it exists and is not a regular file (a device, "
+                      "FIFO or socket); give the path of a file" for c in ("score", "report")]
+    assert is_kind(os.stat(target).st_mode) and not (tmp_path / "scored").exists()

@@ -19,15 +19,34 @@ from grepq_core.model.settings import EncoderSpec
 from transforms import counters, dead_letters
 from transforms.read import ImageRecord
 
-__all__ = ["GrepqModelHandler", "ExtractFeatures"]
+__all__ = ["BatchSlots", "GrepqModelHandler", "ExtractFeatures", "ExtractFew"]
+
+
+class BatchSlots:
+    """How many of a batch's `batch_size` slots one (path, ImageRecord) takes: one per `max_batch_bytes /
+    batch_size` bytes it holds, at least one, at most all.
+
+    Beam's batching counts these instead of elements, so a batch holds at
+    most `batch_size` images and at most `max_batch_bytes` of them (or one
+    image alone): on the device-decode path, where whole files wait for
+    their batch, worker memory does not grow with file sizes.
+    """
+
+    def __init__(self, spec: EncoderSpec):
+        self._size = spec.batch_size
+        self._slot = max(1, spec.max_batch_bytes // spec.batch_size)
+
+    def __call__(self, keyed: tuple[str, ImageRecord]) -> int:
+        return min(self._size, max(1, -(-keyed[1].num_bytes() // self._slot)))
 
 
 class GrepqModelHandler(ModelHandler[ImageRecord, "dict | ImageError", Extractor]):
     """Batches of image records in; per image a feature row (without its path) or the `ImageError`."""
 
     def __init__(self, spec: EncoderSpec, large_model: bool = False):
-        # Full batches: the model pads short ones to this size anyway (see Extractor._forward).
-        super().__init__(min_batch_size=spec.batch_size, max_batch_size=spec.batch_size, large_model=large_model)
+        # Full batches where the bytes allow: the model pads short ones to this size anyway (Extractor._forward).
+        super().__init__(min_batch_size=spec.batch_size, max_batch_size=spec.batch_size,
+                         element_size_fn=BatchSlots(spec), large_model=large_model)
         self._spec = spec
 
     def load_model(self) -> Extractor:
@@ -37,7 +56,9 @@ class GrepqModelHandler(ModelHandler[ImageRecord, "dict | ImageError", Extractor
                       inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
         results = model.run([r.payload for r in batch])
         return [PredictionResult(record, result if isinstance(result, ImageError) else
-                                 {"sha256": record.sha256, **result}) for record, result in zip(batch, results)]
+                                 {"sha256": record.sha256, "source": record.source, "source_stamp": record.stamp,
+                                  **result})
+                for record, result in zip(batch, results)]
 
     def get_num_bytes(self, batch: Sequence[ImageRecord]) -> int:
         return sum(r.num_bytes() for r in batch)
@@ -51,8 +72,9 @@ def _split(keyed):
     path, result = keyed
     if isinstance(result.inference, ImageError):
         counters.ended(counters.DEAD)
+        record = result.example
         yield beam.pvalue.TaggedOutput(dead_letters.TAG, dead_letters.from_error(
-            path, result.inference, "decode", result.example.sha256))
+            path, result.inference, "decode", record.sha256, record.source, record.stamp))
     else:
         counters.ended(counters.SCORED)
         yield {"path": path, **result.inference}
@@ -61,7 +83,8 @@ def _split(keyed):
 def _failed_batch(failure) -> list[dict]:
     batch, error = failure
     counters.ended(counters.DEAD, len(batch))
-    return [dead_letters.dead_letter(path, "inference", "inference_error", repr(error), record.sha256)
+    return [dead_letters.dead_letter(path, "inference", "inference_error", repr(error), record.sha256, record.source,
+                                     record.stamp)
             for path, record in batch]
 
 
@@ -81,3 +104,35 @@ class ExtractFeatures(beam.PTransform):
         failed_batches = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch)
         dead = (split[dead_letters.TAG], failed_batches) | "Dead" >> beam.Flatten()
         return split.rows, dead
+
+
+class _ExtractEach(beam.DoFn):
+    """One record at a time through the handler, whose model loads when the first record arrives."""
+
+    def __init__(self, handler: GrepqModelHandler):
+        self._handler, self._model = handler, None
+
+    def process(self, keyed):
+        key, record = keyed
+        try:
+            self._model = self._model or self._handler.load_model()
+            results = self._handler.run_inference([record], self._model)
+        except Exception as e:  # noqa: BLE001 - as RunInference's exception handling: dead letters, not a failed job
+            for row in _failed_batch(([keyed], e)):
+                yield beam.pvalue.TaggedOutput(dead_letters.TAG, row)
+            return
+        yield from _split((key, results[0]))
+
+
+class ExtractFew(beam.PTransform):
+    """`ExtractFeatures` for a stream that is nearly always empty: a worker loads the models only if a record
+    reaches it, where RunInference loads them on every worker as it starts. Returns (rows, dead_letters)."""
+
+    def __init__(self, handler: GrepqModelHandler):
+        super().__init__()
+        self._handler = handler
+
+    def expand(self, records):
+        result = records | "ExtractEach" >> beam.ParDo(_ExtractEach(self._handler)).with_outputs(
+            dead_letters.TAG, main="rows")
+        return result.rows, result[dead_letters.TAG]

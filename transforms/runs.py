@@ -1,20 +1,30 @@
 """Runs under one output: a name each, one lock at a time, and a commit that makes them visible.
 
 A run writes its shards as OUTPUT/KIND/RUN-*.parquet and, once every shard
-of every kind is in place, commits by writing OUTPUT/runs/RUN.json (one
-object, so the commit is atomic on local disk and on gs:// alike). Readers
-see a run's shards only when its manifest exists (`transforms/store.py`),
-so a run killed anywhere leaves either all of its outputs or none.
+of every kind is in place, commits by writing OUTPUT/runs/RUN.json whole
+(grepq_core.files.write_file: a temporary file flushed and renamed on local
+disk, one object created in one request on gs://). Readers see a run's
+shards only when its manifest exists and parses (`transforms/store.py`), so
+a run killed anywhere, or stopped by a full disk, leaves either all of its
+outputs or none; a manifest that cannot be read (one left empty by an older
+grepq on a full disk) counts as no commit, with a one-line warning.
 
 Only one run may write into an output at a time: `OutputLock` creates
 OUTPUT/runs/LOCK only if it does not exist (O_EXCL locally, a
 generation-matched create on gs://). Holding it, a run removes what killed
-runs left behind: their uncommitted shards and Beam's beam-temp-* folders.
-Beam-free, like store.py.
+runs left behind: their uncommitted shards, unreadable manifests, Beam's
+beam-temp-* folders, and what a killed compaction (transforms/compaction.py)
+left to delete.
+
+A compaction is a run too: before its manifest it writes
+OUTPUT/runs/replaces-RUN.json, the shards it replaces; once it has
+committed, readers no longer see those shards, whether or not they are
+deleted yet. Beam-free, like store.py.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -25,13 +35,19 @@ from importlib import metadata
 import fsspec
 
 from grepq_core.errors import GrepqError
+from grepq_core.files import write_file
 
-__all__ = ["RUN_ID", "new_run_id", "grepq_version", "OutputLock", "commit", "committed_runs", "manifests", "run_of",
-           "clean_uncommitted"]
+__all__ = ["RUN_ID", "REPLACES", "new_run_id", "grepq_version", "OutputLock", "commit", "committed_runs",
+           "manifests", "run_of", "replaced", "write_replaces", "clean_uncommitted", "finish_compactions"]
+
+log = logging.getLogger(__name__)
 
 RUN_ID = re.compile(r"^(run-\d{8}T\d{6}Z-[0-9a-f]{6})")
 RUNS_DIR = "runs"
 LOCK = "LOCK"
+_MAX_MANIFEST_BYTES = 16 * 2**20  # a manifest is a few kB
+_WARNED: set[str] = set()  # unreadable manifests already reported by this process
+REPLACES = "replaces-"  # runs/replaces-RUN.json: what the compaction RUN replaces
 
 
 def new_run_id() -> str:
@@ -58,42 +74,113 @@ def _runs_dir(output: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 
 def committed_runs(output: str) -> set[str]:
-    """The runs whose manifest exists under `output`."""
-    fs, folder = _runs_dir(output)
-    return {p.rsplit("/", 1)[-1][:-len(".json")] for p in fs.glob(f"{folder}/run-*.json")}
+    """The runs whose manifest exists under `output` and can be read."""
+    return {m["run"] for m in manifests(output)}
 
 
 def manifests(output: str) -> list[dict]:
-    """The committed runs' manifests under `output`, oldest first."""
+    """The committed runs' manifests under `output`, oldest first; unreadable ones are left out, with a warning."""
     fs, folder = _runs_dir(output)
-    out = []
-    for path in sorted(fs.glob(f"{folder}/run-*.json")):
+    found = ((path, _read_manifest(fs, path)) for path in sorted(fs.glob(f"{folder}/run-*.json")))
+    return [record for _, record in found if record is not None]
+
+
+def _read_manifest(fs: fsspec.AbstractFileSystem, path: str) -> dict | None:
+    """The manifest at `path`, or None when it is not one whole manifest of the run its name gives."""
+    record, problem = None, None
+    try:
+        with fs.open(path, "rb") as f:
+            record = json.loads(f.read(_MAX_MANIFEST_BYTES))
+    except OSError as e:
+        problem = e.strerror or type(e).__name__
+    except ValueError:
+        problem = "not whole JSON"
+    if problem is None and not (isinstance(record, dict) and record.get("run") == _run_name(path)):
+        problem = "not this run's record"
+    if problem is None:
+        return record
+    if path not in _WARNED:
+        _WARNED.add(path)
+        log.warning("%s is not a readable run manifest (%s): its run counts as not committed; the next extract "
+                    "into this output removes it and the run's shards", path, problem)
+    return None
+
+
+def _run_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1][:-len(".json")]
+
+
+def _replaces(output: str) -> dict[str, dict]:
+    """run -> what its replaces file says, for every compaction that wrote one (committed or not)."""
+    fs, folder = _runs_dir(output)
+    out = {}
+    for path in fs.glob(f"{folder}/{REPLACES}run-*.json"):
         with fs.open(path, "r") as f:
-            out.append(json.loads(f.read()))
+            out[path.rsplit("/", 1)[-1][len(REPLACES):-len(".json")]] = json.loads(f.read())
     return out
 
 
-def commit(output: str, run: str, manifest: dict) -> str:
-    """Write the run's manifest, the last step of a run; returns its path."""
+def replaced(output: str, committed: set[str] | None = None) -> dict[str, set[str]]:
+    """kind -> names of the shards that committed compactions replaced (hidden from readers)."""
+    committed = committed_runs(output) if committed is None else committed
+    out: dict[str, set[str]] = {}
+    for run, body in _replaces(output).items():
+        if run in committed:
+            for kind, names in body["shards"].items():
+                out.setdefault(kind, set()).update(names)
+    return out
+
+
+def write_replaces(output: str, run: str, shards: dict[str, list[str]], replaced_runs: list[str]) -> None:
+    """Name, before the compaction `run` commits, the shards (kind -> names) and the runs it replaces."""
     fs, folder = _runs_dir(output)
-    fs.makedirs(folder, exist_ok=True)
+    path = f"{folder}/{REPLACES}{run}.json"
+    write_file(fs.unstrip_protocol(path) if "://" in output else path,
+               json.dumps({"shards": shards, "runs": replaced_runs}))
+
+
+def commit(output: str, run: str, manifest: dict) -> str:
+    """Write the run's manifest whole, the last step of a run; returns its path."""
+    fs, folder = _runs_dir(output)
     path = f"{folder}/{run}.json"
-    with fs.open(path, "w") as f:
-        f.write(json.dumps({"run": run, "grepq_version": grepq_version(), **manifest}, indent=1, sort_keys=True))
+    text = json.dumps({"run": run, "grepq_version": grepq_version(), **manifest}, indent=1, sort_keys=True)
+    write_file(fs.unstrip_protocol(path) if "://" in output else path, text)
     return path
 
 
 def clean_uncommitted(output: str, kinds: tuple[str, ...]) -> list[str]:
-    """Remove shards of runs that never committed, and Beam's temporary folders; returns what went."""
+    """Remove shards of runs that never committed, manifests that cannot be read, temporary files and folders,
+    and what compactions replaced (or, uncommitted, wrote); returns what went."""
     fs, root = fsspec.core.url_to_fs(output.rstrip("/"))
     done = committed_runs(output)
+    gone = replaced(output, done)
     removed = []
     for kind in kinds:
         for path in fs.glob(f"{root}/{kind}/*"):
             name = path.rsplit("/", 1)[-1]
-            stale_shard = name.endswith(".parquet") and run_of(name) not in (None, *done)
+            uncommitted = run_of(name) not in (None, *done)
+            stale_shard = name.endswith(".parquet") and (uncommitted or name in gone.get(kind, ()))
             if stale_shard or name.startswith("beam-temp-"):
                 fs.rm(path, recursive=True)
+                removed.append(path)
+    for path in fs.glob(f"{root}/{RUNS_DIR}/run-*.json") + fs.glob(f"{root}/{RUNS_DIR}/.*.tmp"):
+        if path.endswith(".tmp") or _run_name(path) not in done:
+            fs.rm(path)
+            removed.append(path)
+    removed += finish_compactions(output, done)
+    return removed
+
+
+def finish_compactions(output: str, committed: set[str]) -> list[str]:
+    """Delete the manifests of the runs committed compactions replaced, then their replaces files; and the
+    replaces files of compactions that never committed. Their shards must be gone already."""
+    fs, folder = _runs_dir(output)
+    removed = []
+    for run, body in _replaces(output).items():
+        paths = [f"{folder}/{old}.json" for old in body["runs"]] if run in committed else []
+        for path in [*paths, f"{folder}/{REPLACES}{run}.json"]:
+            if fs.exists(path):
+                fs.rm(path)
                 removed.append(path)
     return removed
 
@@ -137,13 +224,19 @@ class OutputLock:
             return _create_gcs(self._path, body)
         if "://" in self.output and not self.output.startswith("file://"):
             raise GrepqError(f"no lock for {self.output}: grepq writes to local folders and gs:// only")
-        self._fs.makedirs(self._path.rsplit("/", 1)[0], exist_ok=True)
         try:
+            self._fs.makedirs(self._path.rsplit("/", 1)[0], exist_ok=True)
             fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            f.write(body)
+        except OSError as e:
+            raise GrepqError(f"cannot write {self._path}: {e.strerror}") from None
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(body)
+        except OSError as e:
+            os.unlink(self._path)
+            raise GrepqError(f"cannot write {self._path}: {e.strerror}") from None
         return True
 
     def __enter__(self) -> "OutputLock":

@@ -12,7 +12,7 @@ import apache_beam as beam
 from grepq_core.fitting.scoring import RowScorer, decision_value
 from transforms import store
 
-__all__ = ["ScoreRows", "KeepThreshold"]
+__all__ = ["ScoreRows", "MarkDuplicates", "KeepThreshold"]
 
 
 class ScoreRows(beam.DoFn):
@@ -28,7 +28,24 @@ class ScoreRows(beam.DoFn):
 
     def process(self, row):
         zero_shot = {c: row.get(c) for c in store.zero_shot_columns()}
-        yield {"path": row["path"], "sha256": row["sha256"], **self._scorer(row), "keep": None, **zero_shot}
+        yield {"path": row["path"], "sha256": row["sha256"], **self._scorer(row), "keep": None, "duplicate_of": None,
+               **zero_shot}
+
+
+class MarkDuplicates(beam.PTransform):
+    """Score rows -> the same rows, each image whose bytes another holds too marked `duplicate_of` the first
+    of them (in key order), so that exact copies can be dropped."""
+
+    def expand(self, scores):
+        return (scores | "BySha" >> beam.Map(lambda r: (r["sha256"], r)) | "SameBytes" >> beam.GroupByKey()
+                | "Mark" >> beam.FlatMap(_marked))
+
+
+def _marked(group: tuple):
+    _, rows = group
+    rows = sorted(rows, key=lambda r: r["path"])
+    yield rows[0]
+    yield from ({**r, "duplicate_of": rows[0]["path"]} for r in rows[1:])
 
 
 class KeepThreshold(beam.PTransform):

@@ -24,16 +24,21 @@ from grepq_core.errors import Failure
 from grepq_core.model import registry
 from transforms import runs
 
-__all__ = ["FEATURES_DIR", "DEAD_LETTERS_DIR", "SCORES_DIR", "BASELINES_DIR", "DEAD_LETTERS",
+__all__ = ["FEATURES_DIR", "DEAD_LETTERS_DIR", "SCORES_DIR", "BASELINES_DIR", "PROVENANCE", "DEAD_LETTERS",
            "BASELINES", "features_schema", "scores_schema", "identity_columns", "same_models", "model_sets", "output_path",
-           "shard_glob", "shards", "shard_columns", "has_shards", "read_table", "write_shard"]
+           "shard_glob", "shards", "footers", "has_shards", "remove_empty", "read_table", "column_values",
+           "write_shard"]
 
 FEATURES_DIR = "features"
 DEAD_LETTERS_DIR = "dead_letters"
 SCORES_DIR = "scores"
 BASELINES_DIR = "baselines"
 
-DEAD_LETTERS = pa.schema([(name, pa.string()) for name in Failure.FIELDS])  # sha256 null: the file was not read
+# Where a row's image came from: the input (a file, a shard, a Parquet file) and its stamp when read
+# (grepq_core/images/stamps.py); an incremental run compares them with the listing's.
+PROVENANCE = ("source", "source_stamp")
+
+DEAD_LETTERS = pa.schema([(name, pa.string()) for name in (*Failure.FIELDS, *PROVENANCE)])  # sha256 null: not read
 
 BASELINES = pa.schema([
     ("path", pa.string()),
@@ -48,8 +53,8 @@ def features_schema() -> pa.Schema:
     """The feature rows' schema for the registered pathways (built-in: ll, hl)."""
     cols = registry.columns()
     return pa.schema(
-        [("path", pa.string()), ("sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
-         ("decoder", pa.string()), ("profile", pa.string())]
+        [("path", pa.string()), ("sha256", pa.string()), *((c, pa.string()) for c in PROVENANCE),
+         ("width", pa.int32()), ("height", pa.int32()), ("decoder", pa.string()), ("profile", pa.string())]
         + [(c, pa.list_(pa.float32())) for c in cols["features"]]
         + [(c, pa.float64()) for c in zero_shot_columns()]
         + [(c, pa.string()) for c in cols["identity"]])
@@ -59,7 +64,8 @@ def scores_schema() -> pa.Schema:
     """`grepq score`'s rows: the score, how it was made, the keep flag, and the zero-shot scores beside it."""
     return pa.schema(
         [("path", pa.string()), ("sha256", pa.string()), ("score", pa.float64()), ("calibrated", pa.float64()),
-         ("scorer", pa.string()), ("keep", pa.bool_())]
+         ("scorer", pa.string()), ("keep", pa.bool_()),
+         ("duplicate_of", pa.string())]  # the first (in path order) image of the same content, for the others
         + [(c, pa.float64()) for c in zero_shot_columns()])
 
 
@@ -95,21 +101,38 @@ def shard_glob(output: str, kind: str) -> str:
 
 
 def shards(output: str, kind: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
-    """The committed shards of one kind: those of runs with a manifest (transforms/runs.py), and older ones."""
+    """The committed shards of one kind: those of runs with a manifest (transforms/runs.py), and older ones,
+    less those a committed compaction replaced."""
     fs, root = fsspec.core.url_to_fs(output_path(output, kind))
     found = sorted(fs.glob(f"{root}/*.parquet"))
-    committed = runs.committed_runs(output) if any(runs.run_of(f) for f in found) else set()
-    return fs, [f for f in found if runs.run_of(f) in (None, *committed)]
+    if not any(runs.run_of(f) for f in found):
+        return fs, found
+    committed = runs.committed_runs(output)
+    hidden = runs.replaced(output, committed).get(kind, set())
+    return fs, [f for f in found if runs.run_of(f) in (None, *committed) and f.rsplit("/", 1)[-1] not in hidden]
 
 
-def shard_columns(output: str, kind: str) -> list[tuple[str, list[str]]]:
-    """(shard, its column names) for every shard of one kind; reads only the footers."""
+def footers(output: str, kind: str) -> list[tuple[str, list[str], int]]:
+    """(shard URI, its column names, its rows) for every committed shard of one kind; reads only footers."""
     fs, files = shards(output, kind)
     out = []
     for f in files:
         with fs.open(f, "rb") as handle:
-            out.append((f, pq.read_schema(handle).names))
+            meta = pq.ParquetFile(handle).metadata
+            out.append((fs.unstrip_protocol(f), meta.schema.to_arrow_schema().names, meta.num_rows))
     return out
+
+
+def remove_empty(output: str, kind: str, prefix: str) -> None:
+    """Delete the shards named PREFIX* that hold no rows: a Beam file sink writes one even for no rows, and
+    every shard costs each later reader an open."""
+    fs, root = fsspec.core.url_to_fs(output_path(output, kind))
+    fs.invalidate_cache(root)  # the pipeline wrote these shards behind fsspec's listing cache
+    for f in fs.glob(f"{root}/{prefix}*.parquet"):
+        with fs.open(f, "rb") as handle:
+            empty = pq.ParquetFile(handle).metadata.num_rows == 0
+        if empty:
+            fs.rm(f)
 
 
 def has_shards(output: str, kind: str) -> bool:
@@ -121,6 +144,14 @@ def read_table(output: str, kind: str, columns: list[str] | None = None, schema:
     """All shards of one kind as one table (small outputs, reports, caches, tests)."""
     fs, files = shards(output, kind)
     return ds.dataset(files, format="parquet", filesystem=fs, schema=schema).to_table(columns=columns)
+
+
+def column_values(output: str, kind: str, column: str, batch_rows: int = 65_536):
+    """Every value of one column of one kind, streamed a batch at a time (a large run's paths, say)."""
+    fs, files = shards(output, kind)
+    for batch in ds.dataset(files, format="parquet", filesystem=fs).to_batches(columns=[column],
+                                                                               batch_size=batch_rows):
+        yield from batch.column(0).to_pylist()
 
 
 def write_shard(output: str, kind: str, rows: list[dict], schema: pa.Schema, name: str) -> str:

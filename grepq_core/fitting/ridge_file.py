@@ -16,6 +16,7 @@ import fsspec
 import numpy as np
 
 from grepq_core.errors import GrepqError
+from grepq_core.files import write_file
 from grepq_core.fitting.ridge import RidgeModel, describe_layout
 
 __all__ = ["MAX_MODEL_BYTES", "InvalidModel", "check_model", "save_ridge", "load_ridge"]
@@ -243,9 +244,7 @@ def save_ridge(model: RidgeModel, uri: str) -> None:
         _checked_fields(record)
     except InvalidModel as e:
         raise GrepqError(f"refusing to save an unusable ridge model to {uri}: {e}") from None
-    text = json.dumps({"format": _FORMAT, **record}, indent=1, allow_nan=False)
-    with fsspec.open(uri, "w") as f:
-        f.write(text)
+    write_file(uri, json.dumps({"format": _FORMAT, **record}, indent=1, allow_nan=False))
 
 
 def check_model(model: RidgeModel) -> None:

@@ -9,12 +9,14 @@ Failure reasons, all at ``stage="read"``:
 
 | reason | cause |
 | --- | --- |
-| ``unreadable`` | missing file, no permission, a directory, a broken symlink or a symlink loop, any ``OSError`` from the filesystem |
+| ``unreadable`` | missing file, no permission, a directory, a broken symlink or a symlink loop, any ``OSError`` from the filesystem (a path longer than PATH_MAX is opened from its folder, so it is read like any other) |
 | ``not_a_regular_file`` | a FIFO, socket or device (also through a symlink): refused before opening, as reading one can block forever or never end |
 | ``too_large`` | more than ``max_bytes`` (`DEFAULT_MAX_BYTES`, 256 MiB), refused before reading where the size is known |
 | ``empty_file`` | zero bytes |
 """
 
+import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -24,10 +26,13 @@ import fsspec
 
 from grepq_core.errors import ImageError
 
-__all__ = ["DEFAULT_MAX_BYTES", "read_bytes", "read_and_hash", "is_local_path", "clean_detail", "display_path"]
+__all__ = ["DEFAULT_MAX_BYTES", "read_bytes", "read_and_hash", "open_input", "is_local_path", "clean_detail",
+           "display_path"]
 
 # Far above any photo (a 100 MP camera JPEG is about 50 MiB), far below a worker's memory.
 DEFAULT_MAX_BYTES = 256 * 2**20
+_NAME_MAX = 255  # bytes in one path component on Linux filesystems
+_PATH_STEP = 2048  # bytes of path opened per call when a path is longer than PATH_MAX (4096)
 
 def read_bytes(uri: str | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """All bytes of a local path or an fsspec URL (gs://, s3://, https://, memory://...).
@@ -37,18 +42,43 @@ def read_bytes(uri: str | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     regular files, so a FIFO cannot hang the job nor /dev/zero fill memory.
     Files over `max_bytes` are refused before reading where the size is
     known, and no more than ``max_bytes + 1`` bytes are ever read.
+    (Members of shards and rows of Parquet files: grepq_core/images/sources.py.)
 
     Only ``OSError`` (what filesystems raise for missing, forbidden or
     unreadable files) becomes ``unreadable``; anything else, such as a missing
     fsspec filesystem package, is a setup problem and propagates.
     """
-    if is_local_path(uri):
-        data = _read_local(_strip_file_scheme(uri), max_bytes)
-    else:
-        data = _read_remote(os.fsdecode(uri), max_bytes)
+    with open_input(uri, max_bytes) as (f, size):
+        data = _read_capped(f, uri, max_bytes, size)
     if not data:
         raise ImageError("empty_file", f"{display_path(uri)}: 0 bytes", stage="read")
     return data
+
+
+@contextlib.contextmanager
+def open_input(uri: str | bytes, max_bytes: int | None = None):
+    """(binary file object, its size or None) of a regular local file or an fsspec URL, for reading.
+
+    A local path's kind (a FIFO, a socket or a device is refused) and size
+    (over `max_bytes`, when given) are checked before it is opened, and
+    again on the open file; a remote object's size before it is read. Any
+    ``OSError``, on opening or while the caller reads, becomes `ImageError`
+    ``unreadable`` at stage ``read``.
+    """
+    try:
+        if is_local_path(uri):
+            f, size = _open_local(_strip_file_scheme(uri), max_bytes)
+            with f:
+                yield f, size
+        else:
+            with fsspec.open(os.fsdecode(uri), "rb") as f:
+                size = getattr(f, "size", None)
+                size = size if isinstance(size, int) else None
+                _check_size(uri, size, max_bytes)
+                yield f, size
+    except OSError as exc:
+        raise ImageError("unreadable", f"{display_path(uri)}: {clean_detail(exc.strerror or str(exc))}",
+                         stage="read") from exc
 
 
 def is_local_path(uri: str | bytes) -> bool:
@@ -63,30 +93,62 @@ def _strip_file_scheme(uri: str | bytes) -> str | bytes:
     return uri[len(prefix):] if uri.startswith(prefix) else uri
 
 
-def _read_local(path: str | bytes, max_bytes: int) -> bytes:
-    """A regular local file's bytes, its kind and size checked before anything is read."""
+def _open_local(path: str | bytes, max_bytes: int | None):
+    """(open file, size) of a regular local file, its kind and size checked before anything is read.
+
+    A path longer than the system's PATH_MAX (which plain calls refuse) is
+    opened from its folder, reached a few components at a time.
+    """
     try:
-        _check_local(path, os.stat(path), max_bytes)
-        # O_NONBLOCK: if the path became a FIFO since the stat, open returns
-        # at once instead of waiting for a writer, and the fstat refuses it.
-        with open(path, "rb", opener=_open_nonblocking) as f:
-            size = _check_local(path, os.fstat(f.fileno()), max_bytes)
-            return _read_capped(f, path, max_bytes, size)
+        return _open_regular(path, max_bytes, None, path)
     except OSError as exc:
-        raise ImageError("unreadable", f"{display_path(path)}: {clean_detail(exc.strerror or str(exc))}", stage="read") from exc
+        if exc.errno != errno.ENAMETOOLONG or len(os.path.basename(os.fsencode(path))) > _NAME_MAX:
+            raise
+    folder, name = _folder_of(path)
+    try:
+        return _open_regular(name, max_bytes, folder, path)
+    finally:
+        os.close(folder)  # the file stays open
 
 
-def _open_nonblocking(path, flags: int) -> int:
-    return os.open(path, flags | os.O_NONBLOCK)
+def _open_regular(path: str | bytes, max_bytes: int | None, folder: int | None, shown: str | bytes):
+    """`path` (relative to the open folder `folder`, if given) opened as `_open_local` says; `shown` in messages."""
+    _check_size(shown, _check_local(shown, os.stat(path, dir_fd=folder)), max_bytes)
+    # O_NONBLOCK: if the path became a FIFO since the stat, open returns
+    # at once instead of waiting for a writer, and the fstat refuses it.
+    f = open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK, dir_fd=folder))
+    try:
+        size = _check_local(shown, os.fstat(f.fileno()))
+        _check_size(shown, size, max_bytes)
+    except BaseException:
+        f.close()
+        raise
+    return f, size
 
 
-def _check_local(path: str | bytes, info: os.stat_result, max_bytes: int) -> int:
-    """Refuse anything but a regular file within `max_bytes`; return its size."""
+def _folder_of(path: str | bytes) -> tuple[int, bytes]:
+    """(an open descriptor of `path`'s folder, its last component), for a path too long to open in one call."""
+    head, name = os.path.split(os.fsencode(path))
+    folder = os.open(b"/" if head.startswith(b"/") else b".", os.O_RDONLY | os.O_DIRECTORY)
+    parts = [part for part in head.split(b"/") if part]
+    while parts:
+        step = [parts.pop(0)]
+        while parts and len(b"/".join(step)) + len(parts[0]) < _PATH_STEP:
+            step.append(parts.pop(0))
+        try:
+            inner = os.open(b"/".join(step), os.O_RDONLY | os.O_DIRECTORY, dir_fd=folder)
+        finally:
+            os.close(folder)
+        folder = inner
+    return folder, name
+
+
+def _check_local(path: str | bytes, info: os.stat_result) -> int:
+    """Refuse anything but a regular file; return its size."""
     if stat.S_ISDIR(info.st_mode):
         raise ImageError("unreadable", f"{display_path(path)}: is a directory", stage="read")
     if not stat.S_ISREG(info.st_mode):
         raise ImageError("not_a_regular_file", f"{display_path(path)}: {_file_kind(info.st_mode)}", stage="read")
-    _check_size(path, info.st_size, max_bytes)
     return info.st_size
 
 
@@ -96,8 +158,8 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), f"file type {stat.S_IFMT(mode):o}")
 
 
-def _check_size(uri: str | bytes, size: int | None, max_bytes: int) -> None:
-    if size is not None and size > max_bytes:
+def _check_size(uri: str | bytes, size: int | None, max_bytes: int | None) -> None:
+    if size is not None and max_bytes is not None and size > max_bytes:
         raise ImageError("too_large", f"{display_path(uri)}: {size} bytes, more than the {max_bytes} allowed",
                          stage="read")
 
@@ -114,18 +176,6 @@ def _read_capped(f, uri: str | bytes, max_bytes: int, size: int | None) -> bytes
         data += f.read(limit - len(data))
     _check_size(uri, len(data), max_bytes)
     return data
-
-
-def _read_remote(uri: str, max_bytes: int) -> bytes:
-    """An fsspec URL's bytes; its size, when the filesystem reports one, is checked before reading."""
-    try:
-        with fsspec.open(uri, "rb") as f:
-            size = getattr(f, "size", None)
-            size = size if isinstance(size, int) else None
-            _check_size(uri, size, max_bytes)
-            return _read_capped(f, uri, max_bytes, size)
-    except OSError as exc:
-        raise ImageError("unreadable", f"{uri}: {clean_detail(str(exc))}", stage="read") from exc
 
 
 def display_path(uri: str | bytes) -> str:

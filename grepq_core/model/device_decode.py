@@ -4,9 +4,12 @@ On a GPU worker, decoding and resizing on the CPU caps throughput far below
 what the encoders can do (docs/performance.md: 700-2,400 images/s on 16
 cores against about 7,500 for the encoders). Here a batch of JPEG bytes is
 decoded with torchvision's `decode_jpeg` on the model's device (nvJPEG on
-CUDA, libjpeg-turbo on the CPU), upright by EXIF. An image the device
-decoder rejects falls back to Pillow on the CPU alone; the batch never
-fails for it.
+CUDA, libjpeg-turbo on the CPU), upright by EXIF. Only JPEGs whose decode
+the budgets bound reach it (`grepq_core.images.decode.device_decodable`:
+few scans, within the memory budget), and a batch holds at most the
+spec's `max_batch_bytes` of them (transforms/inference.py). An image the
+device decoder rejects is left to the caller (`Extractor.decode` decodes it
+with Pillow under the budgets); the batch never fails for it.
 
 torchvision is imported on the first decode, not with this module: importing
 it costs seconds (it pulls in torch._dynamo), which a process that decodes
@@ -15,10 +18,6 @@ on the CPU never needs to pay.
 from __future__ import annotations
 
 import torch
-
-from grepq_core.errors import ImageError
-from grepq_core.images.decode import decode_image
-from grepq_core.model import views as V
 
 __all__ = ["decode_on_device", "device_decoder_name"]
 
@@ -44,18 +43,8 @@ def _device_decode_all(datas: list[torch.Tensor], device: torch.device) -> list[
         return out
 
 
-def decode_on_device(datas: list[bytes], device: torch.device) -> list[tuple[torch.Tensor, str] | ImageError]:
-    """Each image as (uint8 [3, H, W] on `device`, decoder name), or the `ImageError` no decoder got past."""
+def decode_on_device(datas: list[bytes], device: torch.device) -> list[torch.Tensor | None]:
+    """Each image as uint8 [3, H, W] on `device`, or None where the device decoder rejected it."""
     if not datas:
         return []
-    decoded = _device_decode_all([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], device)
-    out = []
-    for data, image in zip(datas, decoded):
-        if image is not None:
-            out.append((image, device_decoder_name(device)))
-            continue
-        try:
-            out.append((V.to_tensor(decode_image(data)).to(device), "cpu"))
-        except ImageError as e:
-            out.append(e)
-    return out
+    return _device_decode_all([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], device)

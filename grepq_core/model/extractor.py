@@ -28,8 +28,8 @@ import torch
 from grepq_core.errors import GrepqError, ImageError, WeightsUnavailable
 from grepq_core.model import registry
 from grepq_core.model import views as V
-from grepq_core.model.cut import Views, cut_views
-from grepq_core.model.device_decode import decode_on_device
+from grepq_core.model.cut import Views, cpu_views, cut_views
+from grepq_core.model.device_decode import decode_on_device, device_decoder_name
 from grepq_core.model.devices import resolve_device
 from grepq_core.model.pathway import Encoder
 from grepq_core.model.settings import EncoderSpec
@@ -129,17 +129,16 @@ class Extractor:
 
     @torch.inference_mode()
     def decode(self, datas: list[bytes]) -> list[Views | ImageError]:
-        """JPEG bytes decoded on this device (Pillow fallback per image) with their views cut there."""
+        """JPEG bytes decoded on this device with their views cut there; what it rejects, by Pillow on the CPU."""
         out = []
         with self._thread_stream():
-            for result in decode_on_device(datas, self.device):
-                if isinstance(result, ImageError):
-                    out.append(result)
-                    continue
-                image, decoder = result
+            for data, image in zip(datas, decode_on_device(datas, self.device)):
                 try:
-                    out.append(Views(int(image.shape[-1]), int(image.shape[-2]), decoder,
-                                     cut_views(image, self.spec)))
+                    if image is None:
+                        out.append(cpu_views(data, self.spec))
+                    else:
+                        out.append(Views(int(image.shape[-1]), int(image.shape[-2]), device_decoder_name(self.device),
+                                         cut_views(image, self.spec)))
                 except ImageError as e:
                     out.append(e)
         return out

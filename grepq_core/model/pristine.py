@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from grepq_core.errors import GrepqError, WeightsUnavailable
+from grepq_core.files import write_file
 from grepq_core.model.anchors import Anchors
 from grepq_core.model.npz import read_tagged_npz
 from grepq_core.model.zero_shot import patch_statistics
@@ -62,8 +63,7 @@ class PristineModel:
                  calibration_keys=np.array(keys, dtype=str),
                  calibration_anchors=np.array([[self.calibration[k].good, self.calibration[k].bad] for k in keys],
                                               dtype=np.float64).reshape(-1, 2))
-        with fsspec.open(uri, "wb") as f:
-            f.write(buffer.getvalue())
+        write_file(uri, buffer.getvalue())
 
     @classmethod
     def load(cls, uri: str) -> "PristineModel":
@@ -113,8 +113,7 @@ def write_patches(patches: np.ndarray, uri: str) -> None:
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as f:
         f.create_dataset("data", data=data)
-    with fsspec.open(uri, "wb") as f:
-        f.write(buffer.getvalue())
+    write_file(uri, buffer.getvalue())
 
 
 def read_patches(uri: str) -> tuple[np.ndarray, str]:

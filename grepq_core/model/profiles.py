@@ -37,7 +37,8 @@ PROFILES = {
     "fast": {},
     "reference": {"ll_view": "full", "hl_size": None, "max_patches": None},
 }
-GENERAL = ("device", "decode", "batch_size")  # EncoderSpec's own choices besides pathways and profile
+# EncoderSpec's own choices besides pathways and profile
+GENERAL = ("device", "decode", "batch_size", "max_image_seconds", "max_image_memory", "max_batch_bytes")
 VIEW_FIELDS = tuple(f.name for f in dataclasses.fields(ViewConfig))
 
 

@@ -5,7 +5,8 @@ place that decides what a profile fixes) and pickled to each Beam worker,
 which builds the same models from it. It holds:
 
 - the general choices: which pathways run, the device, the decoder, the
-  batch size, the profile;
+  batch size, the profile, and what one image may cost (decode time,
+  memory, and the bytes a batch may hold);
 - the views (`ViewConfig`): how an image becomes fixed-shape model inputs;
 - every registered pathway's own settings, by name. Each pathway declares
   them (`Setting`: name, default, help, parser) in its own module, and the
@@ -23,13 +24,33 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from grepq_core.errors import GrepqError
+from grepq_core.images.limits import DEFAULT_MAX_MEMORY, DEFAULT_MAX_SECONDS
 
-__all__ = ["Setting", "ViewConfig", "EncoderSpec", "none_or_str"]
+__all__ = ["Setting", "ViewConfig", "EncoderSpec", "DEFAULT_MAX_BATCH_BYTES", "none_or_str", "byte_size"]
+
+# A model batch holds at most this many bytes of images (encoded or cut into views) besides its count.
+DEFAULT_MAX_BATCH_BYTES = 256 * 2**20
+_UNITS = {"": 1, "B": 1, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
 def none_or_str(text: str | None) -> str | None:
     """A setting's text where 'none' means no value (e.g. `pristine` none: no zero-shot LL score)."""
     return None if text is None or text.lower() == "none" else text
+
+
+def byte_size(text: str) -> int | None:
+    """A number of bytes written as 1073741824, 512MiB or 1.5GiB; 'none' means no limit."""
+    if text.lower() == "none":
+        return None
+    number = text.rstrip("BbIiKkMmGg ")
+    unit = text[len(number):].strip().upper()
+    try:
+        size = int(float(number) * _UNITS[unit])
+    except (KeyError, ValueError):
+        raise ValueError(f"not a size: {text!r} (e.g. 1073741824, 512MiB, 1.5GiB or none)") from None
+    if size <= 0:
+        raise ValueError(f"a size must be positive, got {text!r}")
+    return size
 
 
 @dataclass(frozen=True)
@@ -89,6 +110,9 @@ class EncoderSpec:
     device: str = "auto"
     decode: str = "auto"  # "gpu": JPEGs decoded on the model's device; "cpu": Pillow; "auto": gpu on CUDA
     batch_size: int = 32
+    max_image_seconds: float | None = DEFAULT_MAX_SECONDS  # decoding one image (None: no limit)
+    max_image_memory: int | None = DEFAULT_MAX_MEMORY  # decoding and cutting one image, in bytes (None: no limit)
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES  # images waiting in one model batch
     views: ViewConfig = field(default_factory=ViewConfig)
     profile: str = "fast"  # recorded in every row
     settings: tuple[tuple[str, Any], ...] = ()  # (name, value) of every registered pathway's settings

@@ -249,10 +249,18 @@ def _crop_starts(
 
 
 def _resize(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bicubic, antialiased resize of ``[..., 3, H, W]`` uint8, rounded back to uint8."""
+    """Bicubic, antialiased resize of ``[..., 3, H, W]`` uint8, rounded back to uint8.
+
+    One channel at a time, so the float copy of a large image is a third
+    of its size (channels are resized independently: the result is the same).
+    """
     if img.shape[-2:] == (height, width):
         return img
     lead = img.shape[:-3]
-    flat = img.reshape(-1, *img.shape[-3:]).float()
-    out = F.interpolate(flat, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
-    return out.round_().clamp_(0, 255).to(torch.uint8).reshape(*lead, img.shape[-3], height, width)
+    flat = img.reshape(-1, *img.shape[-3:])
+    out = torch.empty((*flat.shape[:2], height, width), dtype=torch.uint8, device=img.device)
+    for channel in range(flat.shape[1]):
+        plane = F.interpolate(flat[:, channel:channel + 1].float(), size=(height, width), mode="bicubic",
+                              align_corners=False, antialias=True)
+        out[:, channel:channel + 1] = plane.round_().clamp_(0, 255)
+    return out.reshape(*lead, img.shape[-3], height, width)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from grepq_core.errors import WeightsUnavailable
+from grepq_core.files import write_file
 
 __all__ = ["load_checkpoint", "open_uri", "parameters_digest", "save_checkpoint"]
 
@@ -68,10 +69,7 @@ def save_checkpoint(checkpoint: dict, uri: str) -> None:
     """Write `checkpoint` (tensors and plain values) to a path or fsspec URL."""
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
-    fs, path = fsspec.core.url_to_fs(uri)
-    fs.makedirs(fs._parent(path), exist_ok=True)
-    with fs.open(path, "wb") as f:
-        f.write(buffer.getvalue())
+    write_file(uri, buffer.getvalue())
 
 
 def parameters_digest(module: nn.Module) -> str:

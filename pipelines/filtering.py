@@ -1,0 +1,81 @@
+"""`grepq filter`: a scored collection -> a smaller one, the kept samples in the form they came in.
+
+    Read scores + dead letters -> decide per sample (tar) or row (Parquet)
+      -> Write kept shards / files (and --rejected ones) -> grepq_filter.json last
+
+WebDataset shards give WebDataset shards of `--shard-size` samples, every
+member of each sample unchanged plus ``KEY.grepq.json``; Parquet files give
+Parquet files with their columns plus the grepq columns
+(transforms/filtered.py). Loose files are listed in keep.txt and
+reject.txt by `grepq score`; this command writes nothing for them.
+"""
+from __future__ import annotations
+
+from grepq_core.errors import GrepqError
+from pipelines.options import command_parser, parse
+
+__all__ = ["run", "arg_parser", "build", "prepare_outputs"]
+
+
+def prepare_outputs(outputs: list[str], replace: bool) -> None:
+    """Filtered outputs never mix: one that holds files is refused, or emptied first with `replace`."""
+    import fsspec
+
+    for output in outputs:
+        fs, root = fsspec.core.url_to_fs(output.rstrip("/"))
+        old = fs.glob(f"{root}/*.tar") + fs.glob(f"{root}/*.parquet") + fs.glob(f"{root}/grepq_filter.json")
+        if old and not replace:
+            raise GrepqError(f"{output} already holds a filtered collection: pass `replace` to replace it, or "
+                             "choose another folder")
+        for path in old:
+            fs.rm(path)
+
+
+def build(p, scores: str, features: str, output: str, rejected: str | None, shard_size: int, meta: dict):
+    """Add the filter steps to `p`."""
+    import apache_beam as beam
+
+    from transforms import filtered, store
+    from transforms.sinks import ParquetSink
+
+    if shard_size < 1:
+        raise GrepqError(f"`shard_size` must be at least 1, got {shard_size}")
+    score_rows = ParquetSink(scores, store.SCORES_DIR, store.scores_schema())
+    if not score_rows.exists():
+        raise GrepqError(f"no scores under {scores}: run `grepq score` or `grepq run` first, or pass the folder "
+                         "it wrote as `scores`")
+    dead = ParquetSink(features, store.DEAD_LETTERS_DIR, store.DEAD_LETTERS)
+    rows = [p | "ReadScores" >> score_rows.read(columns=["path", "keep", "score", "calibrated", "scorer"])]
+    if dead.exists():
+        rows.append(p | "ReadDead" >> dead.read(columns=["path", "reason", "detail"]))
+    rows = rows | "Rows" >> beam.Flatten()
+    records = rows | "Decide" >> filtered.Decide()
+    loose = beam.pvalue.AsSingleton(rows | "Loose" >> beam.Filter(filtered.is_loose)
+                                    | "CountLoose" >> beam.combiners.Count.Globally())
+    for name, folder, kept in (("Kept", output, True), ("Rejected", rejected, False)):
+        if folder:
+            (records
+             | f"Write{name}" >> filtered.WriteFiltered(folder, kept, shard_size)
+             | f"{name}Entries" >> beam.combiners.ToList()
+             | f"{name}Manifest" >> beam.Map(lambda entries, n, f, k: filtered.write_manifest(
+                 f, entries, {**meta, "kept": k, "loose_files": n}), loose, folder, kept))
+
+
+def run(argv=None, test_pipeline=None):
+    import apache_beam as beam
+
+    from transforms import filtered, runs
+
+    args, options = parse(arg_parser(), argv)
+    outputs = [o for o in (args.output, args.rejected) if o]
+    prepare_outputs(outputs, args.replace)
+    meta = {"scores": args.scores, "features": args.features or args.scores, "shard_size": args.shard_size,
+            "grepq_version": runs.grepq_version()}
+    with (test_pipeline or beam.Pipeline(options=options)) as p:
+        build(p, args.scores, args.features or args.scores, args.output, args.rejected, args.shard_size, meta)
+    for folder in outputs:
+        print(f"filter: {filtered.summary(folder)}")
+
+
+def arg_parser():
+    return command_parser("filter", __doc__.strip().splitlines()[0])
