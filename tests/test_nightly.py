@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ from PIL import Image
 
 from pipelines import extract, score
 from tests.collections_corpus import photo_bytes, write_shards
-from transforms.incremental import ContentFilter, hash_pairs
+from transforms.incremental import ContentFilter, ContentFilterOf, hash_pairs
 from transforms.store import read_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,3 +166,17 @@ def test_the_content_filter_has_no_false_negative_and_few_false_positives():
     assert all(sha in content for sha in stored)
     assert sum(sha in content for sha in others) / len(others) < 3 * ContentFilter.RATE
     assert content.array.nbytes < 3.1 * len(stored)  # 3 bytes per stored hash
+
+
+def test_the_content_filter_is_combined_from_pairs_not_from_a_filter_per_bundle():
+    rows = 1_000_000
+    shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(3_000)]
+    combine = ContentFilterOf(rows)
+    bundles = [combine.add_input(combine.create_accumulator(), hash_pairs(shas[i:i + 1_000]))
+               for i in range(0, len(shas), 1_000)]
+    assert all(len(pickle.dumps(b)) < 20_000 for b in bundles)  # a bundle's pairs; a filter would be 3 MB
+    content = combine.extract_output(combine.merge_accumulators(bundles))
+    assert isinstance(content, ContentFilter) and content.array.nbytes > 2_000_000
+    assert all(sha in content for sha in shas)
+    big = combine.add_input(combine.create_accumulator(), hash_pairs(shas * 100))  # pairs outweigh the filter
+    assert isinstance(big, ContentFilter) and all(sha in combine.merge_accumulators([big, bundles[0]]) for sha in shas)

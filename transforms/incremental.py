@@ -65,9 +65,13 @@ class ContentFilter:
     RATE = 1e-5  # so that an image read again for want of its stored row (read.PrepareSeen) is rare
 
     def __init__(self, rows: int):
-        self.bits = max(64, math.ceil(-max(rows, 1) * math.log(self.RATE) / math.log(2) ** 2))
+        self.bits = self.bits_for(rows)
         self.hashes = max(1, round(self.bits / max(rows, 1) * math.log(2)))
         self.array = np.zeros((self.bits + 7) // 8, dtype=np.uint8)
+
+    @classmethod
+    def bits_for(cls, rows: int) -> int:
+        return max(64, math.ceil(-max(rows, 1) * math.log(cls.RATE) / math.log(2) ** 2))
 
     def _positions(self, pairs: np.ndarray) -> np.ndarray:
         """[N, hashes] bit positions of [N, 2] uint64 hash pairs (double hashing)."""
@@ -91,26 +95,40 @@ def hash_pairs(shas) -> np.ndarray:
 
 
 class ContentFilterOf(beam.CombineFn):
-    """Hash pairs of stored rows -> the `ContentFilter` of all of them."""
+    """Hash pairs of stored rows -> the `ContentFilter` of all of them.
+
+    An accumulator keeps the pairs themselves (16 bytes a row) until they
+    outweigh the filter's bits: a bundle of a few stored shards then sends
+    its pairs to the merge, not a filter sized for every stored row (30 MB
+    at ten million rows, once per bundle).
+    """
 
     def __init__(self, rows: int):
         self._rows = rows
 
     def create_accumulator(self):
-        return ContentFilter(self._rows)
+        return []  # hash-pair arrays, or a ContentFilter once they outweigh one
 
     def add_input(self, accumulator, pairs):
-        accumulator.add(pairs)
-        return accumulator
+        return self._merged([accumulator, [pairs]])
 
     def merge_accumulators(self, accumulators):
-        accumulators = list(accumulators)
-        for other in accumulators[1:]:
-            accumulators[0].array |= other.array
-        return accumulators[0]
+        return self._merged(accumulators)
 
     def extract_output(self, accumulator):
-        return accumulator
+        return self._merged([accumulator], whole=True)
+
+    def _merged(self, accumulators, whole: bool = False):
+        filters = [a for a in accumulators if isinstance(a, ContentFilter)]
+        pairs = [p for a in accumulators if not isinstance(a, ContentFilter) for p in a]
+        if not filters and not whole and 8 * sum(p.nbytes for p in pairs) <= ContentFilter.bits_for(self._rows):
+            return pairs
+        merged = filters[0] if filters else ContentFilter(self._rows)
+        for other in filters[1:]:
+            merged.array |= other.array
+        for p in pairs:
+            merged.add(p)
+        return merged
 
 
 def _ipc(table: pa.Table) -> bytes:
