@@ -16,8 +16,9 @@ that row's features are copied under its key.
 
 Nothing grows with the output in a worker: the stored rows travel as Arrow
 batches cut into buckets of about `BUCKET_ROWS` rows (one element per bucket
-per stored file, not one per row), and a worker holds one bucket. A stored
-row travels as 33 bytes: its input, its stamp and its key as 8-byte ids
+per batch of a stored file, not one per row), and a worker holds one bucket
+(Beam's in-process runner holds the whole grouping: benchmarks/README.md). A stored
+row travels as 41 bytes: its input, its stamp and its key as 8-byte ids
 (`read.key_id`), the first 16 bytes of its content hash, and its kind. The one
 summary every worker holds is `ContentFilter`, a Bloom filter of the stored
 content hashes: 3 bytes per stored row (30 MB at ten million rows).
