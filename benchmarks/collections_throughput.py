@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import webdataset as wds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from extract_throughput import make_corpus  # noqa: E402 - a sibling benchmark's corpus
+from extract_throughput import make_corpus, write_shards  # noqa: E402 - a sibling benchmark's corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,16 +64,11 @@ def main(argv=None) -> None:
         tmp = Path(tmp)
         paths = make_corpus(tmp / "loose", args.images, 1024, 768)
         images = [Path(p).read_bytes() for p in paths]
-        (tmp / "shards").mkdir()
-        for start in range(0, len(images), 100):
-            with wds.TarWriter(str(tmp / "shards" / f"{start // 100:05d}.tar"), encoder=False) as writer:
-                for i in range(start, min(start + 100, len(images))):
-                    writer.write({"__key__": f"{i:09d}", "jpg": images[i], "txt": b"a caption",
-                                  "json": json.dumps({"i": i}).encode()})
+        shards = write_shards(paths, tmp / "shards", 100)
         cells = pa.array([{"bytes": b, "path": Path(p).name} for b, p in zip(images, paths)],
                          type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
         pq.write_table(pa.table({"image": cells}), tmp / "train.parquet", row_group_size=100)
-        runs = {"loose files": [str(tmp / "loose" / "*.jpg")], "WebDataset shards": [str(tmp / "shards" / "*.tar")],
+        runs = {"loose files": [str(tmp / "loose" / "*.jpg")], "WebDataset shards": [shards],
                 "Parquet": [str(tmp / "train.parquet")]}
         if args.big_shard_mb:
             blob = os.urandom(5 * 2**20)

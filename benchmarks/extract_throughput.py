@@ -10,7 +10,9 @@ Prints, for one synthetic JPEG corpus (crops of scikit-image photos,
 - end-to-end images/s: `grepq extract` on Beam's FnApiRunner, files to
   Parquet, once per `--decode` mode (`--decode gpu,cpu` runs both), and
   with `--overhead-images N` the marginal rate once the pipeline's fixed
-  start-up cost (measured on N images) is taken out;
+  start-up cost (measured on N images) is taken out; with `--shards N`,
+  also from the same images packed into WebDataset shards of N samples
+  (each with a caption and a JSON member, as img2dataset writes them);
 - each phase's peak GPU memory (torch.cuda.max_memory_allocated), peak
   resident memory of this process (VmHWM, reset per phase where Linux
   allows), GPU utilisation sampled by nvidia-smi where there is one, and
@@ -64,6 +66,20 @@ def with_comment(jpeg: bytes, text: bytes) -> bytes:
     if jpeg[2:4] == b"\xff\xe0":
         at = 4 + int.from_bytes(jpeg[4:6], "big")
     return jpeg[:at] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + jpeg[at:]
+
+
+def write_shards(paths: list[str], folder: Path, per_shard: int) -> str:
+    """The JPEGs at `paths` as WebDataset shards of `per_shard` samples (each with a caption and a JSON
+    member, as img2dataset writes them) under `folder`; returns the shards' glob."""
+    import webdataset as wds
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(paths), per_shard):
+        with wds.TarWriter(str(folder / f"{start // per_shard:05d}.tar"), encoder=False) as writer:
+            for i in range(start, min(start + per_shard, len(paths))):
+                writer.write({"__key__": f"{i:09d}", "jpg": Path(paths[i]).read_bytes(), "txt": b"a caption",
+                              "json": json.dumps({"i": i}).encode()})
+    return str(folder / "*.tar")
 
 
 def _crop_jpeg(source: np.ndarray, width: int, height: int, seed: int) -> bytes:
@@ -239,13 +255,13 @@ def decode_only(spec: EncoderSpec, paths: list[str]) -> dict:
             "errors": errors}
 
 
-def end_to_end(flags: list[str], corpus: Path, out: Path, n: int) -> dict:
-    """Wall-clock images/s of `grepq extract` over the corpus, and what it wrote."""
+def end_to_end(flags: list[str], inputs: str, out: Path, n: int) -> dict:
+    """Wall-clock images/s of `grepq extract` over `inputs` (a pattern of n images), and what it wrote."""
     from pipelines import extract
     from transforms.store import read_table
 
     start = time.perf_counter()
-    extract.run([f"--input={corpus}/*.jpg", "--output", str(out), *flags])
+    extract.run([f"--input={inputs}", "--output", str(out), *flags])
     seconds = time.perf_counter() - start
     rows = read_table(str(out), "features", columns=["decoder"]).column("decoder").to_pylist()
     try:
@@ -288,6 +304,8 @@ def main(argv=None):
     parser.add_argument("--beam-flags", default="", help="Beam flags for the end-to-end runs, one string")
     parser.add_argument("--overhead-images", type=int, default=0,
                         help="also run end-to-end on this many images, to take the start-up cost out")
+    parser.add_argument("--shards", type=int, default=0,
+                        help="also run end-to-end from the corpus as WebDataset shards of this many samples")
     parser.add_argument("--workdir", default=None, help="keep the corpus and outputs here")
     parser.add_argument("--json", default=None, help="write every figure to this JSON file")
     args = parser.parse_args(argv)
@@ -361,7 +379,7 @@ def main(argv=None):
     def run_end_to_end(decode):
         with Phase(f"end_to_end_{decode}", sampler) as phase:
             out = Path(tempfile.mkdtemp(prefix=f"out-{decode}-", dir=work))
-            result = end_to_end([*flags, "--decode", decode], corpus, out, len(paths))
+            result = end_to_end([*flags, "--decode", decode], f"{corpus}/*.jpg", out, len(paths))
         result.update(phase.result, ratio_to_model_only=round(result["images_per_s"] / model_rate, 4)
                       if model_rate else None)
         report["end_to_end"][decode] = result
@@ -369,16 +387,27 @@ def main(argv=None):
             with Phase(f"end_to_end_{decode}_first{args.overhead_images}", sampler) as phase:
                 small = _small_corpus(corpus, paths, args.overhead_images)
                 out = Path(tempfile.mkdtemp(prefix=f"out-{decode}-small-", dir=work))
-                first = end_to_end([*flags, "--decode", decode], small, out, args.overhead_images)
+                first = end_to_end([*flags, "--decode", decode], f"{small}/*.jpg", out, args.overhead_images)
             extra = result["seconds"] - first["seconds"]
             result["overhead_run"] = {**first, **phase.result}
             result["marginal_images_per_s"] = (round((len(paths) - args.overhead_images) / extra, 2)
                                                if extra > 0 else None)
 
+    shards = write_shards(paths, work / f"shards_{len(paths)}_{args.shards}", args.shards) if args.shards else None
+
+    def run_from_shards(decode):
+        with Phase(f"end_to_end_{decode}_shards", sampler) as phase:
+            out = Path(tempfile.mkdtemp(prefix=f"out-{decode}-shards-", dir=work))
+            result = end_to_end([*flags, "--decode", decode], shards, out, len(paths))
+        report["end_to_end"][f"{decode}_shards"] = {**result, **phase.result, "ratio_to_model_only": round(
+            result["images_per_s"] / model_rate, 4) if model_rate else None}
+
     for decode in decodes:
         if decode == "gpu" or (decode == "auto" and device.type == "cuda"):
             attempt(f"decode_only_{decode}", lambda: run_decode_only(decode))
         attempt(f"end_to_end_{decode}", lambda: run_end_to_end(decode))
+        if args.shards:
+            attempt(f"end_to_end_{decode}_shards", lambda: run_from_shards(decode))
     sampler.close()
     report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     save()

@@ -22,8 +22,9 @@ its own process so that a crash or a hang in one leaves the others' results:
    CUDA stream each) give the rows one thread gives;
 5. throughput: benchmarks/extract_throughput.py on `--throughput-images`
    JPEGs of 1024x768, both pathways, model-only, decode-only and end-to-end
-   with ``--decode gpu`` and ``--decode cpu``, with peak GPU memory, peak
-   RSS and nvidia-smi utilisation.
+   with ``--decode gpu`` and ``--decode cpu``, each from loose files and
+   from the same JPEGs as WebDataset shards (`--shard-samples`), with peak
+   GPU memory, peak RSS and nvidia-smi utilisation.
 
 Everything lands in OUT/gpu_check.json (rewritten after every stage) and
 OUT/gpu_check.log; the last lines printed are a summary. ``--smoke`` runs
@@ -302,6 +303,7 @@ def orchestrate(args) -> int:
     stage("throughput", [py, str(BENCH / "extract_throughput.py"), "--images", str(args.throughput_images),
                          "--batch-size", str(args.batch_size), "--device", device, "--decode", "gpu,cpu",
                          "--beam-flags", beam, "--overhead-images", str(args.overhead_images),
+                         "--shards", str(args.shard_samples),
                          "--workdir", str(work / "throughput"), "--json", str(throughput_json), *model_flags], 300,
           load_part(throughput_json, "throughput"))
 
@@ -345,7 +347,7 @@ def checks(report: dict) -> list[dict]:
     if report["stages"].get("throughput", {}).get("status") not in (None, "skipped"):
         add("throughput.model_only", (t.get("model_only") or {}).get("images_per_s"), "measured",
             bool(t.get("model_only")))
-        for decode in ("gpu", "cpu"):
+        for decode in ("gpu", "cpu", "gpu_shards", "cpu_shards"):
             r = (t.get("end_to_end") or {}).get(decode)
             if r is None:
                 add(f"throughput.end_to_end_{decode}", None, "ran", False)
@@ -844,6 +846,9 @@ def main(argv=None) -> int:
     parser.add_argument("--throughput-images", type=int, default=None, help="default 4000; smoke 8")
     parser.add_argument("--batch-size", type=int, default=None, help="throughput batch size (default 256; smoke 4)")
     parser.add_argument("--overhead-images", type=int, default=None, help="default 256; smoke 0")
+    parser.add_argument("--shard-samples", type=int, default=None,
+                        help="the throughput corpus is also read as WebDataset shards of this many samples "
+                             "(default 1000; smoke 4)")
     parser.add_argument("--beam-workers", type=int, default=4, help="FnApiRunner threads in the end-to-end runs")
     parser.add_argument("--ll-arch", default="resnet18")
     parser.add_argument("--hl-model", default="RN50")
@@ -858,7 +863,8 @@ def main(argv=None) -> int:
         return 0
     smoke = args.smoke
     defaults = {"deadline": (420, 170), "parity_images": (256, len(VARIANTS)), "parity_batch_size": (64, 4),
-                "throughput_images": (4000, 8), "batch_size": (256, 4), "overhead_images": (256, 0)}
+                "throughput_images": (4000, 8), "batch_size": (256, 4), "overhead_images": (256, 0),
+                "shard_samples": (1000, 4)}
     for name, (full, small) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, small if smoke else full)

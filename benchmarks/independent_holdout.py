@@ -115,10 +115,10 @@ def level_order(labels: pd.DataFrame, scores: dict[str, float]) -> dict[str, flo
 
 def measure(folder: Path, evaluate_flags: list[str]) -> dict:
     """`grepq evaluate` on one set (LL pathway, 50 labels, 10 splits), plus the zero-shot level order per type."""
+    from grepq_core.model.extractor import load_available
     from pipelines import evaluate
     from pipelines.evaluate_data import Cache, gather
     from pipelines.options import encoder_spec
-    from grepq_core.model.extractor import load_available
 
     argv = ["--dataset", "csv", "--root", str(folder), "--protocol", "both", "--pathways", "ll",
             "--n-train", "50", "--splits", "10", "--features-cache", str(folder / "cache"),

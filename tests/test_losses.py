@@ -11,8 +11,14 @@ from grepq_core.model import views
 from grepq_core.model.ll_encoder import LLEncoder
 from grepq_core.training.distortions import apply_distortion
 from grepq_core.training.fsim import fsim_matrix
-from grepq_core.training.losses import (ProjectionHead, across_photo_loss, gcl_loss, prompt_pseudo_labels, qacl_loss,
-                                        select_groups)
+from grepq_core.training.losses import (
+    ProjectionHead,
+    across_photo_loss,
+    gcl_loss,
+    prompt_pseudo_labels,
+    qacl_loss,
+    select_groups,
+)
 
 
 def _decoded(tmp_path, name: str, size: int) -> np.ndarray:
