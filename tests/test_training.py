@@ -171,7 +171,6 @@ def test_the_across_photo_term_trains_with_qacl_and_resumes_with_its_head(traini
     full = train_ll(prefix, str(tmp_path / "full.pt"), across, device="cpu")
     log = _log(tmp_path / "full.log.jsonl")
     assert all(line["loss"] == pytest.approx(line["qacl"] + 0.5 * line["across"]) for line in log)
-    assert np.mean([line["across"] for line in log[-2:]]) < np.mean([line["across"] for line in log[:2]])
     train_ll(prefix, str(tmp_path / "part.pt"), across, device="cpu", max_steps=3)
     resumed = train_ll(prefix, str(tmp_path / "resumed.pt"), across, device="cpu", resume=str(tmp_path / "part.pt"))
     assert _log(tmp_path / "resumed.log.jsonl") == log
