@@ -406,8 +406,8 @@ def main(argv=None):
         if decode == "gpu" or (decode == "auto" and device.type == "cuda"):
             attempt(f"decode_only_{decode}", lambda: run_decode_only(decode))
         attempt(f"end_to_end_{decode}", lambda: run_end_to_end(decode))
-        if args.shards:
-            attempt(f"end_to_end_{decode}_shards", lambda: run_from_shards(decode))
+    for decode in decodes if args.shards else ():  # last, so that a deadline cuts these before the loose files
+        attempt(f"end_to_end_{decode}_shards", lambda: run_from_shards(decode))
     sampler.close()
     report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     save()
