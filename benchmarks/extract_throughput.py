@@ -337,7 +337,7 @@ def main(argv=None):
     report["config"] = {"pathways": args.pathways, "ll_arch": args.ll_arch, "hl_model": args.hl_model,
                         "batch_size": args.batch_size, "max_patches": args.max_patches, "device": str(device),
                         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                        "beam_flags": args.beam_flags}
+                        "beam_flags": args.beam_flags, "shards": args.shards}
     flags = ["--pathways", args.pathways, "--ll-weights", weights["ll"], "--pristine", weights["pristine"],
              "--hl-model", args.hl_model, "--hl-weights", weights["hl"], "--device", args.device,
              "--batch-size", str(args.batch_size), "--max-patches", args.max_patches, *shlex.split(args.beam_flags)]
@@ -376,14 +376,15 @@ def main(argv=None):
             result = decode_only(dataclasses.replace(spec, decode=decode), paths)
         report["decode_only"][decode] = {**result, **phase.result}
 
-    def run_end_to_end(decode):
-        with Phase(f"end_to_end_{decode}", sampler) as phase:
-            out = Path(tempfile.mkdtemp(prefix=f"out-{decode}-", dir=work))
-            result = end_to_end([*flags, "--decode", decode], f"{corpus}/*.jpg", out, len(paths))
+    def run_end_to_end(decode, inputs=f"{corpus}/*.jpg", key=None):
+        key = key or decode
+        with Phase(f"end_to_end_{key}", sampler) as phase:
+            out = Path(tempfile.mkdtemp(prefix=f"out-{key}-", dir=work))
+            result = end_to_end([*flags, "--decode", decode], inputs, out, len(paths))
         result.update(phase.result, ratio_to_model_only=round(result["images_per_s"] / model_rate, 4)
                       if model_rate else None)
-        report["end_to_end"][decode] = result
-        if 0 < args.overhead_images < len(paths):
+        report["end_to_end"][key] = result
+        if 0 < args.overhead_images < len(paths) and key == decode:
             with Phase(f"end_to_end_{decode}_first{args.overhead_images}", sampler) as phase:
                 small = _small_corpus(corpus, paths, args.overhead_images)
                 out = Path(tempfile.mkdtemp(prefix=f"out-{decode}-small-", dir=work))
@@ -393,21 +394,14 @@ def main(argv=None):
             result["marginal_images_per_s"] = (round((len(paths) - args.overhead_images) / extra, 2)
                                                if extra > 0 else None)
 
-    shards = write_shards(paths, work / f"shards_{len(paths)}_{args.shards}", args.shards) if args.shards else None
-
-    def run_from_shards(decode):
-        with Phase(f"end_to_end_{decode}_shards", sampler) as phase:
-            out = Path(tempfile.mkdtemp(prefix=f"out-{decode}-shards-", dir=work))
-            result = end_to_end([*flags, "--decode", decode], shards, out, len(paths))
-        report["end_to_end"][f"{decode}_shards"] = {**result, **phase.result, "ratio_to_model_only": round(
-            result["images_per_s"] / model_rate, 4) if model_rate else None}
-
     for decode in decodes:
         if decode == "gpu" or (decode == "auto" and device.type == "cuda"):
             attempt(f"decode_only_{decode}", lambda: run_decode_only(decode))
         attempt(f"end_to_end_{decode}", lambda: run_end_to_end(decode))
-    for decode in decodes if args.shards else ():  # last, so that a deadline cuts these before the loose files
-        attempt(f"end_to_end_{decode}_shards", lambda: run_from_shards(decode))
+    if args.shards:  # last, so that a deadline cuts these before the loose files
+        shards = attempt("write_shards", lambda: write_shards(paths, work / f"shards_{len(paths)}", args.shards))
+        for decode in decodes if shards else ():
+            attempt(f"end_to_end_{decode}_shards", lambda: run_end_to_end(decode, shards, f"{decode}_shards"))
     sampler.close()
     report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     save()

@@ -347,7 +347,8 @@ def checks(report: dict) -> list[dict]:
     if report["stages"].get("throughput", {}).get("status") not in (None, "skipped"):
         add("throughput.model_only", (t.get("model_only") or {}).get("images_per_s"), "measured",
             bool(t.get("model_only")))
-        for decode in ("gpu", "cpu", "gpu_shards", "cpu_shards"):
+        from_shards = ("gpu_shards", "cpu_shards") if (t.get("config") or {}).get("shards") else ()
+        for decode in ("gpu", "cpu", *from_shards):
             r = (t.get("end_to_end") or {}).get(decode)
             if r is None:
                 add(f"throughput.end_to_end_{decode}", None, "ran", False)

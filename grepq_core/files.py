@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import stat
 import tempfile
@@ -29,23 +30,37 @@ import fsspec
 
 from grepq_core.errors import GrepqError
 
-__all__ = ["is_local", "check_writable", "write_file", "writing", "open_capped"]
+__all__ = ["is_local_path", "local_path", "strict_json", "check_writable", "write_file", "writing", "open_capped"]
 
 
-def is_local(uri: str) -> bool:
-    """Whether `uri` names a local file: no ``scheme://``, or ``file://``."""
-    return "://" not in uri or uri.startswith("file://")
+def is_local_path(uri: str | bytes) -> bool:
+    """Whether `uri` (a path, a URI or a pattern) is local: no ``scheme://`` at all, or ``file://``."""
+    text = os.fsdecode(uri)
+    return "://" not in text or text.startswith("file://")
 
 
-def _local_path(uri: str) -> str:
-    return uri[len("file://"):] if uri.startswith("file://") else uri
+def local_path(uri: str | bytes) -> str | bytes:
+    """The path of a local `uri`: ``file://`` taken off literally (no percent-decoding, as fsspec and Beam do)."""
+    prefix = b"file://" if isinstance(uri, bytes) else "file://"
+    return uri[len(prefix):] if uri.startswith(prefix) else uri
+
+
+def strict_json(value):
+    """`value` with NaN and infinity as None, recursively (dicts, lists): what strict JSON can hold."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def check_writable(uri: str) -> None:
     """Refuse a local target that exists and is not a regular file (for writers that rename into place)."""
-    if not is_local(uri):
+    if not is_local_path(uri):
         return
-    path = _local_path(uri)
+    path = local_path(uri)
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -61,7 +76,7 @@ def write_file(uri: str, data: bytes | str) -> str:
     """Write `data` (text as UTF-8) to `uri` whole or not at all; returns `uri`."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        if is_local(uri):
+        if is_local_path(uri):
             with writing(uri) as f:
                 f.write(payload)
         else:
@@ -76,7 +91,7 @@ def write_file(uri: str, data: bytes | str) -> str:
 def writing(uri: str):
     """A binary file whose bytes appear at `uri` (a path or an fsspec URL) only once the block ends without an
     exception: a hidden local file renamed into place, or a temporary object moved onto the name."""
-    if not is_local(uri):
+    if not is_local_path(uri):
         fs, path = fsspec.core.url_to_fs(uri)
         temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
         try:
@@ -88,7 +103,7 @@ def writing(uri: str):
                 fs.rm(temporary)
             raise
         return
-    path = _local_path(uri)
+    path = local_path(uri)
     check_writable(path)
     folder = os.path.dirname(os.path.abspath(path))
     try:
@@ -101,7 +116,7 @@ def writing(uri: str):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
+        os.chmod(temporary, 0o666 & ~_UMASK)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -113,6 +128,9 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _umask()  # read once: umask is process-wide, and setting it while threads create files races them
 
 
 class _Capped(io.RawIOBase):
@@ -143,7 +161,7 @@ def _size(n: int) -> str:
 def open_capped(uri: str, max_bytes: int, what: str):
     """A buffered binary stream of `uri` that raises `GrepqError` past `max_bytes` (`what` names the file)."""
     try:
-        raw = open(_local_path(uri), "rb", buffering=0) if is_local(uri) else fsspec.open(uri, "rb").open()
+        raw = open(local_path(uri), "rb", buffering=0) if is_local_path(uri) else fsspec.open(uri, "rb").open()
     except FileNotFoundError:
         raise GrepqError(f"{what} does not exist") from None
     except OSError as e:

@@ -188,17 +188,6 @@ def _views_text(views: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in views.items())
 
 
-def _json_safe(value):
-    """NaN -> null, recursively, so the file is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def run(argv=None) -> dict:
     """Evaluate, print the table, write JSON and Markdown; returns the JSON record."""
     args = arg_parser().parse_args(argv)  # first, so that a flag error needs no heavy import
@@ -206,7 +195,7 @@ def run(argv=None) -> dict:
 
     from grepq_core.evaluation import protocols as E
     from grepq_core.evaluation.datasets import load_dataset
-    from grepq_core.files import write_file
+    from grepq_core.files import strict_json, write_file
     from grepq_core.model import registry
     from grepq_core.model.extractor import load_available
     from pipelines.evaluate_data import Cache, gather
@@ -253,6 +242,6 @@ def run(argv=None) -> dict:
     print("\n" + text)
     folder = args.output.rstrip("/")
     write_file(f"{folder}/evaluation.md", text)
-    write_file(f"{folder}/evaluation.json", json.dumps(_json_safe(report), indent=1))
+    write_file(f"{folder}/evaluation.json", json.dumps(strict_json(report), indent=1))
     log.info("wrote %s/evaluation.json and evaluation.md", args.output)
     return report

@@ -126,10 +126,6 @@ def _runs_here(options) -> bool:
     return (options.view_as(StandardOptions).runner or "") in ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner")
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def execute(args, options, test_pipeline=None, argv=None) -> dict:
     """Run extract with parsed flags and Beam options; returns the run's manifest."""
     import apache_beam as beam
@@ -140,7 +136,7 @@ def execute(args, options, test_pipeline=None, argv=None) -> dict:
     matched = check_inputs(args.input or [], args.input_list or [], args.image_column, _outputs_of(args))
     identities = check_weights(encoder_spec(args), hand_over=_runs_here(options))
     run = runs.new_run_id()
-    meta = {"run": run, "grepq_version": runs.grepq_version(), "started": _now(), "identities": identities,
+    meta = {"run": run, "grepq_version": runs.grepq_version(), "started": runs.now(), "identities": identities,
             "argv": list(sys.argv[1:] if argv is None else argv)}
     with runs.OutputLock(args.output, run, force=args.break_lock) as lock:
         if lock.broke:
@@ -161,7 +157,7 @@ def execute(args, options, test_pipeline=None, argv=None) -> dict:
         totals = counters.totals(result)
         for extra in (COPIES, SEEN):
             store.remove_empty(args.output, store.FEATURES_DIR, f"{run}-{extra}-")
-        manifest = {**meta, "finished": _now(), "counts": totals}
+        manifest = {**meta, "finished": runs.now(), "counts": totals}
         runs.commit(args.output, run, manifest)
     print(f"extract: {counters.summary(totals, time.perf_counter() - start)}")
     _check_threshold(totals, args.max_dead_letter_fraction)

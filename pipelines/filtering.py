@@ -61,20 +61,26 @@ def build(p, scores: str, features: str, output: str, rejected: str | None, shar
                  f, entries, {**meta, "kept": k, "loose_files": n}), loose, folder, kept))
 
 
+def filter_collection(pipeline, scores: str, features: str, output: str | None, rejected: str | None,
+                      shard_size: int, replace: bool) -> None:
+    """Write the kept (and rejected) samples with `pipeline` (run here), then print what each folder holds."""
+    from transforms import filtered, runs
+
+    outputs = [o for o in (output, rejected) if o]
+    prepare_outputs(outputs, replace)
+    meta = {"scores": scores, "features": features, "shard_size": shard_size, "grepq_version": runs.grepq_version()}
+    with pipeline as p:
+        build(p, scores, features, output, rejected, shard_size, meta)
+    for folder in outputs:
+        print(f"filter: {filtered.summary(folder)}")
+
+
 def run(argv=None, test_pipeline=None):
     import apache_beam as beam
 
-    from transforms import filtered, runs
-
     args, options = parse(arg_parser(), argv)
-    outputs = [o for o in (args.output, args.rejected) if o]
-    prepare_outputs(outputs, args.replace)
-    meta = {"scores": args.scores, "features": args.features or args.scores, "shard_size": args.shard_size,
-            "grepq_version": runs.grepq_version()}
-    with (test_pipeline or beam.Pipeline(options=options)) as p:
-        build(p, args.scores, args.features or args.scores, args.output, args.rejected, args.shard_size, meta)
-    for folder in outputs:
-        print(f"filter: {filtered.summary(folder)}")
+    filter_collection(test_pipeline or beam.Pipeline(options=options), args.scores, args.features or args.scores,
+                      args.output, args.rejected, args.shard_size, args.replace)
 
 
 def arg_parser():

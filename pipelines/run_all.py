@@ -17,7 +17,6 @@ def run(argv=None):
     import apache_beam as beam
 
     from pipelines import compact, extract, filtering, fit, report, score
-    from transforms import filtered, runs
 
     args, options = parse(arg_parser(), argv)
     out = args.output.rstrip("/")
@@ -35,13 +34,9 @@ def run(argv=None):
     with writing_under(out), beam.Pipeline(options=options) as p:
         score.build(p, args, out, model, out, replace=args.incremental)  # a nightly rerun scores everything again
     print(f"scores: {out}/scores/  keep list: {out}/keep.txt  reject list: {out}/reject.txt")
-    if collections:
-        meta = {"scores": out, "features": out, "shard_size": args.shard_size, "grepq_version": runs.grepq_version()}
-        filtering.prepare_outputs(collections, replace=True)  # a nightly rerun writes the collection again
-        with beam.Pipeline(options=options) as p:
-            filtering.build(p, out, out, args.filter_output, args.rejected_output, args.shard_size, meta)
-        for folder in collections:
-            print(f"filter: {filtered.summary(folder)}")
+    if collections:  # a nightly rerun writes the collection again
+        filtering.filter_collection(beam.Pipeline(options=options), out, out, args.filter_output,
+                                    args.rejected_output, args.shard_size, replace=True)
     threshold = [] if args.keep_above is None else ["--threshold", str(args.keep_above)]
     report.run(["--scores", out, "--output", f"{out}/report.html", *threshold])
 

@@ -18,7 +18,7 @@ from grepq_core.errors import ImageError
 from grepq_core.images.deadline import decode_in_time
 from grepq_core.images.decode import decode_rgb
 from grepq_core.images.limits import DecodeLimits
-from tests.bad_corpus import scan_bomb_jpeg
+from tests.bad_corpus import BOMB_SCANS, scan_bomb_jpeg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,7 +45,7 @@ def _workers() -> set[int]:
 @pytest.fixture(scope="module")
 def bomb() -> bytes:
     """About a minute and a half of libjpeg's time on the development machine, in 1.3 MB."""
-    return scan_bomb_jpeg(4000, 4000, 40_000)
+    return scan_bomb_jpeg(4000, 4000, BOMB_SCANS)
 
 
 @pytest.mark.timeout(60)

@@ -19,10 +19,11 @@ import skimage.data
 from PIL import Image, features
 
 from grepq_core.errors import ImageError
+from grepq_core.files import is_local_path
 from grepq_core.images.deadline import decode_in_time
 from grepq_core.images.decode import decode_image, device_decodable, load_image
 from grepq_core.images.limits import DecodeLimits
-from grepq_core.images.read import DEFAULT_MAX_BYTES, is_local_path, read_bytes
+from grepq_core.images.read import DEFAULT_MAX_BYTES, read_bytes
 from grepq_core.model.views import ensure_min_size, to_tensor
 from tests.bad_corpus import (
     KIND_NAMES,
@@ -32,6 +33,7 @@ from tests.bad_corpus import (
     ONE_PIXEL_RGB,
     OVERSIZED_BYTES,
     TRANSPARENT_BOX,
+    _png_chunk,
     expected_stage,
     make_bad_corpus,
 )
@@ -534,8 +536,7 @@ def _png_with(kind: bytes, payload: bytes, before: bytes = b"IDAT") -> tuple[byt
     """Chelsea as PNG, without and with one more chunk placed before chunk `before`."""
     plain = _encode(skimage.data.chelsea(), "PNG")
     at = plain.index(before) - 4
-    chunk = len(payload).to_bytes(4, "big") + kind + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
-    return plain, plain[:at] + chunk + plain[at:]
+    return plain, plain[:at] + _png_chunk(kind, payload) + plain[at:]
 
 
 @pytest.mark.parametrize("damage", ["eXIf header", "ICC segment", "zTXt bomb", "text after the pixels"])

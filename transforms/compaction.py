@@ -23,7 +23,6 @@ Beam-free: the rows stream through, a batch at a time.
 from __future__ import annotations
 
 import json
-import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -45,7 +44,7 @@ def shard_count(output: str) -> int:
 def compact(output: str, run: str, rows_per_shard: int = ROWS_PER_SHARD) -> dict | None:
     """Merge the committed shards of `output` (whose lock the caller holds) into shards of up to
     `rows_per_shard` rows, as the run `run`; returns its manifest (None: nothing to merge)."""
-    started = _now()
+    started = runs.now()
     shards = {kind: store.shards(output, kind) for kind in KINDS}
     if sum(len(paths) for _, paths in shards.values()) < 2:
         return None
@@ -55,7 +54,7 @@ def compact(output: str, run: str, rows_per_shard: int = ROWS_PER_SHARD) -> dict
     replaced_runs = sorted({runs.run_of(n) for kind_names in names.values() for n in kind_names} - {None})
     history = [h for m in runs.manifests(output) if m.get("run") in replaced_runs for h in m.get("history", [m])]
     runs.write_replaces(output, run, names, replaced_runs)
-    manifest = {"compaction": True, "started": started, "finished": _now(), "replaced_runs": replaced_runs,
+    manifest = {"compaction": True, "started": started, "finished": runs.now(), "replaced_runs": replaced_runs,
                 "counts": written, "history": history}
     runs.commit(output, run, manifest)
     runs.clean_uncommitted(output, KINDS)
@@ -117,6 +116,3 @@ def _aligned(table: pa.Table, schema: pa.Schema) -> pa.Table:
                for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)
 
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

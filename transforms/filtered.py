@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 
 import apache_beam as beam
 
-from grepq_core.files import write_file
+from grepq_core.files import strict_json, write_file
 from grepq_core.images import parquet, shards
 from grepq_core.images.keys import place
 from grepq_core.images.paths import to_local
@@ -150,7 +149,7 @@ def _write_shard(output_shard: tuple[int, list], output: str) -> dict:
                 if isinstance(members, str):
                     skipped.append(f"{shard}: {key}: {members}")
                     continue
-                yield key, {**members, "grepq.json": json.dumps(_json_safe(records[(shard, key)])).encode()}
+                yield key, {**members, "grepq.json": json.dumps(strict_json(records[(shard, key)])).encode()}
 
     count, size = shards.write_tar(dest, samples())
     return {"file": dest, "samples": count, "bytes": size, "sources": sorted({s for s, _ in pieces}),
@@ -165,15 +164,6 @@ def _write_file(source_rows: tuple[str, list], numbers: dict, output: str) -> di
                    "grepq_scorer": r["scorer"]} for row, r in rows}
     count = parquet.write_rows(to_local(source), extra, dest)
     return {"file": dest, "samples": count, "sources": [source], "skipped": []}
-
-
-def _json_safe(value):
-    """NaN and infinity -> null, recursively, so each grepq.json is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
 
 
 def write_manifest(output: str, entries: list[dict], meta: dict) -> str:

@@ -95,6 +95,13 @@ def hash_pairs(shas) -> np.ndarray:
     return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(-1, 2)
 
 
+def _pairs_of(contents: pa.FixedSizeBinaryArray) -> np.ndarray:
+    """`hash_pairs` of content ids (`read.content_id`: the same 16 bytes), read from the column's buffer
+    rather than parsed from hex again."""
+    raw = np.frombuffer(contents.buffers()[1], dtype=">u8")[2 * contents.offset:2 * (contents.offset + len(contents))]
+    return raw.astype(np.uint64).reshape(-1, 2)
+
+
 class ContentFilterOf(beam.CombineFn):
     """Hash pairs of stored rows -> the `ContentFilter` of all of them.
 
@@ -162,9 +169,9 @@ class _Stored(beam.DoFn):
                 table = pa.Table.from_batches([batch])
                 catalog = self._catalog(table, kind, names)
                 if kind == "features":
-                    same = table["sha256"].filter(pc.equal(catalog["kind"], FEATURE)).to_pylist()
-                    if same:
-                        yield beam.pvalue.TaggedOutput("filter", hash_pairs(same))
+                    same = catalog["sha"].filter(pc.equal(catalog["kind"], FEATURE)).combine_chunks()
+                    if len(same):
+                        yield beam.pvalue.TaggedOutput("filter", _pairs_of(same))
                 yield from self._buckets_of(catalog)
 
     def _column(self, table: pa.Table, name: str, names: set) -> pa.Array:
@@ -212,10 +219,16 @@ class Plan(beam.PTransform):
         stored = (inputs.pipeline | "StoredShards" >> beam.Create(self._shards)
                   | "SpreadShards" >> beam.Reshuffle()
                   | "ReadStored" >> beam.ParDo(_Stored(self._identities, buckets)).with_outputs("filter", main="catalog"))
-        keyed = inputs | "ByBucket" >> beam.Map(lambda item: (key_id(to_text(item[0])) % buckets, item))
+        keyed = inputs | "ByBucket" >> beam.Map(_by_bucket, buckets)
         tasks = ({"inputs": keyed, "stored": stored.catalog} | "Join" >> beam.CoGroupByKey()
                  | "Decide" >> beam.FlatMap(_decide, self._verify, self._retry))
         return tasks, stored.filter
+
+
+def _by_bucket(item: tuple, buckets: int) -> tuple[int, tuple]:
+    """(bucket, (source id, (URI, stamp))) of one input."""
+    source = key_id(to_text(item[0]))
+    return source % buckets, (source, item)
 
 
 def _decide(bucket_group: tuple, verify: bool, retry_dead: bool):
@@ -224,20 +237,20 @@ def _decide(bucket_group: tuple, verify: bool, retry_dead: bool):
     inputs = group["inputs"]
     if not inputs:
         return
-    ids = [key_id(to_text(uri)) for uri, _ in inputs]
-    wanted = pa.array(sorted(set(ids)), pa.uint64())
+    wanted = pa.array(sorted({source for source, _ in inputs}), pa.uint64())
     earlier = defaultdict(list)
     for data in group["stored"]:
         table = _table(data)
         for row in table.filter(pc.is_in(table["source"], value_set=wanted)).to_pylist():
             earlier[row["source"]].append(row)
-    for (uri, stamp), source in zip(inputs, ids):
+    for source, (uri, stamp) in inputs:
         yield from _task(uri, stamp, earlier.get(source, []), verify, retry_dead)
 
 
 def _task(uri, stamp: str | None, rows: list[dict], verify: bool, retry_dead: bool):
     """Skip the input (counting its images as skipped), or the Task that reads it."""
-    current = [] if stamp is None else [r for r in rows if r["stamp"] == key_id(stamp)]
+    stamp_id = None if stamp is None else key_id(stamp)
+    current = [] if stamp is None else [r for r in rows if r["stamp"] == stamp_id]
     done = {r["path"] for r in current if r["kind"] == FEATURE}
     stale = any(r["kind"] == OTHER_MODELS and r["path"] not in done for r in current)
     retried = retry_dead and any(r["kind"] == DEAD for r in current)
@@ -283,10 +296,22 @@ def _rows_with(shard: str, wanted: list[str], identities: dict):
         hits = np.flatnonzero(pc.is_in(shas, value_set=pa.array(sorted(set(wanted)))).to_numpy(zero_copy_only=False))
         if not hits.size:
             return
-        rows = source.read().take(hits).to_pylist()
+        rows = _read_rows(source, hits)
     for row in rows:
         if all(row.get(k) == v for k, v in identities.items()):
             yield row["sha256"], row
+
+
+def _read_rows(source: pq.ParquetFile, rows: np.ndarray) -> list[dict]:
+    """Rows `rows` (ascending numbers) of a Parquet file, reading only the row groups that hold them: a
+    compacted shard holds millions of rows, of which a copy wants a few."""
+    sizes = np.array([source.metadata.row_group(i).num_rows for i in range(source.num_row_groups)])
+    ends = np.cumsum(sizes)
+    group_of = np.searchsorted(ends, rows, side="right")
+    groups = np.unique(group_of)
+    first_in_read = dict(zip(groups.tolist(), np.concatenate([[0], np.cumsum(sizes[groups])[:-1]]).tolist()))
+    local = [first_in_read[g] + r - (ends[g] - sizes[g]) for g, r in zip(group_of.tolist(), rows.tolist())]
+    return source.read_row_groups(groups.tolist()).take(local).to_pylist()
 
 
 def _copies(joined: tuple):

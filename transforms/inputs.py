@@ -28,18 +28,15 @@ from apache_beam.io.filesystems import FileSystems
 from braceexpand import braceexpand
 
 from grepq_core.errors import GrepqError
+from grepq_core.files import is_local_path, local_path
 from grepq_core.images import lists, parquet
 from grepq_core.images.keys import input_kind
 from grepq_core.images.stamps import local_stamp, remote_stamp, stamp
 
-__all__ = ["MatchInputs", "check_inputs", "expand_braces", "glob_local", "has_wildcard", "is_local_pattern",
+__all__ = ["MatchInputs", "check_inputs", "expand_braces", "glob_local", "has_wildcard", 
            "output_folders", "outside"]
 
 log = logging.getLogger(__name__)
-
-
-def is_local_pattern(pattern: str) -> bool:
-    return "://" not in pattern or pattern.startswith("file://")
 
 
 def has_wildcard(pattern: str) -> bool:
@@ -68,13 +65,13 @@ def glob_local(pattern: str) -> list[str | bytes]:
     would lose them; here they are kept so that reading them gives a dead
     letter. Directories are not inputs.
     """
-    pattern = os.path.abspath(pattern[len("file://"):] if pattern.startswith("file://") else pattern)
+    pattern = os.path.abspath(local_path(pattern))
     return [_beam_safe(p) for p in sorted(glob.glob(pattern, recursive=True)) if not os.path.isdir(p)]
 
 
 def _named(pattern: str) -> list[str]:
     """An input named without a wildcard: itself (a local one absolute)."""
-    return [os.path.abspath(pattern.removeprefix("file://")) if is_local_pattern(pattern) else pattern]
+    return [os.path.abspath(local_path(pattern)) if is_local_path(pattern) else pattern]
 
 
 def _stamped_local(pattern: str) -> list[tuple[str | bytes, str | None]]:
@@ -103,8 +100,8 @@ def output_folders(outputs) -> tuple[str, ...]:
     real path (absolute), a remote one as it is."""
     folders = set()
     for output in filter(None, outputs):
-        if is_local_pattern(output):
-            path = output.removeprefix("file://")
+        if is_local_path(output):
+            path = local_path(output)
             folders.update({os.path.abspath(path), os.path.realpath(path)})
         else:
             folders.add(output.rstrip("/"))
@@ -130,8 +127,8 @@ class MatchInputs(beam.PTransform):
     def expand(self, pbegin):
         globs = [p for p in self._patterns if has_wildcard(p)]
         named = [p for p in self._patterns if not has_wildcard(p)]
-        local = [p for p in globs if is_local_pattern(p)]
-        remote = [p for p in globs if not is_local_pattern(p)]
+        local = [p for p in globs if is_local_path(p)]
+        remote = [p for p in globs if not is_local_path(p)]
         entries = ((pbegin | "Named" >> beam.Create(named) | "NamedPaths" >> beam.FlatMap(_named)),
                    (pbegin | "Lists" >> beam.Create(self._lists) | "ListEntries" >> beam.FlatMap(lists.entries)))
         found = [entries | "AllNamed" >> beam.Flatten() | "SpreadNamed" >> beam.Reshuffle()
@@ -168,7 +165,7 @@ def check_inputs(patterns: list[str], input_lists: list[str] = (), image_column:
         if not found:
             raise GrepqError(f"no file matches `input` {pattern}: looked for {where}")
         kinds = {input_kind(f) for f in found}
-        countable = countable and kinds == {"image"} and is_local_pattern(first) and "{" not in pattern
+        countable = countable and kinds == {"image"} and is_local_path(first) and "{" not in pattern
         images.update(found)
         table = next((f for f in found if input_kind(f) == "parquet"), None)
         if table is not None:
@@ -185,7 +182,7 @@ def _without_outputs(found: list, pattern: str, folders: tuple[str, ...]) -> lis
     if len(kept) < len(found):
         log.warning("%d files that the input pattern %s matches lie under the output folder %s: a run does not "
                     "read its own outputs, so they are left out", len(found) - len(kept), pattern, " or ".join(folders))
-    elif not is_local_pattern(pattern) and has_wildcard(pattern):
+    elif not is_local_path(pattern) and has_wildcard(pattern):
         base = pattern[:min(pattern.find(c) for c in "*?[" if c in pattern)]
         under = [f for f in folders if f.startswith(base)]
         if under:
@@ -196,11 +193,11 @@ def _without_outputs(found: list, pattern: str, folders: tuple[str, ...]) -> lis
 
 def _probe(pattern: str) -> tuple[list, str]:
     """(files `pattern` matches, where they were looked for); for a remote glob, at most one."""
-    if not is_local_pattern(pattern):
+    if not is_local_path(pattern):
         if not has_wildcard(pattern):
             return ([pattern] if FileSystems.exists(pattern) else []), pattern
         return [m.path for m in FileSystems.match([pattern], limits=[1])[0].metadata_list], pattern
-    path = pattern.removeprefix("file://")
+    path = local_path(pattern)
     if os.path.isdir(path):
         raise GrepqError(f"`input` {pattern} is a folder: give a glob of its images, e.g. "
                          f"'{os.path.join(pattern, '*.jpg')}' or '{os.path.join(pattern, '**', '*')}'")

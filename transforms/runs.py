@@ -35,7 +35,7 @@ from importlib import metadata
 import fsspec
 
 from grepq_core.errors import GrepqError
-from grepq_core.files import write_file
+from grepq_core.files import is_local_path, write_file
 
 __all__ = ["RUN_ID", "REPLACES", "new_run_id", "grepq_version", "OutputLock", "commit", "committed_runs",
            "manifests", "run_of", "replaced", "write_replaces", "clean_uncommitted", "finish_compactions"]
@@ -48,6 +48,11 @@ LOCK = "LOCK"
 _MAX_MANIFEST_BYTES = 16 * 2**20  # a manifest is a few kB
 _WARNED: set[str] = set()  # unreadable manifests already reported by this process
 REPLACES = "replaces-"  # runs/replaces-RUN.json: what the compaction RUN replaces
+
+
+def now() -> str:
+    """The time as manifests and locks record it (UTC, ISO 8601)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def new_run_id() -> str:
@@ -207,8 +212,7 @@ class OutputLock:
             return {}
 
     def _stale(self, holder: dict) -> bool:
-        local = "://" not in self.output or self.output.startswith("file://")
-        if not local or holder.get("host") != socket.gethostname():
+        if not is_local_path(self.output) or holder.get("host") != socket.gethostname():
             return False
         try:
             os.kill(int(holder.get("pid", -1)), 0)
@@ -222,7 +226,7 @@ class OutputLock:
         """Create the lock object if it does not exist; False if it does."""
         if self.output.startswith("gs://"):
             return _create_gcs(self._path, body)
-        if "://" in self.output and not self.output.startswith("file://"):
+        if not is_local_path(self.output):
             raise GrepqError(f"no lock for {self.output}: grepq writes to local folders and gs:// only")
         try:
             self._fs.makedirs(self._path.rsplit("/", 1)[0], exist_ok=True)
@@ -241,7 +245,7 @@ class OutputLock:
 
     def __enter__(self) -> "OutputLock":
         body = json.dumps({"run": self.run, "host": socket.gethostname(), "pid": os.getpid(),
-                           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                           "started": now()})
         if self._create(body):
             return self
         holder = self._holder()

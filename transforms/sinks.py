@@ -61,7 +61,9 @@ class ParquetSink:
                                       codec="snappy", file_name_suffix=".parquet")
 
     def read(self, columns: list[str] | None = None) -> beam.PTransform:
-        return beam.io.ReadFromParquet(store.shard_glob(self.output, self.kind), columns=columns)
+        """The committed shards only (`store.shards`), not those a running extract or a killed compaction
+        left beside them."""
+        return _ReadShards(store.shard_uris(self.output, self.kind), columns)
 
     def read_table(self, columns: list[str] | None = None) -> pa.Table:
         return store.read_table(self.output, self.kind, columns=columns, schema=self.schema)
@@ -69,3 +71,13 @@ class ParquetSink:
     def write_rows(self, rows: list[dict], run: str) -> None:
         if rows:
             store.write_shard(self.output, self.kind, rows, self.schema, run)
+
+
+class _ReadShards(beam.PTransform):
+    def __init__(self, uris: list[str], columns: list[str] | None):
+        super().__init__()
+        self._uris, self._columns = uris, columns
+
+    def expand(self, pbegin):
+        return pbegin | "Shards" >> beam.Create(self._uris) | "ReadShards" >> beam.io.ReadAllFromParquet(
+            columns=self._columns)

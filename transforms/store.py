@@ -21,12 +21,13 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from grepq_core.errors import Failure
+from grepq_core.files import is_local_path
 from grepq_core.model import registry
 from transforms import runs
 
 __all__ = ["FEATURES_DIR", "DEAD_LETTERS_DIR", "SCORES_DIR", "BASELINES_DIR", "PROVENANCE", "DEAD_LETTERS",
            "BASELINES", "features_schema", "scores_schema", "identity_columns", "same_models", "model_sets", "output_path",
-           "shard_glob", "shards", "footers", "has_shards", "remove_empty", "read_table", "column_values",
+           "shards", "shard_uris", "footers", "has_shards", "remove_empty", "read_table", "column_values",
            "write_shard"]
 
 FEATURES_DIR = "features"
@@ -96,10 +97,6 @@ def output_path(output: str, kind: str) -> str:
     return f"{output.rstrip('/')}/{kind}"
 
 
-def shard_glob(output: str, kind: str) -> str:
-    return f"{output_path(output, kind)}/*.parquet"
-
-
 def shards(output: str, kind: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
     """The committed shards of one kind: those of runs with a manifest (transforms/runs.py), and older ones,
     less those a committed compaction replaced."""
@@ -110,6 +107,12 @@ def shards(output: str, kind: str) -> tuple[fsspec.AbstractFileSystem, list[str]
     committed = runs.committed_runs(output)
     hidden = runs.replaced(output, committed).get(kind, set())
     return fs, [f for f in found if runs.run_of(f) in (None, *committed) and f.rsplit("/", 1)[-1] not in hidden]
+
+
+def shard_uris(output: str, kind: str) -> list[str]:
+    """The committed shards of one kind as Beam's file systems name them (a local one by its path)."""
+    fs, files = shards(output, kind)
+    return files if is_local_path(output) else [fs.unstrip_protocol(f) for f in files]
 
 
 def footers(output: str, kind: str) -> list[tuple[str, list[str], int]]:

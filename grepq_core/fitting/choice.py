@@ -116,23 +116,23 @@ def fit_with_choice(rows: list[dict], labels, alphas=DEFAULT_ALPHAS, folds: int 
     if cv.get("zero-shot") is not None:
         best = "zero-shot"
         names = [name for _, name in ranked]
+        resamples = _Resamples(zero_shot, labels, groups)
         for name in names[:names.index("zero-shot")]:  # those with a better CV figure than zero-shot, best first
             X = feature_matrix(rows, fits[name].layout)
             if name == "features+zero-shot":
-                weighed, sure = _weighed_correction(X, labels, fits[name], cv["zero-shot"], zero_shot, folds, groups)
+                weighed, sure = _weighed_correction(X, labels, fits[name], cv["zero-shot"], resamples, folds, groups)
                 if weighed is not None:
                     best = name
                     break
             else:
-                sure = share_better(out_of_fold(X, labels, fits[name].alpha, folds, groups=groups), zero_shot,
-                                    labels, groups)
+                sure = resamples.share_better(out_of_fold(X, labels, fits[name].alpha, folds, groups=groups))
                 if sure >= SURE:
                     best = name
                     break
     ordered = {n: cv[n] for n in CANDIDATES if n in cv}  # share_better: of the last candidate weighed
     choice = {"chosen": best, "cv_srcc": ordered, "share_better": sure}
-    if best == "features+zero-shot" and weighed is not None:
-        return dataclasses.replace(weighed, choice={**choice, "weight": weighed.choice["weight"]})
+    if weighed is not None:
+        return dataclasses.replace(weighed, choice={**choice, "weight": correction_weight(sure)})
     return dataclasses.replace(fits[best], choice=choice)
 
 
@@ -142,7 +142,8 @@ def correction_weight(share: float) -> float:
     return float(min(1.0, max(0.0, 2.0 * share - 1.0)))
 
 
-def _weighed_correction(X, labels, fit: RidgeModel, zero_shot_cv: float, zero_shot, folds: int, groups):
+def _weighed_correction(X, labels, fit: RidgeModel, zero_shot_cv: float, resamples: "_Resamples", folds: int,
+                        groups):
     """(zero-shot plus its correction at `correction_weight`, the share it won), or (None, best share) when
     no alpha's correction wins more than half of the resamples.
 
@@ -153,29 +154,38 @@ def _weighed_correction(X, labels, fit: RidgeModel, zero_shot_cv: float, zero_sh
     for alpha, srcc, _ in fit.cv["by_alpha"]:
         if not srcc > zero_shot_cv:
             continue
-        share = share_better(out_of_fold(X, labels, alpha, folds, groups=groups, free=1), zero_shot, labels, groups)
+        share = resamples.share_better(out_of_fold(X, labels, alpha, folds, groups=groups, free=1))
         if best_share is None or share > best_share:
             best_alpha, best_share = alpha, share
     weight = None if best_share is None else correction_weight(best_share)
     if not weight:
         return None, best_share
-    model = fit_ridge(X, labels, fit.layout, fit.identities, alphas=(best_alpha,), folds=folds, groups=groups,
-                      free=1, weight=weight)
-    return dataclasses.replace(model, choice={"weight": weight}), best_share
+    return fit_ridge(X, labels, fit.layout, fit.identities, alphas=(best_alpha,), folds=folds, groups=groups,
+                     free=1, weight=weight), best_share
 
 
 def share_better(predictions, zero_shot, labels, groups=None, resamples: int = RESAMPLES, seed: int = 0) -> float:
     """The share of paired resamples (of rows, or of whole `groups`) in which `predictions` rank `labels`
     better (by SRCC) than `zero_shot` does."""
-    predictions, zero_shot, labels = (np.asarray(a, dtype=np.float64) for a in (predictions, zero_shot, labels))
-    units = np.arange(len(labels)) if groups is None else np.asarray(groups)
-    names, index = np.unique(units, return_inverse=True)
-    members = [np.flatnonzero(index == k) for k in range(len(names))]
-    rng = np.random.default_rng(seed)
-    wins = 0
-    for _ in range(resamples):
-        rows = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
-        ours = metrics.srcc(predictions[rows], labels[rows])
-        theirs = metrics.srcc(zero_shot[rows], labels[rows])
-        wins += bool(np.nan_to_num(ours, nan=-2.0) > np.nan_to_num(theirs, nan=-2.0))
-    return wins / resamples
+    return _Resamples(zero_shot, labels, groups, resamples, seed).share_better(predictions)
+
+
+class _Resamples:
+    """The paired resamples of one set of labels, and zero-shot's SRCC on each: drawn once per fit, however
+    many candidates (and alphas) are weighed against zero-shot on them."""
+
+    def __init__(self, zero_shot, labels, groups=None, resamples: int = RESAMPLES, seed: int = 0):
+        zero_shot, self.labels = (np.asarray(a, dtype=np.float64) for a in (zero_shot, labels))
+        units = np.arange(len(self.labels)) if groups is None else np.asarray(groups)
+        names, index = np.unique(units, return_inverse=True)
+        members = [np.flatnonzero(index == k) for k in range(len(names))]
+        rng = np.random.default_rng(seed)
+        self.rows = [np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
+                     for _ in range(resamples)]
+        self.zero_shot = [np.nan_to_num(metrics.srcc(zero_shot[r], self.labels[r]), nan=-2.0) for r in self.rows]
+
+    def share_better(self, predictions) -> float:
+        predictions = np.asarray(predictions, dtype=np.float64)
+        wins = sum(bool(np.nan_to_num(metrics.srcc(predictions[r], self.labels[r]), nan=-2.0) > theirs)
+                   for r, theirs in zip(self.rows, self.zero_shot))
+        return wins / len(self.rows)

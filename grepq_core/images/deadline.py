@@ -237,9 +237,11 @@ def _serve() -> None:
 def _give_back_memory() -> None:
     """Return freed memory to the system (glibc keeps it otherwise): an idle worker does not hold its last
     large image."""
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc's; looked up once, not per image
 
 
 def _cap_address_space(max_memory: int | None) -> None:

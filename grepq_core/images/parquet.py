@@ -75,22 +75,39 @@ def images(uri: str | bytes, column: str, group: int, first_row: int,
     """(key, bytes or the `ImageError` why not) of each row of one row group; `first_row` is its first row's number."""
     file = to_text(uri)
     try:
-        with open_input(uri) as (f, _):
-            cells = pq.ParquetFile(f).read_row_group(group, columns=[column]).column(0)
-    except (pa.ArrowException, OSError) as e:
-        yield file, ImageError("unreadable", f"{file}, row group {group}: {e}", stage="read")
-        return
+        cells, paths = _group_cells(uri, column, group)
     except ImageError as e:
         yield file, e
         return
-    cells = cells.combine_chunks()
-    paths = None
+    for i in range(len(cells)):  # one cell at a time: a row group's column is not copied whole into Python
+        yield row_key(file, column, first_row + i), _cell(cells, paths, i, max_bytes)
+
+
+def image(uri: str | bytes, column: str, group: int, index: int,
+          max_bytes: int = DEFAULT_MAX_BYTES) -> bytes | ImageError:
+    """The bytes (or the `ImageError` why not) of row `index` of one row group, converting no other cell."""
+    try:
+        cells, paths = _group_cells(uri, column, group)
+    except ImageError as e:
+        return e
+    return _cell(cells, paths, index, max_bytes)
+
+
+def _group_cells(uri: str | bytes, column: str, group: int) -> tuple[pa.Array, pa.Array | None]:
+    """One row group's image bytes, and the paths a Hugging Face ``{bytes, path}`` struct carries."""
+    try:
+        with open_input(uri) as (f, _):
+            cells = pq.ParquetFile(f).read_row_group(group, columns=[column]).column(0).combine_chunks()
+    except (pa.ArrowException, OSError) as e:
+        raise ImageError("unreadable", f"{to_text(uri)}, row group {group}: {e}", stage="read") from e
     if pa.types.is_struct(cells.type):
         paths = cells.field("path") if cells.type.get_field_index("path") >= 0 else None
-        cells = cells.field("bytes")
-    for i in range(len(cells)):  # one cell at a time: a row group's column is not copied whole into Python
-        path = None if paths is None else paths[i].as_py()
-        yield row_key(file, column, first_row + i), _checked(cells[i].as_py(), path, max_bytes)
+        return cells.field("bytes"), paths
+    return cells, None
+
+
+def _cell(cells: pa.Array, paths: pa.Array | None, i: int, max_bytes: int) -> bytes | ImageError:
+    return _checked(cells[i].as_py(), None if paths is None else paths[i].as_py(), max_bytes)
 
 
 def _checked(data: bytes | None, path: str | None, max_bytes: int) -> bytes | ImageError:

@@ -25,8 +25,9 @@ import stat
 import fsspec
 
 from grepq_core.errors import ImageError
+from grepq_core.files import is_local_path, local_path
 
-__all__ = ["DEFAULT_MAX_BYTES", "read_bytes", "read_and_hash", "open_input", "is_local_path", "clean_detail",
+__all__ = ["DEFAULT_MAX_BYTES", "read_bytes", "read_and_hash", "open_input", "clean_detail",
            "display_path"]
 
 # Far above any photo (a 100 MP camera JPEG is about 50 MiB), far below a worker's memory.
@@ -67,7 +68,7 @@ def open_input(uri: str | bytes, max_bytes: int | None = None):
     """
     try:
         if is_local_path(uri):
-            f, size = _open_local(_strip_file_scheme(uri), max_bytes)
+            f, size = _open_local(local_path(uri), max_bytes)
             with f:
                 yield f, size
         else:
@@ -79,18 +80,6 @@ def open_input(uri: str | bytes, max_bytes: int | None = None):
     except OSError as exc:
         raise ImageError("unreadable", f"{display_path(uri)}: {clean_detail(exc.strerror or str(exc))}",
                          stage="read") from exc
-
-
-def is_local_path(uri: str | bytes) -> bool:
-    """Whether `uri` names a local file: no ``scheme://`` at all, or ``file://`` (as the read stage decides)."""
-    text = os.fsdecode(uri)
-    return "://" not in text or text.startswith("file://")
-
-
-def _strip_file_scheme(uri: str | bytes) -> str | bytes:
-    """The path of a ``file://`` URI, taken literally (no percent-decoding, as fsspec and Beam do)."""
-    prefix = b"file://" if isinstance(uri, bytes) else "file://"
-    return uri[len(prefix):] if uri.startswith(prefix) else uri
 
 
 def _open_local(path: str | bytes, max_bytes: int | None):

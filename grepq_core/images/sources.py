@@ -9,6 +9,7 @@ the Python API and `grepq evaluate` use to reopen what a run scored.
 """
 from __future__ import annotations
 
+import bisect
 import itertools
 from typing import Iterator
 
@@ -64,12 +65,11 @@ def read(key: str | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
             "unreadable", f"{key}: the shard has no such member", stage="read")
     else:
         column, sizes = parquet.row_groups(container, where.member)
-        group = next((g for g in range(len(sizes)) if where.row < sum(sizes[:g + 1])), None)
-        if group is None:
+        ends = list(itertools.accumulate(sizes))
+        group = bisect.bisect_right(ends, where.row)
+        if group == len(sizes):
             raise ImageError("unreadable", f"{key}: the file has {sum(sizes)} rows", stage="read")
-        first = sum(sizes[:group])
-        cells = parquet.images(container, column, group, first, max_bytes)
-        _, result = next(itertools.islice(cells, where.row - first, None))
+        result = parquet.image(container, column, group, where.row - ends[group] + sizes[group], max_bytes)
     if isinstance(result, ImageError):
         raise result
     return result

@@ -14,6 +14,7 @@ import os
 
 import fsspec
 
+from grepq_core.files import is_local_path, local_path
 from grepq_core.images.keys import place
 from grepq_core.images.paths import to_local
 
@@ -42,11 +43,10 @@ def stamp(uri: str | bytes) -> str | None:
     has its container's stamp."""
     where = place(uri) if isinstance(uri, str) else None
     target = to_local(where.container) if where else uri
-    text = os.fsdecode(target)
     try:
-        if "://" not in text or text.startswith("file://"):
-            return local_stamp(os.stat(target.removeprefix("file://") if isinstance(target, str) else target))
-        fs, path = fsspec.core.url_to_fs(text)
+        if is_local_path(target):
+            return local_stamp(os.stat(local_path(target)))
+        fs, path = fsspec.core.url_to_fs(os.fsdecode(target))
         return remote_stamp(fs.info(path))
     except (OSError, ValueError):
         return None

@@ -251,16 +251,18 @@ def _crop_starts(
 def _resize(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Bicubic, antialiased resize of ``[..., 3, H, W]`` uint8, rounded back to uint8.
 
-    One channel at a time, so the float copy of a large image is a third
-    of its size (channels are resized independently: the result is the same).
+    On the CPU one channel at a time, so the float copy of a large image is
+    a third of its size (channels are resized independently: the result is
+    the same); on a GPU all at once, one kernel instead of three.
     """
     if img.shape[-2:] == (height, width):
         return img
     lead = img.shape[:-3]
     flat = img.reshape(-1, *img.shape[-3:])
     out = torch.empty((*flat.shape[:2], height, width), dtype=torch.uint8, device=img.device)
-    for channel in range(flat.shape[1]):
-        plane = F.interpolate(flat[:, channel:channel + 1].float(), size=(height, width), mode="bicubic",
+    step = 1 if img.device.type == "cpu" else flat.shape[1]
+    for channel in range(0, flat.shape[1], step):
+        plane = F.interpolate(flat[:, channel:channel + step].float(), size=(height, width), mode="bicubic",
                               align_corners=False, antialias=True)
-        out[:, channel:channel + 1] = plane.round_().clamp_(0, 255)
+        out[:, channel:channel + step] = plane.round_().clamp_(0, 255)
     return out.reshape(*lead, img.shape[-3], height, width)

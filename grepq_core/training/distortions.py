@@ -115,13 +115,13 @@ def apply_distortion(img: np.ndarray, name: str, level: int, seed: int = 0,
         raise GrepqError(
             f"Unknown distortion {name!r}.{did_you_mean(name, _REGISTRY)} Valid names: {', '.join(list_distortions())}"
         )
-    if ladder is None:
-        return _REGISTRY[name].fn(img, level, np.random.default_rng(seed))
-    if len(ladder) != NUM_LEVELS:
-        raise GrepqError(f"a ladder for {name} has {NUM_LEVELS} parameters, got {len(ladder)}")
+    distortion = _REGISTRY[name]
+    levels = distortion.levels if ladder is None else ladder
+    if len(levels) != NUM_LEVELS:
+        raise GrepqError(f"a ladder for {name} has {NUM_LEVELS} parameters, got {len(levels)}")
     _check_image(img)
     _check_level(level)
-    return _REGISTRY[name].impl(img, ladder[level - 1], np.random.default_rng(seed))
+    return distortion.impl(img, levels[level - 1], np.random.default_rng(seed))
 
 
 def _check_image(img: np.ndarray) -> None:
