@@ -155,8 +155,8 @@ def execute(args, options, test_pipeline=None, argv=None) -> dict:
         finally:
             progress.finish()
         totals = counters.totals(result)
-        for extra in (COPIES, SEEN):
-            store.remove_empty(args.output, store.FEATURES_DIR, f"{run}-{extra}-")
+        for kind in (store.FEATURES_DIR, store.DEAD_LETTERS_DIR):
+            store.remove_empty(args.output, kind, f"{run}-")
         manifest = {**meta, "finished": runs.now(), "counts": totals}
         runs.commit(args.output, run, manifest)
     print(f"extract: {counters.summary(totals, time.perf_counter() - start)}")

@@ -68,6 +68,20 @@ def test_a_no_op_rerun_reads_no_image_and_a_rerun_after_changes_reads_exactly_th
     assert latest.sha256.nunique() == 2 and latest.source_stamp.nunique() == 2
 
 
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (apt-get install strace; CI installs it)")
+def test_an_incremental_command_reads_each_run_manifest_once(model_flags, tmp_path):
+    out = tmp_path / "out"
+    argv = ["extract", "--input", str(tmp_path / "in" / "*" / "*.jpg"), "--output", str(out), "--incremental",
+            *model_flags, *FAST]
+    for night in range(3):
+        _noise_jpegs(tmp_path / "in" / str(night), 4, seed=night)
+        extract.run(argv[1:])
+    manifests = sorted(str(p) for p in (out / "runs").glob("run-*.json"))
+    opened, said = _opened_under(out / "runs", argv, tmp_path)
+    assert "0 images read" in said
+    assert sorted(p for p in opened if p in manifests) == manifests  # each once, though every step lists the runs
+
+
 def test_rows_record_their_input_and_its_stamp(photos_dir, model_flags, tmp_path):
     extract.run(["--input", str(photos_dir / "*.jpg"), "--output", str(tmp_path / "out"), *model_flags, *FAST])
     rows = read_table(str(tmp_path / "out"), "features").to_pandas()
@@ -114,9 +128,12 @@ def test_an_unchanged_shard_is_skipped_whole_and_a_grown_one_extracts_only_its_n
     names = list(photos)
     write_shards(tmp_path / "shards", {n: photos[n] for n in names[:4]}, 4)
     argv = ["--input", str(tmp_path / "shards" / "*.tar"), "--output", str(tmp_path / "out"), *model_flags, *FAST]
-    extract.run(argv)
+    first = extract.run(argv)
     again = extract.run([*argv, "--incremental"])
     assert again["counts"]["images_read"] == 0 and again["counts"]["images_skipped_incremental"] == 4
+    out = tmp_path / "out"
+    assert not list(out.glob(f"*/{again['run']}-*"))  # a night with nothing new leaves no shard to open later
+    assert [p.name for p in (out / "dead_letters").iterdir()] == [f"{first['run']}-00000-of-00001.parquet"]
     write_shards(tmp_path / "shards", {n: photos[n] for n in names[:5]}, 5)  # the shard grows by one sample
     grown = extract.run([*argv, "--incremental"])
     assert grown["counts"]["images_read"] == 5 and grown["counts"]["images_scored"] == 1

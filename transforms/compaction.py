@@ -63,17 +63,17 @@ def compact(output: str, run: str, rows_per_shard: int = ROWS_PER_SHARD) -> dict
 
 def _rewrite(fs, paths: list[str], prefix: str, rows_per_shard: int, run: str) -> int:
     """Stream the rows of `paths` (in order) into shards PREFIX-00000.parquet, ...; returns the rows."""
-    schemas = []
+    footers = []
     for path in paths:
         with fs.open(path, "rb") as f:
-            schemas.append(pq.read_schema(f))
-    schema = pa.unify_schemas(schemas, promote_options="permissive").with_metadata(
-        {b"grepq": json.dumps({"run": run, "compaction": True}).encode()})
+            footers.append(pq.read_metadata(f))
+    schema = pa.unify_schemas([m.schema.to_arrow_schema() for m in footers], promote_options="permissive")
+    schema = schema.with_metadata({b"grepq": json.dumps({"run": run, "compaction": True}).encode()})
     out = _Shards(fs, prefix, schema, rows_per_shard)
     with out:
-        for path in paths:
+        for path, footer in zip(paths, footers):
             with fs.open(path, "rb") as f:
-                for batch in pq.ParquetFile(f).iter_batches(batch_size=_BATCH):
+                for batch in pq.ParquetFile(f, metadata=footer).iter_batches(batch_size=_BATCH):
                     out.write(_aligned(pa.Table.from_batches([batch]), schema))
     return out.rows
 

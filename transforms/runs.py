@@ -86,12 +86,35 @@ def committed_runs(output: str) -> set[str]:
 def manifests(output: str) -> list[dict]:
     """The committed runs' manifests under `output`, oldest first; unreadable ones are left out, with a warning."""
     fs, folder = _runs_dir(output)
-    found = ((path, _read_manifest(fs, path)) for path in sorted(fs.glob(f"{folder}/run-*.json")))
+    found = ((path, _read_manifest(fs, path, version)) for path, version in _listing(fs, f"{folder}/run-*.json"))
     return [record for _, record in found if record is not None]
 
 
-def _read_manifest(fs: fsspec.AbstractFileSystem, path: str) -> dict | None:
+def _listing(fs: fsspec.AbstractFileSystem, pattern: str) -> list[tuple[str, tuple]]:
+    """(path, version) of the files matching `pattern`, in path order, from one listing; the version (the URI,
+    size and modification time, generation on gs://) changes whenever the file's content does."""
+    found = fs.glob(pattern, detail=True)
+    return sorted((path, (fs.unstrip_protocol(path), *(info.get(k) for k in ("size", "mtime", "generation"))))
+                  for path, info in found.items())
+
+
+# version -> parsed JSON. Manifests and replaces files are written whole once and never changed, so
+# each is read once per process, however many shard lists a command asks for (one request each on gs://).
+_PARSED: dict[tuple, dict] = {}
+_MAX_PARSED = 10_000
+
+
+def _remember(version: tuple, record: dict) -> dict:
+    if len(_PARSED) >= _MAX_PARSED:
+        _PARSED.clear()
+    _PARSED[version] = record
+    return record
+
+
+def _read_manifest(fs: fsspec.AbstractFileSystem, path: str, version: tuple) -> dict | None:
     """The manifest at `path`, or None when it is not one whole manifest of the run its name gives."""
+    if version in _PARSED:
+        return _PARSED[version]
     record, problem = None, None
     try:
         with fs.open(path, "rb") as f:
@@ -103,7 +126,7 @@ def _read_manifest(fs: fsspec.AbstractFileSystem, path: str) -> dict | None:
     if problem is None and not (isinstance(record, dict) and record.get("run") == _run_name(path)):
         problem = "not this run's record"
     if problem is None:
-        return record
+        return _remember(version, record)
     if path not in _WARNED:
         _WARNED.add(path)
         log.warning("%s is not a readable run manifest (%s): its run counts as not committed; the next extract "
@@ -119,9 +142,11 @@ def _replaces(output: str) -> dict[str, dict]:
     """run -> what its replaces file says, for every compaction that wrote one (committed or not)."""
     fs, folder = _runs_dir(output)
     out = {}
-    for path in fs.glob(f"{folder}/{REPLACES}run-*.json"):
-        with fs.open(path, "r") as f:
-            out[path.rsplit("/", 1)[-1][len(REPLACES):-len(".json")]] = json.loads(f.read())
+    for path, version in _listing(fs, f"{folder}/{REPLACES}run-*.json"):
+        if version not in _PARSED:
+            with fs.open(path, "r") as f:
+                _remember(version, json.loads(f.read()))
+        out[path.rsplit("/", 1)[-1][len(REPLACES):-len(".json")]] = _PARSED[version]
     return out
 
 

@@ -128,14 +128,17 @@ def footers(output: str, kind: str) -> list[tuple[str, list[str], int]]:
 
 def remove_empty(output: str, kind: str, prefix: str) -> None:
     """Delete the shards named PREFIX* that hold no rows: a Beam file sink writes one even for no rows, and
-    every shard costs each later reader an open."""
+    every shard costs each later reader an open. Where the kind has no committed shard yet, the first stays,
+    so that the output still says which columns its rows have."""
     fs, root = fsspec.core.url_to_fs(output_path(output, kind))
     fs.invalidate_cache(root)  # the pipeline wrote these shards behind fsspec's listing cache
-    for f in fs.glob(f"{root}/{prefix}*.parquet"):
+    keep_one = not shards(output, kind)[1]
+    for f in sorted(fs.glob(f"{root}/{prefix}*.parquet")):
         with fs.open(f, "rb") as handle:
             empty = pq.ParquetFile(handle).metadata.num_rows == 0
-        if empty:
+        if empty and not keep_one:
             fs.rm(f)
+        keep_one = False
 
 
 def has_shards(output: str, kind: str) -> bool:
