@@ -33,8 +33,8 @@ from grepq_core.images import lists, parquet
 from grepq_core.images.keys import input_kind
 from grepq_core.images.stamps import local_stamp, remote_stamp, stamp
 
-__all__ = ["MatchInputs", "check_inputs", "expand_braces", "glob_local", "has_wildcard", 
-           "output_folders", "outside"]
+__all__ = ["MatchInputs", "check_inputs", "expand_braces", "glob_local", "has_wildcard", "output_folders",
+           "outside"]
 
 log = logging.getLogger(__name__)
 

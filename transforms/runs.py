@@ -86,8 +86,9 @@ def committed_runs(output: str) -> set[str]:
 def manifests(output: str) -> list[dict]:
     """The committed runs' manifests under `output`, oldest first; unreadable ones are left out, with a warning."""
     fs, folder = _runs_dir(output)
-    found = ((path, _read_manifest(fs, path, version)) for path, version in _listing(fs, f"{folder}/run-*.json"))
-    return [record for _, record in found if record is not None]
+    found = (_once(version, lambda: _read_manifest(fs, path)) for path, version in
+             _listing(fs, f"{folder}/run-*.json"))
+    return [record for record in found if record is not None]
 
 
 def _listing(fs: fsspec.AbstractFileSystem, pattern: str) -> list[tuple[str, tuple]]:
@@ -104,17 +105,21 @@ _PARSED: dict[tuple, dict] = {}
 _MAX_PARSED = 10_000
 
 
-def _remember(version: tuple, record: dict) -> dict:
-    if len(_PARSED) >= _MAX_PARSED:
-        _PARSED.clear()
-    _PARSED[version] = record
-    return record
+def _once(version: tuple, read) -> dict | None:
+    """What `read()` parses from the file at `version`, read only the first time; a None (unreadable) is not
+    remembered."""
+    if version not in _PARSED:
+        record = read()
+        if record is None:
+            return None
+        if len(_PARSED) >= _MAX_PARSED:
+            _PARSED.clear()
+        _PARSED[version] = record
+    return _PARSED[version]
 
 
-def _read_manifest(fs: fsspec.AbstractFileSystem, path: str, version: tuple) -> dict | None:
+def _read_manifest(fs: fsspec.AbstractFileSystem, path: str) -> dict | None:
     """The manifest at `path`, or None when it is not one whole manifest of the run its name gives."""
-    if version in _PARSED:
-        return _PARSED[version]
     record, problem = None, None
     try:
         with fs.open(path, "rb") as f:
@@ -126,7 +131,7 @@ def _read_manifest(fs: fsspec.AbstractFileSystem, path: str, version: tuple) -> 
     if problem is None and not (isinstance(record, dict) and record.get("run") == _run_name(path)):
         problem = "not this run's record"
     if problem is None:
-        return _remember(version, record)
+        return record
     if path not in _WARNED:
         _WARNED.add(path)
         log.warning("%s is not a readable run manifest (%s): its run counts as not committed; the next extract "
@@ -143,11 +148,13 @@ def _replaces(output: str) -> dict[str, dict]:
     fs, folder = _runs_dir(output)
     out = {}
     for path, version in _listing(fs, f"{folder}/{REPLACES}run-*.json"):
-        if version not in _PARSED:
-            with fs.open(path, "r") as f:
-                _remember(version, json.loads(f.read()))
-        out[path.rsplit("/", 1)[-1][len(REPLACES):-len(".json")]] = _PARSED[version]
+        out[path.rsplit("/", 1)[-1][len(REPLACES):-len(".json")]] = _once(version, lambda: _read_json(fs, path))
     return out
+
+
+def _read_json(fs: fsspec.AbstractFileSystem, path: str) -> dict:
+    with fs.open(path, "r") as f:
+        return json.loads(f.read())
 
 
 def replaced(output: str, committed: set[str] | None = None) -> dict[str, set[str]]:
