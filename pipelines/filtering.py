@@ -1,7 +1,7 @@
 """`grepq filter`: a scored collection -> a smaller one, the kept samples in the form they came in.
 
     Read scores + dead letters -> decide per sample (tar) or row (Parquet)
-      -> Write kept shards / files (and --rejected ones) -> grepq_filter.json last
+      -> Write kept shards / files (and --rejected ones) -> _grepq_filter.json last
 
 WebDataset shards give WebDataset shards of `--shard-size` samples, every
 member of each sample unchanged plus ``KEY.grepq.json``; Parquet files give
@@ -21,9 +21,11 @@ def prepare_outputs(outputs: list[str], replace: bool) -> None:
     """Filtered outputs never mix: one that holds files is refused, or emptied first with `replace`."""
     import fsspec
 
+    from transforms.filtered import MANIFEST
+
     for output in outputs:
         fs, root = fsspec.core.url_to_fs(output.rstrip("/"))
-        old = fs.glob(f"{root}/*.tar") + fs.glob(f"{root}/*.parquet") + fs.glob(f"{root}/grepq_filter.json")
+        old = fs.glob(f"{root}/*.tar") + fs.glob(f"{root}/*.parquet") + fs.glob(f"{root}/{MANIFEST}")
         if old and not replace:
             raise GrepqError(f"{output} already holds a filtered collection: pass `replace` to replace it, or "
                              "choose another folder")
@@ -44,21 +46,23 @@ def build(p, scores: str, features: str, output: str, rejected: str | None, shar
     if not score_rows.exists():
         raise GrepqError(f"no scores under {scores}: run `grepq score` or `grepq run` first, or pass the folder "
                          "it wrote as `scores`")
-    dead = ParquetSink(features, store.DEAD_LETTERS_DIR, store.DEAD_LETTERS)
-    rows = [p | "ReadScores" >> score_rows.read(columns=["path", "keep", "score", "calibrated", "scorer"])]
-    if dead.exists():
-        rows.append(p | "ReadDead" >> dead.read(columns=["path", "reason", "detail"]))
-    rows = rows | "Rows" >> beam.Flatten()
-    records = rows | "Decide" >> filtered.Decide()
-    loose = beam.pvalue.AsSingleton(rows | "Loose" >> beam.Filter(filtered.is_loose)
-                                    | "CountLoose" >> beam.combiners.Count.Globally())
+    dead_sink = ParquetSink(features, store.DEAD_LETTERS_DIR, store.DEAD_LETTERS)
+    scored = p | "ReadScores" >> score_rows.read(columns=["path", "keep", "score", "calibrated", "scorer"])
+    dead = (p | "ReadDead" >> dead_sink.read(columns=["path", "reason", "detail"]) if dead_sink.exists()
+            else p | "NoDead" >> beam.Create([]))
+    records = (scored, dead) | "Rows" >> beam.Flatten() | "Decide" >> filtered.Decide()
+    # what the filtered folders do not hold: loose files (in keep.txt / reject.txt), dead letters of no sample
+    loose = {name: beam.pvalue.AsSingleton(rows | f"{name}Loose" >> beam.Filter(filtered.is_loose)
+                                           | f"Count{name}Loose" >> beam.combiners.Count.Globally())
+             for name, rows in (("Scored", scored), ("Dead", dead))}
     for name, folder, kept in (("Kept", output, True), ("Rejected", rejected, False)):
         if folder:
             (records
              | f"Write{name}" >> filtered.WriteFiltered(folder, kept, shard_size)
              | f"{name}Entries" >> beam.combiners.ToList()
-             | f"{name}Manifest" >> beam.Map(lambda entries, n, f, k: filtered.write_manifest(
-                 f, entries, {**meta, "kept": k, "loose_files": n}), loose, folder, kept))
+             | f"{name}Manifest" >> beam.Map(lambda entries, n, d, f, k: filtered.write_manifest(
+                 f, entries, {**meta, "kept": k, "loose_files": n, "unplaced_dead_letters": d}),
+                 loose["Scored"], loose["Dead"], folder, kept))
 
 
 def filter_collection(pipeline, scores: str, features: str, output: str | None, rejected: str | None,

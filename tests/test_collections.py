@@ -17,10 +17,11 @@ import webdataset as wds
 
 import grepq_core
 from grepq_core.fitting.labels import LabelFile
-from grepq_core.images import sources
+from grepq_core.images import shards, sources
 from pipelines import extract, filtering, score
 from pipelines.cli import main
 from tests.collections_corpus import caption, photo_bytes, raw_tar, write_hf_parquet, write_shards
+from transforms import filtered
 from transforms.store import read_table
 
 PER_SHARD = 4
@@ -125,7 +126,7 @@ def test_filter_writes_the_kept_samples_as_shards_with_every_member_unchanged(ex
     others = _samples(rejected.glob("*.tar"))
     assert sorted(s["__key__"] for s in others + samples) == [f"{i:09d}" for i in range(len(photos))]
     assert all(json.loads(s["grepq.json"])["keep"] is False for s in others)
-    manifest = json.loads((kept / "grepq_filter.json").read_text())
+    manifest = json.loads((kept / "_grepq_filter.json").read_text())
     assert manifest["samples"] == len(kept_keys) and manifest["kept"] is True
 
     assert main(["filter", "--scores", str(tmp_path / "scored"), "--output", str(kept)]) == 2
@@ -138,7 +139,8 @@ def test_filter_writes_parquet_with_the_source_columns_and_the_scores(extracted,
     root, photos = collection
     scores = _score(extracted["parquet"].out, tmp_path / "scored", "--keep-top-fraction", "0.5")
     filtering.run(["--scores", str(tmp_path / "scored"), "--output", str(tmp_path / "kept")])
-    table = pq.read_table(tmp_path / "kept" / "00000.parquet")
+    table = pq.read_table(tmp_path / "kept")  # the whole folder, as a Parquet reader takes it: its manifest is skipped
+    assert [p.name for p in (tmp_path / "kept").iterdir() if p.suffix == ".parquet"] == ["00000.parquet"]
     source = pq.read_table(root / "hf" / "train-00000-of-00001.parquet")
     assert table.column_names == [*source.column_names, "grepq_score", "grepq_calibrated", "grepq_keep",
                                   "grepq_scorer"]
@@ -223,6 +225,63 @@ def test_every_bad_member_ends_in_one_dead_letter_and_the_rest_is_scored(photos_
     too_large = e.dead[e.dead.reason == "too_large"].detail.iloc[0]
     assert str(300 * 2**20) in too_large
     assert "no later member" in e.dead[e.dead.reason == "truncated_shard"].detail.iloc[0]
+
+
+def test_bad_members_filter_into_typed_parquet_and_samples_known_by_their_score(photos_dir, model_flags, tmp_path):
+    root = tmp_path / "bad"
+    root.mkdir()
+    _write_bad_collection(root, photo_bytes(photos_dir))
+    e = _extract([root / "*.tar", root / "*.parquet"], tmp_path / "out", model_flags, "--pathways", "ll")
+    scores = _score(tmp_path / "out", tmp_path / "out", "--keep-above", "1e9")  # every scored image rejected
+    assert not scores.keep.any()
+    filtering.run(["--scores", str(tmp_path / "out"), "--output", str(tmp_path / "kept"),
+                   "--rejected", str(tmp_path / "rejected")])
+
+    # a_images.parquet: row 0 scored, then row groups of dead letters only; the grepq columns keep their types
+    [written] = (tmp_path / "rejected").glob("*.parquet")
+    rejected = pd.read_parquet(written)
+    assert rejected.label.tolist() == [0, 1, 2, 3]
+    assert rejected.grepq_score.notna().tolist() == [True, False, False, False]
+    schema = pq.read_schema(written)
+    assert [(f.name, f.type) for f in schema][-4:] == [
+        ("grepq_score", pa.float64()), ("grepq_calibrated", pa.float64()), ("grepq_keep", pa.bool_()),
+        ("grepq_scorer", pa.string())]
+    # bad.tar's 000001.jpg has a score row and a duplicate_member dead letter; its first copy, scored, is written
+    sample = next(s for s in _samples((tmp_path / "rejected").glob("*.tar")) if s["__key__"] == "000001")
+    record = json.loads(sample["grepq.json"])
+    key = f"tar://000001.jpg::{root / 'bad.tar'}"
+    assert record["images"]["000001.jpg"]["score"] == scores.score[key] and "dead_letter" not in record["images"][
+        "000001.jpg"]
+    assert set(e.dead.path[e.dead.reason == "duplicate_member"]) == {key}
+    # three shards hold a sample 000001: no two samples in a row share a key, which webdataset would merge
+    keys = [s["__key__"] for s in _samples((tmp_path / "rejected").glob("*.tar"))]
+    assert sorted(keys) == ["000001"] * 3 + ["000002"] * 2 + ["000003"] * 2 + ["000004", "000008"]
+    assert all(a != b for a, b in zip(keys, keys[1:]))
+    manifest = json.loads((tmp_path / "rejected" / "_grepq_filter.json").read_text())
+    assert (manifest["loose_files"], manifest["unplaced_dead_letters"]) == (0, 2)  # empty.tar, b_metadata.parquet
+    assert f"{root / 'truncated.tar'}: 000002: truncated: the shard breaks inside its member 000002.jpg" in [
+        line for entry in manifest["files"] for line in entry["skipped"]]
+
+
+def test_a_wanted_sample_that_cannot_be_copied_whole_says_why(photos_dir, tmp_path):
+    """Cut inside a caption after its sample's intact image, or before a sample: never a sample short of a
+    member, never a wanted key left out silently."""
+    image = next(iter(photo_bytes(photos_dir).values()))
+    whole = raw_tar(tmp_path / "whole.tar", [("a.jpg", image), ("a.txt", b"x" * 2000), ("b.jpg", image)])
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole.read_bytes()[:512 * 2 + len(image) + 511 + 1000])  # inside a.txt's data
+    got = dict(shards.wanted_samples(str(cut), {"a", "b"}))
+    assert got["a"] == "truncated: the shard breaks inside its member a.txt"
+    assert got["b"].startswith("missing: ")
+    assert dict(shards.wanted_samples(str(whole), {"a", "b"}))["a"] == {"jpg": image, "txt": b"x" * 2000}
+
+
+def test_a_member_with_a_score_and_a_dead_letter_is_known_by_its_score_in_either_order():
+    scored = ("000001.jpg", {"keep": True, "score": 70.0, "calibrated": 3.5, "scorer": "zero-shot"})
+    dead = ("000001.jpg", {"keep": False, "dead_letter": "duplicate_member", "detail": None})
+    item = ("tar", "s.tar", "000001")
+    assert filtered._record(item, [scored, dead]) == filtered._record(item, [dead, scored])
+    assert filtered._record(item, [dead, scored])[3]["keep"] is True
 
 
 def test_a_parquet_input_without_an_image_column_is_refused_in_one_line(tmp_path, capsys):

@@ -96,7 +96,7 @@ def test_shards_and_lists_on_gs_give_keyed_rows_and_a_filtered_copy(gcs, photos_
     assert len(kept) == int(scores[scores.path.str.startswith("tar://")].keep.sum()) > 0
     assert all(s["txt"] == caption(next(n for i, n in enumerate(photos) if f"{i:09d}" == s["__key__"]))
                for s in kept)
-    assert (local / "grepq_filter.json").exists()
+    assert (local / "_grepq_filter.json").exists()
 
 
 def test_a_no_op_rerun_over_gs_downloads_no_input(gcs, photos_dir, model_flags, monkeypatch):

@@ -12,10 +12,11 @@ had it (member names are ``KEY.EXT``, as webdataset writes and reads them)
 and ``KEY.grepq.json``: the sample's decision, its lowest score and each
 image's score or dead letter. Output shards are numbered ``00000.tar``,
 ``00001.tar``, ... across the whole collection, in the order of the source
-shards' URIs and their samples' keys; a Parquet output keeps its source's
+shards' URIs and their samples' keys (a sample whose key is the one before
+it, from another shard, comes after the next sample instead); a Parquet output keeps its source's
 columns and adds ``grepq_score``, ``grepq_calibrated``, ``grepq_keep`` and
 ``grepq_scorer``. Each file is written whole or not at all, and
-``grepq_filter.json`` is written last: an output without it is incomplete.
+``_grepq_filter.json`` is written last: an output without it is incomplete.
 Samples whose names are unsafe (absolute, or with ``..``) are never
 written, whatever their decision.
 """
@@ -25,6 +26,7 @@ import itertools
 import json
 
 import apache_beam as beam
+import pyarrow as pa
 
 from grepq_core.files import strict_json, write_file
 from grepq_core.images import parquet, shards
@@ -33,11 +35,16 @@ from grepq_core.images.paths import to_local
 
 __all__ = ["MANIFEST", "Decide", "WriteFiltered", "is_loose", "write_manifest", "summary"]
 
-MANIFEST = "grepq_filter.json"
+MANIFEST = "_grepq_filter.json"  # "_" first: Parquet readers of the folder (pyarrow, pandas, Spark) skip it
+
+# What a Parquet output adds to its source's columns.
+GREPQ_COLUMNS = pa.schema([("grepq_score", pa.float64()), ("grepq_calibrated", pa.float64()),
+                           ("grepq_keep", pa.bool_()), ("grepq_scorer", pa.string())])
 
 
 def is_loose(row: dict) -> bool:
-    """Whether a score row or dead letter is of a loose file (listed in keep.txt / reject.txt, not filtered)."""
+    """Whether a score row or dead letter names no sample: a loose file (a score row of one is listed in
+    keep.txt / reject.txt), or a whole shard or Parquet file that could not be read."""
     return place(row["path"]) is None
 
 
@@ -71,8 +78,12 @@ def _item(decision: tuple[str, dict]):
 
 
 def _record(item: tuple, images) -> tuple:
-    """A sample's (or row's) record: kept when every image in it is; its lowest score; each image's."""
-    images = dict(images)
+    """A sample's (or row's) record: kept when every image in it is; its lowest score; each image's.
+
+    A member with a score row and a dead letter too (a repeated member name, whose first copy was scored
+    and is the one written; a shard read again after it was mended) is known by its score.
+    """
+    images = dict(sorted(images, key=lambda image: "dead_letter" not in image[1]))
     scores = [i["score"] for i in images.values() if i.get("score") is not None]
     record = {"key": item[2], "keep": all(i.get("keep") for i in images.values()),
               "score": min(scores) if scores else None,
@@ -149,11 +160,29 @@ def _write_shard(output_shard: tuple[int, list], output: str) -> dict:
                 if isinstance(members, str):
                     skipped.append(f"{shard}: {key}: {members}")
                     continue
-                yield key, {**members, "grepq.json": json.dumps(strict_json(records[(shard, key)])).encode()}
+                yield shard, key, {**members, "grepq.json": json.dumps(strict_json(records[(shard, key)])).encode()}
 
-    count, size = shards.write_tar(dest, samples())
+    held = []
+    count, size = shards.write_tar(dest, _apart(samples(), held))
+    skipped.extend(f"{shard}: {key}: same key as every sample left to write beside it" for shard, key, _ in held)
     return {"file": dest, "samples": count, "bytes": size, "sources": sorted({s for s, _ in pieces}),
             "skipped": skipped}
+
+
+def _apart(items, held: list):
+    """(key, members) of (shard, key, members) items, in order except that an item with the key of the one
+    before it waits for the next other key: keys are unique only within a shard, and webdataset's readers
+    take consecutive members with one key as one sample. What cannot be kept apart is left in `held`."""
+    last = None
+    for item in items:
+        if item[1] == last:
+            held.append(item)
+            continue
+        yield item[1:]
+        last = item[1]
+        while held and held[0][1] != last:
+            last = held[0][1]
+            yield held.pop(0)[1:]
 
 
 def _write_file(source_rows: tuple[str, list], numbers: dict, output: str) -> dict:
@@ -162,12 +191,12 @@ def _write_file(source_rows: tuple[str, list], numbers: dict, output: str) -> di
     dest = f"{output}/{numbers[source]:05d}.parquet"
     extra = {row: {"grepq_score": r["score"], "grepq_calibrated": r["calibrated"], "grepq_keep": r["keep"],
                    "grepq_scorer": r["scorer"]} for row, r in rows}
-    count = parquet.write_rows(to_local(source), extra, dest)
+    count = parquet.write_rows(to_local(source), extra, dest, GREPQ_COLUMNS)
     return {"file": dest, "samples": count, "sources": [source], "skipped": []}
 
 
 def write_manifest(output: str, entries: list[dict], meta: dict) -> str:
-    """`output`/grepq_filter.json, written last: which files the output holds and what they came from."""
+    """`output`/_grepq_filter.json, written last: which files the output holds and what they came from."""
     path = f"{output.rstrip('/')}/{MANIFEST}"
     entries = sorted(entries, key=lambda e: e["file"])
     body = {**meta, "files": entries, "samples": sum(e["samples"] for e in entries)}
@@ -184,5 +213,8 @@ def summary(output: str) -> str:
     note = f" ({skipped} samples not written: see {MANIFEST})" if skipped else ""
     if body["loose_files"]:
         note += f"; {body['loose_files']} loose files are listed in keep.txt and reject.txt instead"
+    if body["unplaced_dead_letters"]:
+        note += (f"; {body['unplaced_dead_letters']} dead letters name a loose file or a whole shard, no sample: "
+                 "see the features' dead_letters")
     return f"{body['samples']} {'kept' if body['kept'] else 'rejected'} samples in {len(body['files'])} files " \
            f"-> {output}{note}"

@@ -121,14 +121,15 @@ def _checked(data: bytes | None, path: str | None, max_bytes: int) -> bytes | Im
     return data
 
 
-def write_rows(source: str | bytes, rows: dict[int, dict], dest: str) -> int:
-    """Write the rows `rows` names (row number -> extra column values) of the Parquet file `source` to
-    `dest`: every original column as it is, then the extra ones; whole or not at all. Returns the rows.
+def write_rows(source: str | bytes, rows: dict[int, dict], dest: str, extra: pa.Schema) -> int:
+    """Write the rows `rows` names (row number -> values of the `extra` columns) of the Parquet file
+    `source` to `dest`: every original column as it is, then the extra ones; whole or not at all. Returns
+    the rows.
 
-    Read one row group at a time, so a multi-GB source never sits whole in memory.
+    Read one row group at a time, so a multi-GB source never sits whole in memory. The extra columns
+    keep their types in every row group and file, even where a group's values are all null.
     """
     wanted = sorted(rows)
-    extra = list(rows[wanted[0]]) if wanted else []
     written, first, writer = 0, 0, None
     with open_input(source) as (f, _), writing(dest) as out:
         table_file = pq.ParquetFile(f)
@@ -139,13 +140,14 @@ def write_rows(source: str | bytes, rows: dict[int, dict], dest: str) -> int:
             if not take:
                 continue
             table = table_file.read_row_group(group).take(take)
-            for name in extra:
-                table = table.append_column(name, pa.array([rows[first - count + i][name] for i in take]))
+            for field in extra:
+                table = table.append_column(field, pa.array([rows[first - count + i][field.name] for i in take],
+                                                            field.type))
             if writer is None:
                 writer = pq.ParquetWriter(out, table.schema)
             writer.write_table(table)
             written += len(take)
         if writer is None:  # no row of the source is wanted: an empty file with the source's columns
-            writer = pq.ParquetWriter(out, table_file.schema_arrow)
+            writer = pq.ParquetWriter(out, pa.unify_schemas([table_file.schema_arrow, extra]))
         writer.close()
     return written

@@ -230,27 +230,44 @@ def content(member: Member, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes | Image
 
 def wanted_samples(uri: str | bytes, wanted: set[str],
                    max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[tuple[str, dict[str, bytes] | str]]:
-    """(sample key, {extension: bytes}) of each sample of `wanted` in the shard, in the shard's order.
+    """(sample key, {extension: bytes}) of each sample of `wanted` in the shard, in the shard's order, or
+    (sample key, why it cannot be copied whole): every wanted key once.
 
     A sample is the first run of members with its key (a later run of the
     same key, or a repeated member name, is another sample to webdataset's
-    readers and was dead-lettered by extract); a sample with a member over
-    the cap gives the reason instead of its members.
+    readers and was dead-lettered by extract). A sample with a member over
+    the cap, one the shard breaks inside (a member of it cut short, even one
+    after its image), and one the shard no longer holds give the reason
+    instead of their members.
     """
     done: set[str] = set()
+    held = None  # the last sample, until the next run shows that the shard did not break inside it
     with open_input(uri) as (f, _):
         for run in samples(members(f, max_bytes)):
             key = sample_key(run[0].name)
-            if run[0].broken or key in done or key not in wanted:
+            if run[0].broken:
+                where = f"the shard breaks inside its member {run[0].name}" if run[0].name else "the shard breaks"
+                if held and held[0] == key:
+                    held = (key, f"truncated: {where}")
+                elif run[0].name and key in wanted and key not in done:
+                    done.add(key)
+                    yield key, f"truncated: {where}"
+                break
+            if held:
+                yield held
+                held = None
+            if key in done or key not in wanted:
                 continue
             done.add(key)
             big = [m.name for m in run if m.data is None]
-            if big:
-                yield key, f"too_large: {', '.join(big)} over the {max_bytes} bytes allowed"
-                continue
             # {extension: bytes}; reversed, so a name repeated in the run keeps its first member; a member
             # without an extension has no place in a WebDataset sample (its readers drop it too)
-            yield key, {ext: m.data for m in reversed(run) if (ext := base_plus_ext(m.name)[1])}
+            held = (key, f"too_large: {', '.join(big)} over the {max_bytes} bytes allowed" if big else
+                    {ext: m.data for m in reversed(run) if (ext := base_plus_ext(m.name)[1])})
+    if held:
+        yield held
+    for key in sorted(wanted - done):
+        yield key, "missing: the shard does not hold it (it ends before, or it changed since it was scored)"
 
 
 def write_tar(dest: str, items: Iterator[tuple[str, dict[str, bytes]]]) -> tuple[int, int]:
