@@ -22,6 +22,7 @@ import pandas as pd
 from grepq_core.errors import Failure, ImageError
 from grepq_core.fitting.scoring import RowScorer
 from grepq_core.images import sources
+from grepq_core.images.paths import absolute
 from grepq_core.model.cut import prepare
 from grepq_core.model.devices import decodes_on_device
 from grepq_core.model.extractor import Extractor
@@ -62,10 +63,12 @@ class Model:
 
         An input is an image's path, URI or key (grepq_core/images/keys.py),
         a WebDataset tar shard or a Parquet file with an image column: a
-        shard or a Parquet file gives one row per image it holds.
+        shard or a Parquet file gives one row per image it holds. A local
+        path is made absolute first, so the keys are those `grepq extract`
+        gives.
         """
-        items = (item for uri in inputs for item in sources.images(str(uri) if isinstance(uri, os.PathLike) else uri,
-                                                                     self.image_column))
+        items = (item for uri in inputs for item in sources.images(
+            absolute(str(uri)) if isinstance(uri, (str, os.PathLike)) else uri, self.image_column))
         rows = []
         while batch := list(itertools.islice(items, self.extractor.spec.batch_size)):
             rows += self._batch(batch)

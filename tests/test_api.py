@@ -34,11 +34,12 @@ def pipeline(tiny_models, model_flags, tmp_path_factory):
     return out
 
 
-def test_load_score_gives_the_pipelines_numbers(tiny_models, pipeline, tmp_path):
+def test_load_score_gives_the_pipelines_numbers(tiny_models, pipeline, tmp_path, monkeypatch):
     bad = tmp_path / "bad.jpg"
     bad.write_text("not an image")
     model = grepq_core.load(pathways="ll", **_settings(tiny_models))
-    frame = model.score([*SAMPLES, str(bad)])
+    monkeypatch.chdir(os.path.join(ROOT, "samples"))
+    frame = model.score([*(os.path.basename(p) for p in SAMPLES), str(bad)])  # relative paths: the CLI's keys
     assert list(frame.path) == [*SAMPLES, str(bad)]
     rows = read_table(str(pipeline), "features").to_pandas().set_index("path")
     zero_shot = read_table(str(pipeline / "zero_shot"), "scores").to_pandas().set_index("path")

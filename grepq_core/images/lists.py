@@ -19,6 +19,7 @@ import fsspec
 import pyarrow.parquet as pq
 
 from grepq_core.errors import GrepqError
+from grepq_core.images.paths import absolute
 
 __all__ = ["COLUMNS", "check", "entries"]
 
@@ -75,7 +76,7 @@ def entries(uri: str) -> Iterator[str]:
             for line in io.TextIOWrapper(f, encoding="utf-8-sig"):
                 entry = line.strip()
                 if entry and not entry.startswith("#"):
-                    yield _absolute(entry)
+                    yield absolute(entry)
 
 
 def _joined(rows) -> Iterator[str]:
@@ -86,8 +87,5 @@ def _joined(rows) -> Iterator[str]:
         values = [str(v).strip() for v in row]
         entry = values[0] if len(values) == 1 else f"gs://{values[0]}/{values[1]}"
         if not entry.startswith("#"):
-            yield _absolute(entry)
+            yield absolute(entry)
 
-
-def _absolute(entry: str) -> str:
-    return entry if "://" in entry else os.path.abspath(entry)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["to_text", "to_local"]
+__all__ = ["to_text", "to_local", "absolute"]
 
 _NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _ESCAPE = re.compile(r"\\(\\|n|r|t|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4})")
@@ -61,3 +61,8 @@ def to_local(text: str) -> str | bytes:
         except UnicodeDecodeError:
             return data
     return data.decode("utf-8")
+
+
+def absolute(entry: str) -> str:
+    """A local path made absolute, as keys name files (a URI or key, with its ``://``, as it is)."""
+    return entry if "://" in entry else os.path.abspath(entry)
