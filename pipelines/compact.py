@@ -1,4 +1,4 @@
-"""`grepq compact`: an output's committed shards -> fewer, larger ones, atomically, every row once.
+"""`grepq compact`: an output's committed shards -> fewer, larger ones, atomically, every current row once.
 
     hold the lock -> finish what a killed compaction left -> rewrite each kind's shards
       -> name what is replaced -> commit -> delete the replaced shards

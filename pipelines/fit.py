@@ -52,9 +52,9 @@ def fit_rows(rows: list[dict], scores: dict[str, float], alphas, folds: int, out
 
 def matched_labels(labels, features: str) -> dict[str, float]:
     """{feature path: label score}: the label file streamed against the feature rows' paths."""
-    from transforms import store
+    from transforms import current, store
 
-    matched, warnings = labels.match(store.column_values(features, store.FEATURES_DIR, "path"))
+    matched, warnings = labels.match(current.column_values(features, store.FEATURES_DIR, "path"))
     for w in warnings:
         log.warning("%s", w)
     if not matched:

@@ -31,10 +31,10 @@ def _identities(features: str) -> dict[str, list[str]] | None:
     import pyarrow.compute as pc
 
     from grepq_core.model import registry
-    from transforms import store
+    from transforms import current, store
 
     columns = {name: registry.get(name).identity_column for name in registry.names()} | {"profile": "profile"}
-    table = store.read_table(features, store.FEATURES_DIR, columns=list(columns.values()),
+    table = current.read_table(features, store.FEATURES_DIR, columns=list(columns.values()),
                              schema=store.features_schema())
     if table.num_rows == 0:
         return None
@@ -97,7 +97,7 @@ def build_inputs(scores_dir: str, features_dir: str | None = None, model: str | 
                  threshold: float | None = None, thumbnail_size: int = 160) -> ReportInputs:
     """Read everything the page shows from a run's output directories."""
     from grepq_core.report import ReportInputs, decile_rows
-    from transforms import store
+    from transforms import current, store
 
     features_dir = features_dir or scores_dir
     scores = store.read_table(scores_dir, store.SCORES_DIR, schema=store.scores_schema()).to_pandas()
@@ -106,7 +106,7 @@ def build_inputs(scores_dir: str, features_dir: str | None = None, model: str | 
                          "or pass the directory it wrote as `scores`")
     return ReportInputs(
         scores=scores,
-        dead_letters=store.read_table(features_dir, store.DEAD_LETTERS_DIR, schema=store.DEAD_LETTERS).to_pandas(),
+        dead_letters=current.read_table(features_dir, store.DEAD_LETTERS_DIR, schema=store.DEAD_LETTERS).to_pandas(),
         identities=_identities(features_dir),
         model=_model_record(scores["scorer"].dropna().unique(), model),
         thumbnails=_thumbnails(decile_rows(scores)["path"], thumbnail_size),

@@ -72,11 +72,11 @@ def run(argv=None):
     from grepq_core.fitting.features import feature_layout, feature_matrix
     from grepq_core.fitting.selection import suggest_labels
     from grepq_core.model import registry
-    from transforms import store
+    from transforms import current, store
 
     cols = registry.columns()
     columns = ["path", *cols["features"], *cols["identity"], registry.COMBINED, *cols["zero_shot"]]
-    table = store.read_table(args.features, store.FEATURES_DIR, columns=columns, schema=store.features_schema())
+    table = current.read_table(args.features, store.FEATURES_DIR, columns=columns, schema=store.features_schema())
     if table.num_rows == 0:
         raise GrepqError(f"no feature rows under {args.features}/{store.FEATURES_DIR}: run `grepq extract` "
                          "first, or pass the directory it wrote as `features`")

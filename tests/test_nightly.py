@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import extract, score
+from pipelines import compact, extract, score
 from tests.collections_corpus import photo_bytes, write_shards
+from transforms import current
 from transforms.incremental import ContentFilter, ContentFilterOf, hash_pairs
 from transforms.store import read_table
 
@@ -173,6 +174,50 @@ def test_a_dead_letter_of_an_unchanged_input_stands_and_is_retried_on_request(mo
     assert extract.run([*argv, "--incremental"])["counts"]["images_read"] == 0
     retried = extract.run([*argv, "--incremental", "--retry-dead-letters"])
     assert retried["counts"]["images_read"] == 1 and retried["counts"]["images_dead_lettered"] == 1
+
+
+def test_each_key_is_scored_from_its_newest_run_only_and_compaction_keeps_those_rows(model_flags, tmp_path):
+    """Changed in place, broken, mended, dead-lettered again on every retry: one current row per key."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    changed, breaks, mended, same = _noise_jpegs(folder, 4)
+    mended.write_bytes(b"\xff\xd8\xff not a JPEG")
+    argv = ["--input", str(folder / "*.jpg"), "--output", str(out), *model_flags, "--pathways", "ll"]
+    extract.run(argv)
+    Image.fromarray(np.full((24, 32, 3), 99, dtype=np.uint8)).save(changed, quality=90)
+    breaks.write_bytes(b"\xff\xd8\xff cut short")
+    Image.fromarray(np.full((24, 32, 3), 200, dtype=np.uint8)).save(mended, quality=90)
+    for retry in ([], ["--retry-dead-letters"], ["--retry-dead-letters"]):
+        extract.run([*argv, "--incremental", *retry])
+    stored = read_table(str(out), "features").to_pandas()
+    dead = read_table(str(out), "dead_letters").to_pandas()
+    assert len(stored) == 5 and sorted(dead.path) == sorted([str(mended), *[str(breaks)] * 3])
+
+    def scored(name):
+        score.run(["--features", str(out), "--output", str(tmp_path / name), "--keep-top-fraction", "0.5"])
+        rows = read_table(str(tmp_path / name), "scores").to_pandas().set_index("path")
+        listed = [line for f in ("keep.txt", "reject.txt") for line in (tmp_path / name / f).read_text().split()]
+        assert sorted(listed) == sorted(rows.index)
+        return rows
+
+    before = scored("scored")
+    assert sorted(before.index) == sorted(str(p) for p in (changed, mended, same))
+    for path in (changed, mended):
+        assert before.sha256[str(path)] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert current.read_table(str(out), "dead_letters").column("path").to_pylist() == [str(breaks)]
+
+    compact.run(["--output", str(out)])
+    assert len(read_table(str(out), "features")) == 3 and len(read_table(str(out), "dead_letters")) == 1
+    after = scored("after")
+    assert after.sort_index().equals(before.sort_index())
+
+
+def test_a_row_is_retired_by_a_newer_run_of_its_key_only():
+    ids = np.array([7, 7, 7, 8, 9, 9], np.uint64)
+    ranks = np.array([1, 3, 3, 2, 5, 5], np.int64)
+    assert current.retired_pairs(ids, ranks) == {(7, 1)}
+    assert current.rank("features/run-20261208T010000Z-00000a-00000.parquet") < current.rank(
+        "features/run-20261208T010001Z-000000-compact-00000.parquet")
+    assert current.rank("features/part-00000.parquet") == 0
 
 
 def test_the_content_filter_has_no_false_negative_and_few_false_positives():

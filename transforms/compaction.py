@@ -15,8 +15,10 @@ every reader (score, fit, report, an incremental run) opens each one.
 
 Killed before 3, nothing changed for readers and the next run removes the
 new shards; killed during 4, the next run finishes the deleting. Either way
-every row is read exactly once. Rows keep their order (runs oldest first)
-and every column any shard has (a shard without one gets nulls). The
+every current row is read exactly once; the rows that a newer run's rows of
+their key retired (transforms/current.py), which no reader takes, are left
+out. Rows keep their order (runs oldest first) and every column any shard
+has (a shard without one gets nulls). The
 compaction's manifest keeps the replaced runs' manifests as its `history`.
 Beam-free: the rows stream through, a batch at a time.
 """
@@ -27,7 +29,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms import runs, store
+from transforms import current, runs, store
 
 __all__ = ["ROWS_PER_SHARD", "KINDS", "compact", "shard_count"]
 
@@ -48,8 +50,9 @@ def compact(output: str, run: str, rows_per_shard: int = ROWS_PER_SHARD) -> dict
     shards = {kind: store.shards(output, kind) for kind in KINDS}
     if sum(len(paths) for _, paths in shards.values()) < 2:
         return None
-    written = {kind: _rewrite(fs, paths, f"{store.output_path(output, kind)}/{run}-compact", rows_per_shard, run)
-               for kind, (fs, paths) in shards.items() if paths}
+    gone = current.retired(output)
+    written = {kind: _rewrite(fs, paths, f"{store.output_path(output, kind)}/{run}-compact", rows_per_shard, run,
+                              gone) for kind, (fs, paths) in shards.items() if paths}
     names = {kind: [p.rsplit("/", 1)[-1] for p in paths] for kind, (_, paths) in shards.items()}
     replaced_runs = sorted({runs.run_of(n) for kind_names in names.values() for n in kind_names} - {None})
     history = [h for m in runs.manifests(output) if m.get("run") in replaced_runs for h in m.get("history", [m])]
@@ -61,8 +64,9 @@ def compact(output: str, run: str, rows_per_shard: int = ROWS_PER_SHARD) -> dict
     return manifest
 
 
-def _rewrite(fs, paths: list[str], prefix: str, rows_per_shard: int, run: str) -> int:
-    """Stream the rows of `paths` (in order) into shards PREFIX-00000.parquet, ...; returns the rows."""
+def _rewrite(fs, paths: list[str], prefix: str, rows_per_shard: int, run: str, gone: set) -> int:
+    """Stream the current rows of `paths` (in order; `gone`: the retired (key id, run rank) pairs) into
+    shards PREFIX-00000.parquet, ...; returns the rows written."""
     footers = []
     for path in paths:
         with fs.open(path, "rb") as f:
@@ -74,7 +78,8 @@ def _rewrite(fs, paths: list[str], prefix: str, rows_per_shard: int, run: str) -
         for path, footer in zip(paths, footers):
             with fs.open(path, "rb") as f:
                 for batch in pq.ParquetFile(f, metadata=footer).iter_batches(batch_size=_BATCH):
-                    out.write(_aligned(pa.Table.from_batches([batch]), schema))
+                    out.write(_aligned(current.without_retired(pa.Table.from_batches([batch]), path, gone),
+                                       schema))
     return out.rows
 
 

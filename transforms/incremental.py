@@ -19,7 +19,7 @@ batches cut into buckets of about `BUCKET_ROWS` rows (one element per bucket
 per batch of a stored file, not one per row), and a worker holds one bucket
 (Beam's in-process runner holds the whole grouping: benchmarks/README.md). A stored
 row travels as 41 bytes: its input, its stamp and its key as 8-byte ids
-(`read.key_id`), the first 16 bytes of its content hash, and its kind. The one
+(`keys.key_id`), the first 16 bytes of its content hash, and its kind. The one
 summary every worker holds is `ContentFilter`, a Bloom filter of the stored
 content hashes: 3 bytes per stored row (30 MB at ten million rows).
 """
@@ -35,9 +35,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from grepq_core.images.keys import key_id
 from grepq_core.images.paths import to_text
 from transforms import counters, store
-from transforms.read import Task, content_id, key_id
+from transforms.read import Task, content_id
 
 __all__ = ["BUCKET_ROWS", "ContentFilter", "ContentFilterOf", "Plan", "CopySeen", "buckets_for", "hash_pairs"]
 

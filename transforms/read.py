@@ -24,7 +24,7 @@ import apache_beam as beam
 
 from grepq_core.errors import ImageError
 from grepq_core.images import parquet, sources
-from grepq_core.images.keys import input_kind
+from grepq_core.images.keys import input_kind, key_id
 from grepq_core.images.paths import to_text
 from grepq_core.model import registry
 from grepq_core.model.cut import Views, prepare
@@ -32,16 +32,9 @@ from grepq_core.model.devices import decodes_on_device
 from grepq_core.model.settings import EncoderSpec
 from transforms import counters, dead_letters
 
-__all__ = ["SEEN", "key_id", "content_id", "Task", "ImageRecord", "SeenBefore", "ReadInputs", "Prepare", "PrepareSeen"]
+__all__ = ["SEEN", "content_id", "Task", "ImageRecord", "SeenBefore", "ReadInputs", "Prepare", "PrepareSeen"]
 
 SEEN = "seen_before"  # the tagged output of images whose content a stored row may already describe
-
-
-def key_id(text: str) -> int:
-    """A key (or a stamp) as an incremental run's join carries it: 8 bytes of its BLAKE2b digest, so the
-    stored rows' keys cost 8 bytes each however long they are (two keys of one input share an id by a
-    2^-64 chance)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "little")
 
 
 def content_id(sha256: str) -> bytes:

@@ -17,7 +17,7 @@ from typing import Protocol
 import apache_beam as beam
 import pyarrow as pa
 
-from transforms import store
+from transforms import current, store
 
 __all__ = ["Sink", "ParquetSink"]
 
@@ -62,11 +62,14 @@ class ParquetSink:
 
     def read(self, columns: list[str] | None = None) -> beam.PTransform:
         """The committed shards only (`store.shards`), not those a running extract or a killed compaction
-        left beside them."""
+        left beside them; of feature rows and dead letters, the current ones (transforms/current.py)."""
+        if self.kind in current.KINDS:
+            return current.ReadCurrent(self.output, self.kind, columns)
         return _ReadShards(store.shard_uris(self.output, self.kind), columns)
 
     def read_table(self, columns: list[str] | None = None) -> pa.Table:
-        return store.read_table(self.output, self.kind, columns=columns, schema=self.schema)
+        read = current.read_table if self.kind in current.KINDS else store.read_table
+        return read(self.output, self.kind, columns=columns, schema=self.schema)
 
     def write_rows(self, rows: list[dict], run: str) -> None:
         if rows:

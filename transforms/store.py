@@ -27,7 +27,7 @@ from transforms import runs
 
 __all__ = ["FEATURES_DIR", "DEAD_LETTERS_DIR", "SCORES_DIR", "BASELINES_DIR", "PROVENANCE", "DEAD_LETTERS",
            "BASELINES", "features_schema", "scores_schema", "identity_columns", "same_models", "model_sets", "output_path",
-           "shards", "shard_uris", "footers", "has_shards", "remove_empty", "read_table", "column_values",
+           "shards", "shard_uris", "footers", "has_shards", "remove_empty", "read_table",
            "write_shard"]
 
 FEATURES_DIR = "features"
@@ -150,14 +150,6 @@ def read_table(output: str, kind: str, columns: list[str] | None = None, schema:
     """All shards of one kind as one table (small outputs, reports, caches, tests)."""
     fs, files = shards(output, kind)
     return ds.dataset(files, format="parquet", filesystem=fs, schema=schema).to_table(columns=columns)
-
-
-def column_values(output: str, kind: str, column: str, batch_rows: int = 65_536):
-    """Every value of one column of one kind, streamed a batch at a time (a large run's paths, say)."""
-    fs, files = shards(output, kind)
-    for batch in ds.dataset(files, format="parquet", filesystem=fs).to_batches(columns=[column],
-                                                                               batch_size=batch_rows):
-        yield from batch.column(0).to_pylist()
 
 
 def write_shard(output: str, kind: str, rows: list[dict], schema: pa.Schema, name: str) -> str:

@@ -18,12 +18,13 @@ member key as it is.
 """
 from __future__ import annotations
 
+import hashlib
 import posixpath
 from dataclasses import dataclass
 
 from grepq_core.images.paths import to_local, to_text
 
-__all__ = ["SHARD_SUFFIXES", "PARQUET_SUFFIXES", "Place", "input_kind", "member_key", "row_key", "place", "file_name"]
+__all__ = ["SHARD_SUFFIXES", "PARQUET_SUFFIXES", "Place", "input_kind", "member_key", "row_key", "place", "file_name", "key_id"]
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -93,3 +94,10 @@ def _escaped(name: str) -> str:
 
 def _text(name: str | bytes) -> str:
     return name if isinstance(name, str) else name.decode("utf-8", "surrogateescape")
+
+
+def key_id(text: str) -> int:
+    """A key (or a stamp) as 8 bytes of its BLAKE2b digest, as an incremental run's join and the current-row
+    filter carry it: the stored rows' keys cost 8 bytes each however long they are (two keys share an id by
+    a 2^-64 chance)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "little")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from typing import Iterator
 
 import fsspec
