@@ -99,6 +99,9 @@ def main(argv=None) -> int:
         module.run(rest)
     except SystemExit as e:  # argparse has printed the usage and the error
         return e.code
+    except KeyboardInterrupt:  # Ctrl-C: what a run wrote is uncommitted, and the next run clears it
+        print(f"grepq {name}: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:  # noqa: BLE001 - a user's mistake is one line; a bug keeps its traceback
         user = _user_error(e)
         if user is None:

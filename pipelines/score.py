@@ -85,6 +85,7 @@ def build(p, args, features: str, model: str | None, output: str, replace: bool 
     import apache_beam as beam
 
     from grepq_core.files import check_writable
+    from grepq_core.fitting.ridge_file import load_ridge
     from transforms import store
     from transforms.scoring import KeepThreshold, MarkDuplicates, ScoreRows
     from transforms.sinks import ParquetSink
@@ -98,6 +99,8 @@ def build(p, args, features: str, model: str | None, output: str, replace: bool 
     require_features(source)
     if model is None:
         _require_one_zero_shot_rule(source)
+    else:
+        load_ridge(model)  # a model that cannot be read stops the command before earlier scores are replaced
     if getattr(args, "csv", None):
         check_writable(args.csv)  # Beam renames its file over the target: never over a device
     _prepare_output(output, replace or getattr(args, "replace", False))

@@ -88,3 +88,12 @@ def test_score_writes_a_csv_for_people_who_do_not_read_parquet(pipeline, tmp_pat
 def test_version(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == "grepq 0.1.0"
+
+
+def test_score_with_a_model_it_cannot_read_keeps_the_earlier_scores(pipeline, tmp_path):
+    earlier = sorted(str(p.relative_to(pipeline)) for p in (pipeline / "ridge").rglob("*"))
+    (tmp_path / "other.json").write_text('{"format": "something else"}')
+    for model in (tmp_path / "missing.json", tmp_path / "other.json"):
+        assert main(["score", "--features", str(pipeline), "--output", str(pipeline / "ridge"), "--replace",
+                     "--model", str(model)]) == 2
+        assert sorted(str(p.relative_to(pipeline)) for p in (pipeline / "ridge").rglob("*")) == earlier

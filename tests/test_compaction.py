@@ -116,3 +116,17 @@ def test_runs_hide_replaced_shards_only_once_the_compaction_commits(nights):
     assert len(read_table(str(nights), "features")) == 20  # a replaces file without its manifest hides nothing
     compact.compact(str(nights), 100, break_lock=True)  # and the next run clears it away
     assert not list((nights / "runs").glob(f"{runs.REPLACES}*"))
+
+
+def test_a_reader_whose_shards_a_compaction_replaced_meanwhile_fails_instead_of_reading_no_rows(nights):
+    import apache_beam as beam
+
+    from transforms import store
+    from transforms.sinks import ParquetSink
+
+    p = beam.Pipeline()
+    _ = (p | ParquetSink(str(nights), store.FEATURES_DIR, store.features_schema()).read(columns=["path"])
+         | beam.combiners.Count.Globally())
+    compact.compact(str(nights))  # after the reader listed its shards, before it reads them
+    with pytest.raises(Exception, match="No such file|FileNotFound"):
+        p.run().wait_until_finish()

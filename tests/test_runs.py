@@ -5,6 +5,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -15,6 +16,7 @@ from PIL import Image
 from pipelines import extract
 from pipelines.cli import main
 from pipelines.options import DEFAULT_RUNNER, parse
+from transforms import runs
 from transforms.store import read_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -321,3 +323,41 @@ def test_outputs_never_replace_what_is_not_a_regular_file(corpus, tmp_path, mode
     assert errors == [f"grepq {c}: error: refusing to write {target}: it exists and is not a regular file (a device, "
                       "FIFO or socket); give the path of a file" for c in ("score", "report")]
     assert is_kind(os.stat(target).st_mode) and not (tmp_path / "scored").exists()
+
+
+def _take_over(output: str, run: str, barrier, won) -> None:
+    from grepq_core.errors import GrepqError
+
+    barrier.wait()
+    try:
+        with runs.OutputLock(output, run):
+            won.put(run)
+            time.sleep(1)
+    except GrepqError:
+        pass
+
+
+def test_runs_that_find_one_dead_holder_at_once_take_its_lock_over_one_at_a_time(tmp_path):
+    import multiprocessing
+    import socket
+
+    ctx = multiprocessing.get_context("fork")
+    dead = ctx.Process(target=time.sleep, args=(0,))
+    dead.start()
+    dead.join()
+    for trial in range(3):
+        out = tmp_path / f"out{trial}"
+        (out / "runs").mkdir(parents=True)
+        (out / "runs" / runs.LOCK).write_text(json.dumps({"run": "dead", "host": socket.gethostname(),
+                                                          "pid": dead.pid, "started": runs.now()}))
+        barrier, won = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_take_over, args=(str(out), f"run-{i}", barrier, won)) for i in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+        winners = []
+        while not won.empty():
+            winners.append(won.get())
+        assert len(winners) == 1, winners
+        assert not (out / "runs" / runs.LOCK).exists()

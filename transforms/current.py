@@ -31,7 +31,7 @@ from grepq_core.images.keys import key_id
 from transforms import runs, store
 
 __all__ = ["KINDS", "rank", "retired_pairs", "retired", "without_retired", "read_table", "column_values", "Retired",
-           "ReadCurrent"]
+           "is_current"]
 
 KINDS = (store.FEATURES_DIR, store.DEAD_LETTERS_DIR)
 _BATCH = 65_536
@@ -86,7 +86,7 @@ def retired(output: str) -> set[tuple[int, int]]:
     return _retired_of(batches)
 
 
-def _is_current(path: str, shard_rank: int, gone: set) -> bool:
+def is_current(path: str, shard_rank: int, gone: set) -> bool:
     return not gone or (key_id(path), shard_rank) not in gone
 
 
@@ -95,7 +95,7 @@ def without_retired(table: pa.Table, shard: str, gone: set) -> pa.Table:
     if not gone:
         return table
     shard_rank = rank(shard)
-    return table.filter(pa.array([_is_current(p, shard_rank, gone) for p in table["path"].to_pylist()], pa.bool_()))
+    return table.filter(pa.array([is_current(p, shard_rank, gone) for p in table["path"].to_pylist()], pa.bool_()))
 
 
 def read_table(output: str, kind: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
@@ -122,7 +122,7 @@ def column_values(output: str, kind: str, column: str) -> Iterator:
         with fs.open(path, "rb") as f:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=_BATCH, columns=sorted({"path", column})):
                 paths, values = batch.column("path").to_pylist(), batch.column(column).to_pylist()
-                yield from (v for p, v in zip(paths, values) if _is_current(p, shard_rank, gone))
+                yield from (v for p, v in zip(paths, values) if is_current(p, shard_rank, gone))
 
 
 class _Gather(beam.CombineFn):
@@ -159,19 +159,3 @@ def _uri_key_batches(uri: str):
 
     fs, path = fsspec.core.url_to_fs(uri)
     yield from _key_batches(fs, path)
-
-
-class ReadCurrent(beam.PTransform):
-    """PBegin -> the current rows of one kind as dicts (`columns`, or all)."""
-
-    def __init__(self, output: str, kind: str, columns: list[str] | None = None):
-        super().__init__()
-        self._output, self._kind = output, kind
-        self._columns = None if columns is None else sorted({*columns, "path"})
-
-    def expand(self, pbegin):
-        gone = beam.pvalue.AsSingleton(pbegin | "Retired" >> Retired(self._output))
-        return (pbegin | "Shards" >> beam.Create(store.shard_uris(self._output, self._kind))
-                | "ReadShards" >> beam.io.ReadAllFromParquet(columns=self._columns, with_filename=True)
-                | "Current" >> beam.Filter(lambda item, g: _is_current(item[1]["path"], rank(item[0]), g), gone)
-                | "Rows" >> beam.Map(lambda item: item[1]))

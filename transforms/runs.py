@@ -37,7 +37,7 @@ import fsspec
 from grepq_core.errors import GrepqError
 from grepq_core.files import is_local_path, write_file
 
-__all__ = ["RUN_ID", "REPLACES", "new_run_id", "grepq_version", "OutputLock", "commit", "committed_runs",
+__all__ = ["RUN_ID", "REPLACES", "LOCK", "TAKEOVER_SETTLE_SECONDS", "new_run_id", "grepq_version", "OutputLock", "commit", "committed_runs",
            "manifests", "run_of", "replaced", "write_replaces", "clean_uncommitted", "finish_compactions"]
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ RUNS_DIR = "runs"
 LOCK = "LOCK"
 _MAX_MANIFEST_BYTES = 16 * 2**20  # a manifest is a few kB
 _WARNED: set[str] = set()  # unreadable manifests already reported by this process
+TAKEOVER_SETTLE_SECONDS = 0.5  # how long a run that took over a dead run's lock waits before it trusts it
 REPLACES = "replaces-"  # runs/replaces-RUN.json: what the compaction RUN replaces
 
 
@@ -284,13 +285,23 @@ class OutputLock:
         if self.force or self._stale(holder):
             self.broke = holder
             self._fs.rm(self._path)
-            if self._create(body):
+            if self._create(body) and self._kept():
                 return self
+            holder = self._holder()
         raise GrepqError(f"{self.output} is being written by run {holder.get('run', '?')} (started "
                          f"{holder.get('started', '?')} by pid {holder.get('pid', '?')} on {holder.get('host', '?')}): "
                          f"wait for it, or if it died, pass `break_lock`")
 
+    def _kept(self) -> bool:
+        """After a takeover, whether the lock is still this run's: another run that found the same dead
+        holder at the same moment removes what it takes for that holder's lock too, then creates its own;
+        the last to create it holds it, and every other sees so once the moment is past."""
+        time.sleep(TAKEOVER_SETTLE_SECONDS)
+        return self._holder().get("run") == self.run
+
     def __exit__(self, *exc) -> None:
+        if self._holder().get("run") != self.run:
+            return  # taken over (`break_lock`) while this run held it: the lock is another run's now
         try:
             self._fs.rm(self._path)
         except FileNotFoundError:

@@ -12,10 +12,13 @@ stage would read it.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol
 
 import apache_beam as beam
+import fsspec
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from transforms import current, store
 
@@ -63,9 +66,11 @@ class ParquetSink:
     def read(self, columns: list[str] | None = None) -> beam.PTransform:
         """The committed shards only (`store.shards`), not those a running extract or a killed compaction
         left beside them; of feature rows and dead letters, the current ones (transforms/current.py)."""
-        if self.kind in current.KINDS:
-            return current.ReadCurrent(self.output, self.kind, columns)
-        return _ReadShards(store.shard_uris(self.output, self.kind), columns)
+        uris = store.shard_uris(self.output, self.kind)
+        if self.kind not in current.KINDS:
+            return ReadShards(uris, columns)
+        with_path = None if columns is None else list(dict.fromkeys([*columns, "path"]))
+        return _ReadCurrent(self.output, ReadShards(uris, with_path, with_shard=True))
 
     def read_table(self, columns: list[str] | None = None) -> pa.Table:
         read = current.read_table if self.kind in current.KINDS else store.read_table
@@ -76,11 +81,52 @@ class ParquetSink:
             store.write_shard(self.output, self.kind, rows, self.schema, run)
 
 
-class _ReadShards(beam.PTransform):
-    def __init__(self, uris: list[str], columns: list[str] | None):
+class ReadShards(beam.PTransform):
+    """PBegin -> the rows of the Parquet shards `uris` as dicts (`columns`, or all), a row group at a time
+    spread over the workers; with `with_shard`, (shard URI, row) pairs.
+
+    A shard that is gone when it is read (a compaction replaced it after the
+    job listed it) fails the job: it is never read as no rows.
+    """
+
+    def __init__(self, uris: list[str], columns: list[str] | None = None, with_shard: bool = False):
         super().__init__()
-        self._uris, self._columns = uris, columns
+        self._uris, self._columns, self._with_shard = uris, columns, with_shard
 
     def expand(self, pbegin):
-        return pbegin | "Shards" >> beam.Create(self._uris) | "ReadShards" >> beam.io.ReadAllFromParquet(
-            columns=self._columns)
+        return (pbegin | "Shards" >> beam.Create(self._uris) | "RowGroups" >> beam.FlatMap(_row_groups)
+                | "Spread" >> beam.Reshuffle() | "ReadRowGroups" >> beam.FlatMap(_rows, self._columns, self._with_shard))
+
+
+def _row_groups(uri: str):
+    with _opened(uri) as shard:
+        yield from ((uri, group) for group in range(shard.num_row_groups))
+
+
+def _rows(row_group: tuple[str, int], columns: list[str] | None, with_shard: bool):
+    uri, group = row_group
+    with _opened(uri) as shard:
+        rows = shard.read_row_group(group, columns=columns).to_pylist()
+    yield from (((uri, row) for row in rows) if with_shard else rows)
+
+
+@contextlib.contextmanager
+def _opened(uri: str):
+    fs, path = fsspec.core.url_to_fs(uri)
+    with fs.open(path, "rb") as f:
+        yield pq.ParquetFile(f)
+
+
+class _ReadCurrent(beam.PTransform):
+    """PBegin -> the current rows (transforms/current.py) of what `shards` reads."""
+
+    def __init__(self, output: str, shards: ReadShards):
+        super().__init__()
+        self._output, self._shards = output, shards  # `shards` reads (shard, row) pairs with the path
+
+    def expand(self, pbegin):
+        gone = beam.pvalue.AsSingleton(pbegin | "Retired" >> current.Retired(self._output))
+        return (pbegin | "Read" >> self._shards
+                | "Current" >> beam.Filter(lambda item, g: current.is_current(item[1]["path"], current.rank(item[0]),
+                                                                              g), gone)
+                | "Rows" >> beam.Map(lambda item: item[1]))
