@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import extract
+from pipelines import extract, filtering, score
 from tests.collections_corpus import photo_bytes, write_shards
 from transforms.store import read_table
 
@@ -80,3 +81,15 @@ def test_extract_and_incremental_extract_run_on_an_external_worker_pool(portable
     assert again["counts"]["images_skipped_incremental"] == len(photos)
     rows = read_table(str(out), "features").to_pandas()
     assert len(rows) == len(photos) + 1 and rows.hl_features.notna().all()
+
+    Image.fromarray(np.full((40, 40, 3), 255, np.uint8)).save(folder / "new.png")  # changed in place
+    extract.run([*argv, "--incremental"])
+    scored = tmp_path / "scored"
+    score.run(["--features", str(out), "--output", str(scored), "--keep-top-fraction", "0.5", *portable])
+    scores = read_table(str(scored), "scores").to_pandas()
+    assert len(scores) == len(photos) + 1 and scores.path.is_unique  # the changed file once, as it is now
+    filtering.run(["--scores", str(scored), "--features", str(out), "--output", str(tmp_path / "kept"),
+                   "--rejected", str(tmp_path / "rejected"), *portable])
+    members = [name for folder in ("kept", "rejected") for shard in (tmp_path / folder).glob("*.tar")
+               for name in tarfile.open(shard).getnames()]
+    assert len(members) == 4 * (len(photos) - 3)  # each sample of the shards, kept or rejected: 3 members + grepq.json

@@ -18,10 +18,10 @@ with is the set of (key, run) pairs retired.
 from __future__ import annotations
 
 import calendar
+import functools
 import time
 from typing import Iterator
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -30,13 +30,14 @@ import pyarrow.parquet as pq
 from grepq_core.images.keys import key_id
 from transforms import runs, store
 
-__all__ = ["KINDS", "rank", "retired_pairs", "retired", "without_retired", "read_table", "column_values", "Retired",
-           "is_current"]
+__all__ = ["KINDS", "rank", "retired_pairs", "retired", "without_retired", "read_table", "column_values", "is_current",
+           "key_batches", "retired_of"]
 
 KINDS = (store.FEATURES_DIR, store.DEAD_LETTERS_DIR)
 _BATCH = 65_536
 
 
+@functools.lru_cache(maxsize=65_536)
 def rank(shard: str) -> int:
     """A shard's run as a number that sorts as the runs do (their UTC second, then their random suffix);
     0 for a shard older than run ids."""
@@ -60,7 +61,7 @@ def retired_pairs(ids: np.ndarray, ranks: np.ndarray) -> set[tuple[int, int]]:
     return set(zip(ids[old].tolist(), ranks[old].tolist()))
 
 
-def _key_batches(fs, path: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def key_batches(fs, path: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(key ids, run ranks) of one shard's rows, a batch at a time."""
     shard_rank = rank(path)
     with fs.open(path, "rb") as f:
@@ -69,33 +70,39 @@ def _key_batches(fs, path: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
             yield ids, np.full(batch.num_rows, shard_rank, np.int64)
 
 
-def _retired_of(batches) -> set[tuple[int, int]]:
+def retired_of(batches) -> set[tuple[int, int]]:
     batches = list(batches)
     if not batches:
         return set()
     return retired_pairs(np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]))
 
 
+_FOUND: dict[tuple, set] = {}  # committed shards -> their retired pairs: a command's readers find them once
+
+
 def retired(output: str) -> set[tuple[int, int]]:
-    """The (key id, run rank) pairs of `output` that newer rows retired, read here (in this process)."""
-    batches = []
-    for kind in KINDS:
-        fs, files = store.shards(output, kind)
-        for path in files:
-            batches.extend(_key_batches(fs, path))
-    return _retired_of(batches)
+    """The (key id, run rank) pairs of `output` that newer rows retired, read here (in this process).
+
+    Remembered by the committed shards' names: a shard is never written again under its name.
+    """
+    listed = [(fs, path) for kind in KINDS for fs, paths in [store.shards(output, kind)] for path in paths]
+    names = tuple(path for _, path in listed)
+    if names not in _FOUND:
+        _FOUND.clear()
+        _FOUND[names] = retired_of(batch for fs, path in listed for batch in key_batches(fs, path))
+    return _FOUND[names]
 
 
-def is_current(path: str, shard_rank: int, gone: set) -> bool:
-    return not gone or (key_id(path), shard_rank) not in gone
+def is_current(path: str, shard: str, gone: set) -> bool:
+    """Whether the row of key `path` read from `shard` is current, given the retired pairs `gone`."""
+    return not gone or (key_id(path), rank(shard)) not in gone
 
 
 def without_retired(table: pa.Table, shard: str, gone: set) -> pa.Table:
     """The rows of `table`, read from `shard`, that are current."""
     if not gone:
         return table
-    shard_rank = rank(shard)
-    return table.filter(pa.array([is_current(p, shard_rank, gone) for p in table["path"].to_pylist()], pa.bool_()))
+    return table.filter(pa.array([is_current(p, shard, gone) for p in table["path"].to_pylist()], pa.bool_()))
 
 
 def read_table(output: str, kind: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
@@ -118,44 +125,7 @@ def column_values(output: str, kind: str, column: str) -> Iterator:
     gone = retired(output)
     fs, files = store.shards(output, kind)
     for path in files:
-        shard_rank = rank(path)
         with fs.open(path, "rb") as f:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=_BATCH, columns=sorted({"path", column})):
                 paths, values = batch.column("path").to_pylist(), batch.column(column).to_pylist()
-                yield from (v for p, v in zip(paths, values) if is_current(p, shard_rank, gone))
-
-
-class _Gather(beam.CombineFn):
-    """(key ids, ranks) batches -> the retired pairs; holds 16 bytes per stored row while it gathers."""
-
-    def create_accumulator(self):
-        return []
-
-    def add_input(self, accumulator, batch):
-        accumulator.append(batch)
-        return accumulator
-
-    def merge_accumulators(self, accumulators):
-        return [batch for accumulator in accumulators for batch in accumulator]
-
-    def extract_output(self, accumulator):
-        return _retired_of(accumulator)
-
-
-class Retired(beam.PTransform):
-    """PBegin -> one element: the retired (key id, run rank) pairs of the output's committed shards."""
-
-    def __init__(self, output: str):
-        super().__init__()
-        self._shards = [uri for kind in KINDS for uri in store.shard_uris(output, kind)]
-
-    def expand(self, pbegin):
-        return (pbegin | "KeyShards" >> beam.Create(self._shards) | "SpreadKeyShards" >> beam.Reshuffle()
-                | "Keys" >> beam.FlatMap(_uri_key_batches) | "Gather" >> beam.CombineGlobally(_Gather()))
-
-
-def _uri_key_batches(uri: str):
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(uri)
-    yield from _key_batches(fs, path)
+                yield from (v for p, v in zip(paths, values) if is_current(p, path, gone))

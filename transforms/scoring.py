@@ -22,12 +22,14 @@ class ScoreRows(beam.DoFn):
         self._uri = model_uri
         self._scale = scale
         self._scorer = None
+        self._zero_shot: list[str] = []
 
     def setup(self):
         self._scorer = RowScorer(self._uri, self._scale)
+        self._zero_shot = store.zero_shot_columns()
 
     def process(self, row):
-        zero_shot = {c: row.get(c) for c in store.zero_shot_columns()}
+        zero_shot = {c: row.get(c) for c in self._zero_shot}
         yield {"path": row["path"], "sha256": row["sha256"], **self._scorer(row), "keep": None, "duplicate_of": None,
                **zero_shot}
 

@@ -12,14 +12,13 @@ stage would read it.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Protocol
 
 import apache_beam as beam
 import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from grepq_core.errors import GrepqError
 from transforms import current, store
 
 __all__ = ["Sink", "ParquetSink"]
@@ -82,11 +81,13 @@ class ParquetSink:
 
 
 class ReadShards(beam.PTransform):
-    """PBegin -> the rows of the Parquet shards `uris` as dicts (`columns`, or all), a row group at a time
-    spread over the workers; with `with_shard`, (shard URI, row) pairs.
+    """PBegin -> the rows of the Parquet shards `uris` as dicts (`columns`, or all); with `with_shard`,
+    (shard URI, row) pairs.
 
-    A shard that is gone when it is read (a compaction replaced it after the
-    job listed it) fails the job: it is never read as no rows.
+    Beam's reader takes a shard that is gone by the time it comes to it for
+    one with no rows, so once every row is read, each shard must still be
+    there: a compaction that replaced one after the job listed it fails the
+    job (a replaced shard is never written again under its name).
     """
 
     def __init__(self, uris: list[str], columns: list[str] | None = None, with_shard: bool = False):
@@ -94,27 +95,17 @@ class ReadShards(beam.PTransform):
         self._uris, self._columns, self._with_shard = uris, columns, with_shard
 
     def expand(self, pbegin):
-        return (pbegin | "Shards" >> beam.Create(self._uris) | "RowGroups" >> beam.FlatMap(_row_groups)
-                | "Spread" >> beam.Reshuffle() | "ReadRowGroups" >> beam.FlatMap(_rows, self._columns, self._with_shard))
+        rows = (pbegin | "Shards" >> beam.Create(self._uris)
+                | "ReadShards" >> beam.io.ReadAllFromParquet(columns=self._columns, with_filename=self._with_shard))
+        read = beam.pvalue.AsSingleton(rows | "CountRead" >> beam.combiners.Count.Globally())
+        _ = pbegin | "ShardsAgain" >> beam.Create(self._uris) | "StillThere" >> beam.Map(_still_there, read)
+        return rows
 
 
-def _row_groups(uri: str):
-    with _opened(uri) as shard:
-        yield from ((uri, group) for group in range(shard.num_row_groups))
-
-
-def _rows(row_group: tuple[str, int], columns: list[str] | None, with_shard: bool):
-    uri, group = row_group
-    with _opened(uri) as shard:
-        rows = shard.read_row_group(group, columns=columns).to_pylist()
-    yield from (((uri, row) for row in rows) if with_shard else rows)
-
-
-@contextlib.contextmanager
-def _opened(uri: str):
+def _still_there(uri: str, _read: int) -> None:
     fs, path = fsspec.core.url_to_fs(uri)
-    with fs.open(path, "rb") as f:
-        yield pq.ParquetFile(f)
+    if not fs.exists(path):
+        raise GrepqError(f"{uri} was replaced while this job read it (a compaction ran meanwhile): run it again")
 
 
 class _ReadCurrent(beam.PTransform):
@@ -125,8 +116,42 @@ class _ReadCurrent(beam.PTransform):
         self._output, self._shards = output, shards  # `shards` reads (shard, row) pairs with the path
 
     def expand(self, pbegin):
-        gone = beam.pvalue.AsSingleton(pbegin | "Retired" >> current.Retired(self._output))
+        gone = beam.pvalue.AsSingleton(pbegin | "Retired" >> _Retired(self._output))
         return (pbegin | "Read" >> self._shards
-                | "Current" >> beam.Filter(lambda item, g: current.is_current(item[1]["path"], current.rank(item[0]),
-                                                                              g), gone)
+                | "Current" >> beam.Filter(lambda item, g: current.is_current(item[1]["path"], item[0], g), gone)
                 | "Rows" >> beam.Map(lambda item: item[1]))
+
+
+class _Retired(beam.PTransform):
+    """PBegin -> one element: the retired (key id, run rank) pairs of the output's committed shards, found
+    on the workers (`current.retired` finds them in this process)."""
+
+    def __init__(self, output: str):
+        super().__init__()
+        self._shards = [uri for kind in current.KINDS for uri in store.shard_uris(output, kind)]
+
+    def expand(self, pbegin):
+        return (pbegin | "KeyShards" >> beam.Create(self._shards) | "SpreadKeyShards" >> beam.Reshuffle()
+                | "Keys" >> beam.FlatMap(_key_batches) | "Gather" >> beam.CombineGlobally(_Gather()))
+
+
+def _key_batches(uri: str):
+    fs, path = fsspec.core.url_to_fs(uri)
+    yield from current.key_batches(fs, path)
+
+
+class _Gather(beam.CombineFn):
+    """(key ids, ranks) batches -> the retired pairs; holds 16 bytes per stored row while it gathers."""
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, accumulator, batch):
+        accumulator.append(batch)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        return [batch for accumulator in accumulators for batch in accumulator]
+
+    def extract_output(self, accumulator):
+        return current.retired_of(accumulator)
