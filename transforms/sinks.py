@@ -67,9 +67,9 @@ class ParquetSink:
         left beside them; of feature rows and dead letters, the current ones (transforms/current.py)."""
         uris = store.shard_uris(self.output, self.kind)
         if self.kind not in current.KINDS:
-            return ReadShards(uris, columns)
+            return _ReadShards(uris, columns)
         with_path = None if columns is None else list(dict.fromkeys([*columns, "path"]))
-        return _ReadCurrent(self.output, ReadShards(uris, with_path, with_shard=True))
+        return _ReadCurrent(self.output, _ReadShards(uris, with_path, with_shard=True))
 
     def read_table(self, columns: list[str] | None = None) -> pa.Table:
         read = current.read_table if self.kind in current.KINDS else store.read_table
@@ -80,7 +80,7 @@ class ParquetSink:
             store.write_shard(self.output, self.kind, rows, self.schema, run)
 
 
-class ReadShards(beam.PTransform):
+class _ReadShards(beam.PTransform):
     """PBegin -> the rows of the Parquet shards `uris` as dicts (`columns`, or all); with `with_shard`,
     (shard URI, row) pairs.
 
@@ -111,7 +111,7 @@ def _still_there(uri: str, _read: int) -> None:
 class _ReadCurrent(beam.PTransform):
     """PBegin -> the current rows (transforms/current.py) of what `shards` reads."""
 
-    def __init__(self, output: str, shards: ReadShards):
+    def __init__(self, output: str, shards: _ReadShards):
         super().__init__()
         self._output, self._shards = output, shards  # `shards` reads (shard, row) pairs with the path
 
