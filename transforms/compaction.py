@@ -34,7 +34,7 @@ from transforms import current, runs, store
 __all__ = ["ROWS_PER_SHARD", "KINDS", "compact", "shard_count"]
 
 ROWS_PER_SHARD = 1_000_000
-KINDS = (store.FEATURES_DIR, store.DEAD_LETTERS_DIR)
+KINDS = current.KINDS  # the kinds of rows an extract run writes
 _BATCH = 65_536
 
 

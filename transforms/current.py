@@ -33,7 +33,7 @@ from transforms import runs, store
 __all__ = ["KINDS", "rank", "retired_pairs", "retired", "without_retired", "read_table", "column_values", "is_current",
            "key_batches", "retired_of"]
 
-KINDS = (store.FEATURES_DIR, store.DEAD_LETTERS_DIR)
+KINDS = (store.FEATURES_DIR, store.DEAD_LETTERS_DIR)  # the kinds of rows an extract run writes
 _BATCH = 65_536
 
 

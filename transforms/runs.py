@@ -37,8 +37,9 @@ import fsspec
 from grepq_core.errors import GrepqError
 from grepq_core.files import is_local_path, write_file
 
-__all__ = ["RUN_ID", "REPLACES", "LOCK", "TAKEOVER_SETTLE_SECONDS", "new_run_id", "grepq_version", "OutputLock", "commit", "committed_runs",
-           "manifests", "run_of", "replaced", "write_replaces", "clean_uncommitted", "finish_compactions"]
+__all__ = ["RUN_ID", "REPLACES", "LOCK", "TAKEOVER_SETTLE_SECONDS", "new_run_id", "grepq_version", "OutputLock",
+           "commit", "committed_runs", "manifests", "run_of", "replaced", "write_replaces", "clean_uncommitted",
+           "finish_compactions"]
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from grepq_core.images.paths import to_local, to_text
 
-__all__ = ["SHARD_SUFFIXES", "PARQUET_SUFFIXES", "Place", "input_kind", "member_key", "row_key", "place", "file_name", "key_id"]
+__all__ = ["SHARD_SUFFIXES", "PARQUET_SUFFIXES", "Place", "input_kind", "member_key", "row_key", "place", "file_name",
+           "key_id"]
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 PARQUET_SUFFIXES = (".parquet",)
