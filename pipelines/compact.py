@@ -10,13 +10,10 @@ itself when an output holds more than --compact-above shards.
 from __future__ import annotations
 
 import argparse
-import logging
 
 from pipelines.options import HelpFormatter
 
 __all__ = ["run", "arg_parser", "compact"]
-
-log = logging.getLogger(__name__)
 
 
 def compact(output: str, rows_per_shard: int | None = None, break_lock: bool = False) -> str:
@@ -25,9 +22,7 @@ def compact(output: str, rows_per_shard: int | None = None, break_lock: bool = F
 
     before = compaction.shard_count(output)
     run = runs.new_run_id()
-    with runs.OutputLock(output, run, force=break_lock) as lock:
-        if lock.broke:
-            log.warning("took over %s from run %s, which died holding it", output, lock.broke.get("run"))
+    with runs.OutputLock(output, run, force=break_lock):
         runs.clean_uncommitted(output, compaction.KINDS)
         manifest = compaction.compact(output, run, rows_per_shard or compaction.ROWS_PER_SHARD)
     if manifest is None:

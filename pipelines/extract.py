@@ -138,9 +138,7 @@ def execute(args, options, test_pipeline=None, argv=None) -> dict:
     run = runs.new_run_id()
     meta = {"run": run, "grepq_version": runs.grepq_version(), "started": runs.now(), "identities": identities,
             "argv": list(sys.argv[1:] if argv is None else argv)}
-    with runs.OutputLock(args.output, run, force=args.break_lock) as lock:
-        if lock.broke:
-            log.warning("took over %s from run %s, which died holding it", args.output, lock.broke.get("run"))
+    with runs.OutputLock(args.output, run, force=args.break_lock):
         for path in runs.clean_uncommitted(args.output, (store.FEATURES_DIR, store.DEAD_LETTERS_DIR)):
             log.warning("removed %s, left by a run that did not finish", path)
         p = test_pipeline or beam.Pipeline(options=options)

@@ -66,15 +66,28 @@ def build(p, scores: str, features: str, output: str, rejected: str | None, shar
 
 
 def filter_collection(pipeline, scores: str, features: str, output: str | None, rejected: str | None,
-                      shard_size: int, replace: bool) -> None:
-    """Write the kept (and rejected) samples with `pipeline` (run here), then print what each folder holds."""
+                      shard_size: int, replace: bool, break_lock: bool = False) -> None:
+    """Write the kept (and rejected) samples with `pipeline` (run here), then print what each folder holds.
+
+    Each folder's lock (transforms/runs.py, RESULTS_LOCK) is held from before its old files go until the
+    new manifest is written: two runs never write one collection at once.
+    """
+    import contextlib
+
+    from grepq_core.images.paths import absolute
     from transforms import filtered, runs
 
     outputs = [o for o in (output, rejected) if o]
-    prepare_outputs(outputs, replace)
+    if output and rejected and absolute(output.rstrip("/")) == absolute(rejected.rstrip("/")):
+        raise GrepqError("the kept and the rejected samples need two different folders")
+    run = runs.new_run_id()
     meta = {"scores": scores, "features": features, "shard_size": shard_size, "grepq_version": runs.grepq_version()}
-    with pipeline as p:
-        build(p, scores, features, output, rejected, shard_size, meta)
+    with contextlib.ExitStack() as held:
+        for folder in outputs:
+            held.enter_context(runs.OutputLock(folder, run, force=break_lock, lock=runs.RESULTS_LOCK))
+        prepare_outputs(outputs, replace)
+        with pipeline as p:
+            build(p, scores, features, output, rejected, shard_size, meta)
     for folder in outputs:
         print(f"filter: {filtered.summary(folder)}")
 
@@ -84,7 +97,7 @@ def run(argv=None, test_pipeline=None):
 
     args, options = parse(arg_parser(), argv)
     filter_collection(test_pipeline or beam.Pipeline(options=options), args.scores, args.features or args.scores,
-                      args.output, args.rejected, args.shard_size, args.replace)
+                      args.output, args.rejected, args.shard_size, args.replace, args.break_lock)
 
 
 def arg_parser():

@@ -90,10 +90,14 @@ def _extract_output(p):
     p.add_argument("--max-dead-letter-fraction", type=float,
                    help="exit with status 3 when more than this fraction of the images read is dead-lettered "
                    "(the run's outputs are kept); off by default")
-    p.add_argument("--break-lock", action="store_true",
-                   help="take over --output from a run that died holding its lock")
+    _break_lock(p)
     p.add_argument("--progress-every", type=float, default=10.0,
                    help="seconds between progress lines when not on a terminal (local runs)")
+
+
+def _break_lock(p):
+    p.add_argument("--break-lock", action="store_true",
+                   help="take over --output from a run that died holding its lock")
 
 
 def _encoders(p):
@@ -196,6 +200,7 @@ def _score_io(p):
     p.add_argument("--output", required=True, help="output folder for scores/, keep.txt and reject.txt")
     p.add_argument("--replace", action="store_true",
                    help="replace the scores already under --output (without it, such an output is refused)")
+    _break_lock(p)
 
 
 def _shard_size(g):
@@ -211,6 +216,7 @@ def _filter_io(p):
     p.add_argument("--rejected", help="also write the rejected and dead-lettered samples here, for audit")
     _shard_size(p)
     p.add_argument("--replace", action="store_true", help="replace a filtered collection already in the folders")
+    _break_lock(p)
 
 
 def _run_filter(p):

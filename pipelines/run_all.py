@@ -31,12 +31,12 @@ def run(argv=None):
         model = args.model_output or f"{out}/model.json"
         with beam.Pipeline(options=options) as p:
             fit.build(p, args, out, model)
-    with writing_under(out), beam.Pipeline(options=options) as p:
+    with writing_under(out), score.holding(out, args.break_lock), beam.Pipeline(options=options) as p:
         score.build(p, args, out, model, out, replace=args.incremental)  # a nightly rerun scores everything again
     print(f"scores: {out}/scores/  keep list: {out}/keep.txt  reject list: {out}/reject.txt")
     if collections:  # a nightly rerun writes the collection again
         filtering.filter_collection(beam.Pipeline(options=options), out, out, args.filter_output,
-                                    args.rejected_output, args.shard_size, replace=True)
+                                    args.rejected_output, args.shard_size, replace=True, break_lock=args.break_lock)
     threshold = [] if args.keep_above is None else ["--threshold", str(args.keep_above)]
     report.run(["--scores", out, "--output", f"{out}/report.html", *threshold])
 

@@ -33,6 +33,15 @@ def photo(name: str, width: int | None = None) -> np.ndarray:
     return np.asarray(img)
 
 
+def hold_elsewhere(lock_path) -> None:
+    """A lock as a run on another machine holds it: never taken over without --break-lock."""
+    import json
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path.write_text(json.dumps({"run": "run-elsewhere", "host": "elsewhere", "pid": 1,
+                                     "started": "2026-01-01T00:00:00Z"}))
+
+
 @pytest.fixture(scope="session")
 def photos_dir(tmp_path_factory):
     """Six real photos as JPEG (and one PNG) at a few sizes."""

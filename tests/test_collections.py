@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+from conftest import hold_elsewhere
 
 import grepq_core
 from grepq_core.fitting.labels import LabelFile
@@ -21,7 +22,7 @@ from grepq_core.images import shards, sources
 from pipelines import extract, filtering, score
 from pipelines.cli import main
 from tests.collections_corpus import caption, photo_bytes, raw_tar, write_hf_parquet, write_shards
-from transforms import filtered
+from transforms import filtered, runs
 from transforms.store import read_table
 
 PER_SHARD = 4
@@ -130,9 +131,16 @@ def test_filter_writes_the_kept_samples_as_shards_with_every_member_unchanged(ex
     assert manifest["samples"] == len(kept_keys) and manifest["kept"] is True
 
     assert main(["filter", "--scores", str(tmp_path / "scored"), "--output", str(kept)]) == 2
-    assert main(["filter", "--scores", str(tmp_path / "scored"), "--output", str(kept), "--replace",
-                 "--shard-size", "100"]) == 0
+    hold_elsewhere(rejected / runs.RESULTS_LOCK)  # another filter run is writing the rejected samples
+    again = ["filter", "--scores", str(tmp_path / "scored"), "--output", str(kept), "--rejected", str(rejected),
+             "--replace", "--shard-size", "100"]
+    assert main(again) == 2
+    assert sorted(kept.glob("*.tar")) == written and not (kept / runs.RESULTS_LOCK).exists()
+    assert main(again + ["--break-lock"]) == 0
     assert [p.name for p in kept.glob("*.tar")] == ["00000.tar"]
+    assert not (kept / runs.RESULTS_LOCK).exists() and not (rejected / runs.RESULTS_LOCK).exists()
+    assert main(["filter", "--scores", str(tmp_path / "scored"), "--output", str(kept), "--rejected",
+                 str(kept / "."), "--replace"]) == 2
 
 
 def test_filter_writes_parquet_with_the_source_columns_and_the_scores(extracted, collection, tmp_path):

@@ -10,7 +10,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import StandardOptions
-from conftest import photo
+from conftest import hold_elsewhere, photo
 from PIL import Image
 
 from pipelines import extract
@@ -94,8 +94,13 @@ def test_score_never_mixes_two_runs(corpus, tmp_path, model_flags, capsys):
     assert main(["score", "--features", str(out), "--output", str(scored)]) == 2
     assert "already holds scores: pass --replace" in capsys.readouterr().err
     assert sorted(os.listdir(scored / "scores")) == first
-    assert main(["score", "--features", str(out), "--output", str(scored), "--replace",
+    hold_elsewhere(scored / runs.RESULTS_LOCK)  # another score run is replacing them
+    assert main(["score", "--features", str(out), "--output", str(scored), "--replace"]) == 2
+    assert "is being written by run run-elsewhere" in capsys.readouterr().err
+    assert sorted(os.listdir(scored / "scores")) == first
+    assert main(["score", "--features", str(out), "--output", str(scored), "--replace", "--break-lock",
                  "--keep-top-fraction", "0.5"]) == 0
+    assert not (scored / runs.RESULTS_LOCK).exists()
     scores = read_table(str(scored), "scores").to_pandas()
     assert len(scores) == 3 and scores.keep.sum() == 2  # one run's rows only, with the new threshold
     assert len((scored / "keep.txt").read_text().splitlines()) == 2

@@ -11,8 +11,11 @@ grepq on a full disk) counts as no commit, with a one-line warning.
 
 Only one run may write into an output at a time: `OutputLock` creates
 OUTPUT/runs/LOCK only if it does not exist (O_EXCL locally, a
-generation-matched create on gs://). Holding it, a run removes what killed
-runs left behind: their uncommitted shards, unreadable manifests, Beam's
+generation-matched create on gs://). `grepq score` and `grepq filter`,
+which replace what they write whole, hold OUTPUT/_grepq.lock the same way
+(`RESULTS_LOCK`: apart from runs/LOCK, so scoring a folder does not stop
+its next extract, and `_` keeps Parquet readers off it). Holding runs/LOCK,
+a run removes what killed runs left behind: their uncommitted shards, unreadable manifests, Beam's
 beam-temp-* folders, and what a killed compaction (transforms/compaction.py)
 left to delete.
 
@@ -37,8 +40,8 @@ import fsspec
 from grepq_core.errors import GrepqError
 from grepq_core.files import is_local_path, write_file
 
-__all__ = ["RUN_ID", "REPLACES", "LOCK", "TAKEOVER_SETTLE_SECONDS", "new_run_id", "grepq_version", "OutputLock",
-           "commit", "committed_runs", "manifests", "run_of", "replaced", "write_replaces", "clean_uncommitted",
+__all__ = ["RUN_ID", "REPLACES", "LOCK", "RESULTS_LOCK", "TAKEOVER_SETTLE_SECONDS", "new_run_id", "grepq_version",
+           "OutputLock", "commit", "committed_runs", "manifests", "run_of", "replaced", "write_replaces", "clean_uncommitted",
            "finish_compactions"]
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 RUN_ID = re.compile(r"^(run-\d{8}T\d{6}Z-[0-9a-f]{6})")
 RUNS_DIR = "runs"
 LOCK = "LOCK"
+RESULTS_LOCK = "_grepq.lock"  # held by score and filter in their output folders
 _MAX_MANIFEST_BYTES = 16 * 2**20  # a manifest is a few kB
 _WARNED: set[str] = set()  # unreadable manifests already reported by this process
 TAKEOVER_SETTLE_SECONDS = 0.5  # how long a run that took over a dead run's lock waits before it trusts it
@@ -229,14 +233,15 @@ class OutputLock:
 
     A lock left by a killed local run (its process gone, on this host) is
     taken over with a warning; any other held lock is an error naming the
-    run that holds it, and `force` takes it over.
+    run that holds it, and `force` takes it over. `lock` is the object's
+    path under `output`: runs/LOCK for extract and compact, `RESULTS_LOCK`
+    for score and filter.
     """
 
-    def __init__(self, output: str, run: str, force: bool = False):
+    def __init__(self, output: str, run: str, force: bool = False, lock: str = f"{RUNS_DIR}/{LOCK}"):
         self.output, self.run, self.force = output.rstrip("/"), run, force
-        self._fs, folder = _runs_dir(output)
-        self._path = f"{folder}/{LOCK}"
-        self.broke: dict | None = None
+        self._fs, root = fsspec.core.url_to_fs(self.output)
+        self._path = f"{root}/{lock}"
 
     def _holder(self) -> dict:
         try:
@@ -284,9 +289,9 @@ class OutputLock:
             return self
         holder = self._holder()
         if self.force or self._stale(holder):
-            self.broke = holder
             self._fs.rm(self._path)
             if self._create(body) and self._kept():
+                log.warning("took over %s from run %s, which died holding it", self.output, holder.get("run"))
                 return self
             holder = self._holder()
         raise GrepqError(f"{self.output} is being written by run {holder.get('run', '?')} (started "
