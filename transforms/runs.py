@@ -242,6 +242,7 @@ class OutputLock:
         self.output, self.run, self.force = output.rstrip("/"), run, force
         self._fs, root = fsspec.core.url_to_fs(self.output)
         self._path = f"{root}/{lock}"
+        self._made: list[str] = []  # local folders the lock created, deepest first
 
     def _holder(self) -> dict:
         try:
@@ -267,8 +268,12 @@ class OutputLock:
             return _create_gcs(self._path, body)
         if not is_local_path(self.output):
             raise GrepqError(f"no lock for {self.output}: grepq writes to local folders and gs:// only")
+        folder = os.path.dirname(self._path)
+        while not os.path.exists(folder):  # made here, and removed on exit if still empty
+            self._made.append(folder)
+            folder = os.path.dirname(folder)
         try:
-            self._fs.makedirs(self._path.rsplit("/", 1)[0], exist_ok=True)
+            self._fs.makedirs(os.path.dirname(self._path), exist_ok=True)
             fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
@@ -312,6 +317,11 @@ class OutputLock:
             self._fs.rm(self._path)
         except FileNotFoundError:
             pass
+        for folder in self._made:  # a run that stopped before writing leaves no empty output behind
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
 
 
 def _create_gcs(path: str, body: str) -> bool:
