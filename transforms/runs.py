@@ -15,9 +15,9 @@ generation-matched create on gs://). `grepq score` and `grepq filter`,
 which replace what they write whole, hold OUTPUT/_grepq.lock the same way
 (`RESULTS_LOCK`: apart from runs/LOCK, so scoring a folder does not stop
 its next extract, and `_` keeps Parquet readers off it). Holding runs/LOCK,
-a run removes what killed runs left behind: their uncommitted shards, unreadable manifests, Beam's
-beam-temp-* folders, and what a killed compaction (transforms/compaction.py)
-left to delete.
+a run removes what killed runs left behind: their uncommitted shards,
+unreadable manifests, Beam's beam-temp-* folders, and what a killed
+compaction (transforms/compaction.py) left to delete.
 
 A compaction is a run too: before its manifest it writes
 OUTPUT/runs/replaces-RUN.json, the shards it replaces; once it has
@@ -41,8 +41,8 @@ from grepq_core.errors import GrepqError
 from grepq_core.files import is_local_path, write_file
 
 __all__ = ["RUN_ID", "REPLACES", "LOCK", "RESULTS_LOCK", "TAKEOVER_SETTLE_SECONDS", "new_run_id", "grepq_version",
-           "OutputLock", "commit", "committed_runs", "manifests", "run_of", "replaced", "write_replaces", "clean_uncommitted",
-           "finish_compactions"]
+           "OutputLock", "commit", "committed_runs", "manifests", "run_of", "replaced", "write_replaces",
+           "clean_uncommitted", "finish_compactions"]
 
 log = logging.getLogger(__name__)
 
