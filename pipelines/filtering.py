@@ -80,11 +80,10 @@ def filter_collection(pipeline, scores: str, features: str, output: str | None, 
     outputs = [o for o in (output, rejected) if o]
     if output and rejected and absolute(output.rstrip("/")) == absolute(rejected.rstrip("/")):
         raise GrepqError("the kept and the rejected samples need two different folders")
-    run = runs.new_run_id()
     meta = {"scores": scores, "features": features, "shard_size": shard_size, "grepq_version": runs.grepq_version()}
     with contextlib.ExitStack() as held:
         for folder in outputs:
-            held.enter_context(runs.OutputLock(folder, run, force=break_lock, lock=runs.RESULTS_LOCK))
+            held.enter_context(runs.results_lock(folder, break_lock))
         prepare_outputs(outputs, replace)
         with pipeline as p:
             build(p, scores, features, output, rejected, shard_size, meta)

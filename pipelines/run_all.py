@@ -17,6 +17,7 @@ def run(argv=None):
     import apache_beam as beam
 
     from pipelines import compact, extract, filtering, fit, report, score
+    from transforms import runs
 
     args, options = parse(arg_parser(), argv)
     out = args.output.rstrip("/")
@@ -31,7 +32,7 @@ def run(argv=None):
         model = args.model_output or f"{out}/model.json"
         with beam.Pipeline(options=options) as p:
             fit.build(p, args, out, model)
-    with writing_under(out), score.holding(out, args.break_lock), beam.Pipeline(options=options) as p:
+    with writing_under(out), runs.results_lock(out, args.break_lock), beam.Pipeline(options=options) as p:
         score.build(p, args, out, model, out, replace=args.incremental)  # a nightly rerun scores everything again
     print(f"scores: {out}/scores/  keep list: {out}/keep.txt  reject list: {out}/reject.txt")
     if collections:  # a nightly rerun writes the collection again

@@ -8,7 +8,7 @@ from __future__ import annotations
 from grepq_core.errors import GrepqError
 from pipelines.options import command_parser, parse, writing_under
 
-__all__ = ["run", "arg_parser", "build", "holding", "require_features"]
+__all__ = ["run", "arg_parser", "build", "require_features"]
 
 
 def _csv_line(row: dict) -> str:
@@ -122,18 +122,13 @@ def build(p, args, features: str, model: str | None, output: str, replace: bool 
                                                   shard_name_template=""))
 
 
-def holding(output: str, break_lock: bool):
-    """The lock of `output`'s scores (transforms/runs.py, RESULTS_LOCK): two runs never replace them at once."""
-    from transforms import runs
-
-    return runs.OutputLock(output, runs.new_run_id(), force=break_lock, lock=runs.RESULTS_LOCK)
-
-
 def run(argv=None, test_pipeline=None):
     import apache_beam as beam
 
+    from transforms.runs import results_lock
+
     args, options = parse(arg_parser(), argv)
-    with (writing_under(args.output), holding(args.output, args.break_lock),
+    with (writing_under(args.output), results_lock(args.output, args.break_lock),
           (test_pipeline or beam.Pipeline(options=options)) as p):
         build(p, args, args.features, args.model, args.output)
 

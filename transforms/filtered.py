@@ -15,8 +15,9 @@ image's score or dead letter. Output shards are numbered ``00000.tar``,
 shards' URIs and their samples' keys (a sample whose key is the one before
 it, from another shard, comes after the next sample instead); a Parquet
 output keeps its source's columns and adds ``grepq_score``,
-``grepq_calibrated``, ``grepq_keep`` and ``grepq_scorer``. Each file is written whole or not at all, and
-``_grepq_filter.json`` is written last: an output without it is incomplete.
+``grepq_calibrated``, ``grepq_keep`` and ``grepq_scorer``. Each file is
+written whole or not at all, and ``_grepq_filter.json`` is written last: an
+output without it is incomplete.
 Samples whose names are unsafe (absolute, or with ``..``) are never
 written, whatever their decision.
 """

@@ -41,7 +41,7 @@ from grepq_core.errors import GrepqError
 from grepq_core.files import is_local_path, write_file
 
 __all__ = ["RUN_ID", "REPLACES", "LOCK", "RESULTS_LOCK", "TAKEOVER_SETTLE_SECONDS", "new_run_id", "grepq_version",
-           "OutputLock", "commit", "committed_runs", "manifests", "run_of", "replaced", "write_replaces",
+           "OutputLock", "results_lock", "commit", "committed_runs", "manifests", "run_of", "replaced", "write_replaces",
            "clean_uncommitted", "finish_compactions"]
 
 log = logging.getLogger(__name__)
@@ -322,6 +322,11 @@ class OutputLock:
                 os.rmdir(folder)
             except OSError:
                 break
+
+
+def results_lock(output: str, force: bool = False) -> OutputLock:
+    """The lock that `grepq score` and `grepq filter` hold in their output folder (`RESULTS_LOCK`)."""
+    return OutputLock(output, new_run_id(), force=force, lock=RESULTS_LOCK)
 
 
 def _create_gcs(path: str, body: str) -> bool:
